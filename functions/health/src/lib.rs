@@ -1,0 +1,205 @@
+//! The health function: liveness, readiness, and the scheduled readiness probe, in one binary.
+//!
+//! - `GET /health` touches no dependency: it answers while the process can.
+//! - `GET /health/ready` checks DynamoDB and Secrets Manager, each within a bounded time.
+//! - An EventBridge `Scheduled Event` runs the same checks, logs one line, and fails the
+//!   invocation when a check fails, so Lambda's own `Errors` metric counts probe failures.
+
+use std::convert::Infallible;
+
+use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
+use lambda_http::{
+    http::{Method, StatusCode},
+    request::LambdaRequest,
+    Adapter, Body, Request, Response,
+};
+use lambda_runtime::{Diagnostic, LambdaEvent, Service};
+use serde::Serialize;
+use serde_json::Value;
+use shared::{
+    aws::AwsClients,
+    config::{Config, ConfigError},
+    http::{self, ApiError, Invocation},
+    readiness::{self, Readiness},
+};
+
+/// What the function builds once per execution environment.
+pub struct State {
+    config: Config,
+    clients: AwsClients,
+    function_name: String,
+}
+
+impl State {
+    /// Reads the configuration and builds the clients; fails naming a bad variable.
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        let clients = AwsClients::load(&config).await;
+        Ok(Self::new(config, clients))
+    }
+
+    pub fn new(config: Config, clients: AwsClients) -> Self {
+        let function_name =
+            std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "health".to_owned());
+        Self {
+            config,
+            clients,
+            function_name,
+        }
+    }
+}
+
+/// Why an invocation of the function failed (reported to Lambda, counted in `Errors`).
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("the event is neither an API Gateway request nor a scheduled event: {0}")]
+    Unsupported(#[source] serde_json::Error),
+    #[error("readiness probe failed: {}", failed.join(", "))]
+    ProbeFailed { failed: Vec<&'static str> },
+}
+
+impl From<EventError> for Diagnostic {
+    fn from(err: EventError) -> Self {
+        let error_type = match err {
+            EventError::Unsupported(_) => "UnsupportedEvent",
+            EventError::ProbeFailed { .. } => "ReadinessProbeFailed",
+        };
+        Diagnostic {
+            error_type: error_type.to_owned(),
+            error_message: err.to_string(),
+        }
+    }
+}
+
+/// The Lambda entry point: a scheduled event runs the probe, anything else must be an API
+/// Gateway request.
+pub async fn handle_event(state: &State, event: LambdaEvent<Value>) -> Result<Value, EventError> {
+    let (payload, context) = event.into_parts();
+    if payload.get("detail-type").is_some() {
+        let event: CloudWatchEvent =
+            serde_json::from_value(payload).map_err(EventError::Unsupported)?;
+        return probe(state, &event)
+            .await
+            .map(|report| serde_json::json!(report));
+    }
+    let request: LambdaRequest =
+        serde_json::from_value(payload).map_err(EventError::Unsupported)?;
+    // lambda_http's own adapter turns the request and our response into API Gateway's shapes.
+    let mut adapter = Adapter::from(lambda_http::service_fn(|req: Request| async move {
+        Ok::<_, Infallible>(handle(state, req).await)
+    }));
+    let response = adapter.call(LambdaEvent::new(request, context)).await;
+    let response = match response {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    Ok(serde_json::to_value(response).unwrap_or(Value::Null))
+}
+
+/// The HTTP routes of the function; the local API server calls this directly.
+pub async fn handle(state: &State, req: Request) -> Response<Body> {
+    http::serve(req, |req, invocation| route(state, req, invocation)).await
+}
+
+async fn route(
+    state: &State,
+    req: Request,
+    invocation: Invocation,
+) -> Result<Response<Body>, ApiError> {
+    let route = http::route_of(&req).unwrap_or_default();
+    if route != "/health" && route != "/health/ready" {
+        return Err(ApiError::NotFound(format!("no route for {route:?}")));
+    }
+    if req.method() != Method::GET {
+        return Err(ApiError::MethodNotAllowed {
+            method: req.method().to_string(),
+            allowed: "GET",
+        });
+    }
+    if route == "/health" {
+        return Ok(http::json(StatusCode::OK, &liveness(state, &invocation)));
+    }
+    let readiness = readiness::check(&state.clients, &state.config).await;
+    let status = if readiness.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok(http::json(status, &ReadinessBody::new(state, readiness)))
+}
+
+#[derive(Serialize)]
+struct Liveness<'a> {
+    status: &'static str,
+    service: &'a str,
+    version: &'static str,
+    function: &'a str,
+    cold_start: bool,
+}
+
+fn liveness<'a>(state: &'a State, invocation: &Invocation) -> Liveness<'a> {
+    Liveness {
+        status: "ok",
+        service: &state.config.service_name,
+        version: env!("CARGO_PKG_VERSION"),
+        function: &state.function_name,
+        cold_start: invocation.cold_start,
+    }
+}
+
+#[derive(Serialize)]
+struct ReadinessBody<'a> {
+    status: &'static str,
+    service: &'a str,
+    version: &'static str,
+    /// The names of the failed checks; empty when ready.
+    failed: Vec<&'static str>,
+    checks: Vec<readiness::Check>,
+}
+
+impl<'a> ReadinessBody<'a> {
+    fn new(state: &'a State, readiness: Readiness) -> Self {
+        Self {
+            status: if readiness.is_ready() {
+                "ok"
+            } else {
+                "unavailable"
+            },
+            service: &state.config.service_name,
+            version: env!("CARGO_PKG_VERSION"),
+            failed: readiness.failed(),
+            checks: readiness.checks,
+        }
+    }
+}
+
+/// The scheduled probe: one structured log line, and an error when a check fails.
+async fn probe<'a>(
+    state: &'a State,
+    event: &CloudWatchEvent,
+) -> Result<ReadinessBody<'a>, EventError> {
+    let readiness = readiness::check(&state.clients, &state.config).await;
+    let body = ReadinessBody::new(state, readiness);
+    let checks = serde_json::to_string(&body.checks).unwrap_or_default();
+    if body.failed.is_empty() {
+        tracing::info!(
+            probe = "readiness",
+            event_id = event.id.as_deref(),
+            ready = true,
+            checks,
+            "probe"
+        );
+        Ok(body)
+    } else {
+        tracing::error!(
+            probe = "readiness",
+            event_id = event.id.as_deref(),
+            ready = false,
+            checks,
+            "probe"
+        );
+        Err(EventError::ProbeFailed {
+            failed: body.failed,
+        })
+    }
+}

@@ -1,0 +1,326 @@
+//! A local stand-in for API Gateway (REST API, Lambda proxy integration).
+//!
+//! Each HTTP request becomes the event API Gateway would send (resource, path parameters,
+//! single- and multi-value headers and query, request context), parsed by lambda_http's own
+//! deserializer, and handed to the function's handler in-process: the functions run unchanged.
+//!
+//! It also plays the authorizer: the development header `X-Dev-User: <id>` becomes
+//! `requestContext.authorizer.claims.sub`. The header is removed before the function sees the
+//! request, and exists nowhere but here.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::{to_bytes, Body as AxumBody},
+    extract::{MatchedPath, Path, RawQuery, Request as AxumRequest, State},
+    http::{HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::on,
+    Router,
+};
+use base64::Engine;
+use lambda_http::Body;
+use serde_json::{json, Map, Value};
+
+/// The development header that stands in for a verified token.
+pub const DEV_USER_HEADER: &str = "x-dev-user";
+
+/// The largest body accepted, as API Gateway's 10 MB payload limit.
+const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// Which function serves a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Health,
+}
+
+/// One route of the API, as the template declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    /// The resource template, in API Gateway's (and axum's) `{param}` syntax.
+    pub resource: &'static str,
+    pub function: Function,
+}
+
+/// Every route the local server serves; it must match `template.yaml`.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        resource: "/health",
+        function: Function::Health,
+    },
+    Route {
+        method: "GET",
+        resource: "/health/ready",
+        function: Function::Health,
+    },
+];
+
+/// The functions' states, each built once as its Lambda execution environment would.
+pub struct Functions {
+    health: health::State,
+}
+
+impl Functions {
+    pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
+        Ok(Self {
+            health: health::State::from_env().await?,
+        })
+    }
+
+    async fn call(
+        &self,
+        function: Function,
+        req: lambda_http::Request,
+    ) -> lambda_http::Response<Body> {
+        match function {
+            Function::Health => health::handle(&self.health, req).await,
+        }
+    }
+}
+
+struct App {
+    functions: Functions,
+    requests: AtomicU64,
+}
+
+/// The router with every route of [`ROUTES`].
+pub fn router(functions: Functions) -> Router {
+    let app = Arc::new(App {
+        functions,
+        requests: AtomicU64::new(0),
+    });
+    let mut router = Router::new();
+    for route in ROUTES {
+        let method = Method::from_bytes(route.method.as_bytes()).unwrap_or(Method::GET);
+        let function = route.function;
+        let filter = axum::routing::MethodFilter::try_from(method)
+            .unwrap_or(axum::routing::MethodFilter::GET);
+        router = router.route(
+            route.resource,
+            on(filter, move |state, matched, path, query, req| {
+                invoke(state, matched, path, query, req, function)
+            }),
+        );
+    }
+    router
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"message": "no such route"})),
+            )
+        })
+        .with_state(app)
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    functions: Functions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(functions))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+async fn invoke(
+    State(app): State<Arc<App>>,
+    matched: MatchedPath,
+    Path(path_parameters): Path<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
+    req: AxumRequest,
+    function: Function,
+) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = match to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({"message": "Request Too Long"})),
+            )
+                .into_response()
+        }
+    };
+    let number = app.requests.fetch_add(1, Ordering::Relaxed);
+    let request_id = format!("local-{}-{number}", std::process::id());
+    let event = proxy_event(&ProxyRequest {
+        method: &parts.method,
+        path: parts.uri.path(),
+        resource: matched.as_str(),
+        headers: &parts.headers,
+        query: query.as_deref(),
+        path_parameters: &path_parameters,
+        body: &body,
+        request_id: &request_id,
+    });
+    let response = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(request) => into_http(app.functions.call(function, request).await),
+        Err(err) => {
+            tracing::error!(error = %err, "the event we built did not parse");
+            (
+                StatusCode::BAD_GATEWAY,
+                axum::Json(json!({"message": "Internal server error"})),
+            )
+                .into_response()
+        }
+    };
+    tracing::info!(
+        method = %parts.method,
+        path = parts.uri.path(),
+        status = response.status().as_u16(),
+        latency_ms = started.elapsed().as_secs_f64() * 1_000.0,
+        request_id,
+        "local-api"
+    );
+    response
+}
+
+/// What the proxy event is built from.
+pub struct ProxyRequest<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub resource: &'a str,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub path_parameters: &'a HashMap<String, String>,
+    pub body: &'a [u8],
+    pub request_id: &'a str,
+}
+
+/// The API Gateway REST proxy event for a request.
+pub fn proxy_event(req: &ProxyRequest<'_>) -> Value {
+    let mut headers = Map::new();
+    let mut multi_headers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut user = None;
+    for (name, value) in req.headers {
+        let Ok(value) = value.to_str() else { continue };
+        if name.as_str() == DEV_USER_HEADER {
+            user = Some(value.to_owned());
+            continue;
+        }
+        headers.insert(name.as_str().to_owned(), Value::from(value));
+        multi_headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(Value::from(value));
+    }
+
+    let mut query = Map::new();
+    let mut multi_query: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    if let Some(raw) = req.query {
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(raw);
+        for (key, value) in pairs {
+            query.insert(key.clone(), Value::from(value.clone()));
+            multi_query.entry(key).or_default().push(Value::from(value));
+        }
+    }
+
+    let (body, is_base64) = match std::str::from_utf8(req.body) {
+        _ if req.body.is_empty() => (Value::Null, false),
+        Ok(text) => (Value::from(text), false),
+        Err(_) => (
+            Value::from(base64::engine::general_purpose::STANDARD.encode(req.body)),
+            true,
+        ),
+    };
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut context = json!({
+        "accountId": "000000000000",
+        "apiId": "local",
+        "resourceId": "local",
+        "resourcePath": req.resource,
+        "httpMethod": req.method.as_str(),
+        "path": format!("/local{}", req.path),
+        "stage": "local",
+        "protocol": "HTTP/1.1",
+        "requestId": req.request_id,
+        "requestTimeEpoch": now.as_millis() as u64,
+        "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("user-agent").cloned().unwrap_or(Value::Null)},
+    });
+    if let Some(user) = user {
+        context["authorizer"] = json!({"claims": {"sub": user}});
+    }
+
+    let or_null = |map: Map<String, Value>| {
+        if map.is_empty() {
+            Value::Null
+        } else {
+            Value::Object(map)
+        }
+    };
+    let path_parameters: Map<String, Value> = req
+        .path_parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    json!({
+        "resource": req.resource,
+        "path": req.path,
+        "httpMethod": req.method.as_str(),
+        "headers": headers,
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": or_null(query),
+        "multiValueQueryStringParameters": if multi_query.is_empty() { Value::Null } else { json!(multi_query) },
+        "pathParameters": or_null(path_parameters),
+        "stageVariables": Value::Null,
+        "requestContext": context,
+        "body": body,
+        "isBase64Encoded": is_base64,
+    })
+}
+
+fn serde_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
+        &format!("/?{raw}").parse().unwrap_or_default(),
+    )
+    .map(|query| query.0)
+    .unwrap_or_default()
+}
+
+fn into_http(response: lambda_http::Response<Body>) -> Response {
+    let (parts, body) = response.into_parts();
+    let bytes = match body {
+        Body::Empty => Vec::new(),
+        Body::Text(text) => text.into_bytes(),
+        Body::Binary(bytes) => bytes,
+        _ => Vec::new(),
+    };
+    Response::from_parts(parts, AxumBody::from(bytes))
+}

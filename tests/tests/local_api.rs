@@ -1,0 +1,139 @@
+//! The local API server end to end over HTTP, and its API Gateway event construction.
+
+use std::collections::HashMap;
+
+use e2e::stack;
+use lambda_http::http::{HeaderMap, HeaderValue, Method};
+use serde_json::Value;
+
+/// The address of a running local API server; it shuts down when `stop` is dropped.
+struct Server {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the local API server on a free port.
+async fn start_server() -> Server {
+    stack().await; // fail early, and clearly, without the local stack
+    let functions = local_api::Functions::from_env()
+        .await
+        .expect("configuration from make test");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(local_api::serve(listener, functions, async {
+        let _ = stopped.await;
+    }));
+    Server { url, stop, task }
+}
+
+#[tokio::test]
+async fn serves_liveness_and_readiness_over_http() {
+    let server = start_server().await;
+    let url = &server.url;
+    let client = reqwest::Client::new();
+
+    let live = client.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "application/json");
+    let body: Value = live.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let ready = client
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"][0]["name"], "dynamodb");
+    assert_eq!(body["checks"][0]["ok"], true);
+    assert_eq!(body["checks"][1]["name"], "secretsmanager");
+    assert_eq!(body["checks"][1]["ok"], true);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_refused() {
+    let server = start_server().await;
+    let url = &server.url;
+    let client = reqwest::Client::new();
+    let missing = client.get(format!("{url}/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let wrong_method = client.delete(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+}
+
+#[tokio::test]
+async fn stops_cleanly_when_asked() {
+    let Server { url, stop, task } = start_server().await;
+    let client = reqwest::Client::new();
+    let status = client
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    drop(stop);
+    let result = tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("the server stops within 10 s");
+    assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+    let after = reqwest::Client::new()
+        .get(format!("{url}/health"))
+        .send()
+        .await;
+    assert!(after.is_err(), "the server kept serving after shutdown");
+}
+
+fn event_for(headers: HeaderMap, query: Option<&str>, body: &[u8]) -> Value {
+    let path_parameters = HashMap::from([("id".to_owned(), "c-1".to_owned())]);
+    local_api::proxy_event(&local_api::ProxyRequest {
+        method: &Method::POST,
+        path: "/conversations/c-1/messages",
+        resource: "/conversations/{id}/messages",
+        headers: &headers,
+        query,
+        path_parameters: &path_parameters,
+        body,
+        request_id: "local-1",
+    })
+}
+
+#[test]
+fn the_dev_header_becomes_authorizer_claims_and_is_removed() {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-dev-user", HeaderValue::from_static("user-42"));
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let event = event_for(headers, Some("limit=5&order=desc"), b"{\"a\":1}");
+    assert_eq!(
+        event["requestContext"]["authorizer"]["claims"]["sub"],
+        "user-42"
+    );
+    assert!(event["headers"].get("x-dev-user").is_none());
+    assert!(event["multiValueHeaders"].get("x-dev-user").is_none());
+
+    let request =
+        lambda_http::request::from_str(&event.to_string()).expect("lambda_http parses it");
+    let user = shared::identity::caller(&request).expect("an identity");
+    assert_eq!(user.as_str(), "user-42");
+    assert_eq!(
+        shared::http::route_of(&request),
+        Some("/conversations/{id}/messages")
+    );
+    use lambda_http::RequestExt;
+    let query = request.query_string_parameters();
+    assert_eq!(query.first("limit"), Some("5"));
+    assert_eq!(query.first("order"), Some("desc"));
+    assert_eq!(request.path_parameters().first("id"), Some("c-1"));
+    assert_eq!(request.body().as_ref(), b"{\"a\":1}");
+}
+
+#[test]
+fn without_the_dev_header_there_are_no_claims() {
+    let event = event_for(HeaderMap::new(), None, b"");
+    assert!(event["requestContext"].get("authorizer").is_none());
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    assert!(shared::identity::caller(&request).is_err());
+}
