@@ -6,6 +6,7 @@
     local_stack.py seed      create the table and the secret if they are missing
     local_stack.py run CMD   start a private server on a free port, seed it, run CMD with
                              AWS_ENDPOINT_URL pointing at it, and stop it whatever CMD does
+    local_stack.py serve P   the server itself, in the foreground (what `up` and `run` start)
 
 The table's key schema, indexes and TTL attribute are read from template.yaml, so the local
 table cannot drift from the deployed one.
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -95,10 +97,9 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
     if answers(url):
         raise SystemExit(f"local-stack: port {port} is already serving; set LOCAL_STACK_PORT")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    moto = Path(sys.executable).with_name("moto_server")
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, str(Path(__file__).resolve()), "serve", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -113,6 +114,38 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
         time.sleep(0.1)
     log(f"moto is up on {url} (pid {process.pid})")
     return process
+
+
+def serve(port: int) -> None:
+    """Runs moto's server app on loopback, handling one request at a time.
+
+    moto's backends are not thread-safe: under concurrent TransactWriteItems its threaded
+    server fails requests with 500 ("dictionary changed size during iteration") while it copies
+    the table for rollback. Connections stay concurrent; the app runs under one lock. moto is
+    bound by Python's GIL anyway, so this costs it little throughput.
+    """
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def one_at_a_time(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    run_simple(
+        "127.0.0.1",
+        port,
+        one_at_a_time,
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
 
 
 def stop_server(pid: int, process: subprocess.Popen | None = None) -> None:
@@ -201,13 +234,18 @@ def main(argv: list[str]) -> int:
             PID_FILE.unlink()
             log("moto stopped")
         return 0
+    if command == "serve" and len(argv) > 2:
+        serve(int(argv[2]))
+        return 0
     if command == "seed":
         seed(endpoint(int(env["LOCAL_STACK_PORT"])), env)
         return 0
     if command == "run" and len(argv) > 2:
         child = argv[3:] if argv[2] == "--" else argv[2:]
         port = free_port()
-        process = start_server(port, STATE_DIR / f"moto-{port}.log")
+        log_path = STATE_DIR / f"moto-{port}.log"
+        process = start_server(port, log_path)
+        status = 1
         # Stop the server however we are stopped.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         try:
@@ -215,12 +253,15 @@ def main(argv: list[str]) -> int:
             seed(url, env)
             env["AWS_ENDPOINT_URL"] = url
             env["LOCAL_STACK_PORT"] = str(port)
-            return subprocess.call(child, env=env)
+            status = subprocess.call(child, env=env)
+            return status
         except KeyboardInterrupt:
             return 130
         finally:
             stop_server(process.pid, process)
-            log(f"moto on port {port} stopped")
+            if status == 0:
+                log_path.unlink(missing_ok=True)
+            log(f"moto on port {port} stopped" + ("" if status == 0 else f"; its log: {log_path}"))
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -27,6 +27,15 @@ pub struct Config {
     pub health_check_timeout: Duration,
     /// `AWS_CONNECT_TIMEOUT_MS`: connect timeout of the AWS SDK clients.
     pub aws_connect_timeout: Duration,
+    /// `RETENTION_DAYS`: how long conversations are kept; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Config {
+    /// How long stored items live, or `None` to keep them forever.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_days > 0).then(|| Duration::from_secs(self.retention_days * 86_400))
+    }
 }
 
 impl Config {
@@ -46,6 +55,7 @@ impl Config {
                 .unwrap_or_else(|| "serverless-chat".to_owned()),
             health_check_timeout: vars.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 50..=20_000)?,
             aws_connect_timeout: vars.millis("AWS_CONNECT_TIMEOUT_MS", 1_000, 50..=10_000)?,
+            retention_days: vars.number("RETENTION_DAYS", 0, 0..=36_500)?,
         })
     }
 }
@@ -125,6 +135,18 @@ mod tests {
         assert_eq!(config.secret_id, "keys");
         assert_eq!(config.service_name, "serverless-chat");
         assert_eq!(config.health_check_timeout, Duration::from_secs(2));
+        assert_eq!(config.retention(), None);
+    }
+
+    #[test]
+    fn retention_is_given_in_days() {
+        let config = config(&[
+            ("TABLE_NAME", "chat"),
+            ("SECRET_ID", "keys"),
+            ("RETENTION_DAYS", "30"),
+        ])
+        .unwrap();
+        assert_eq!(config.retention(), Some(Duration::from_secs(30 * 86_400)));
     }
 
     #[test]

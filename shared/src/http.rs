@@ -1,7 +1,11 @@
 //! The API layer's one error type, its one mapping to `application/problem+json` (RFC 9457),
 //! JSON responses, and [`serve`], which every HTTP route runs through.
 
-use std::{future::Future, time::Instant};
+use std::{
+    collections::HashMap,
+    future::Future,
+    time::{Duration, Instant, SystemTime},
+};
 
 use lambda_http::{
     http::{header, HeaderValue, StatusCode},
@@ -201,6 +205,52 @@ pub struct Invocation {
     pub request_id: String,
     /// True for the first invocation of this execution environment.
     pub cold_start: bool,
+    /// When the work must be done: the Lambda deadline less a margin for answering, and never
+    /// later than API Gateway's integration limit allows.
+    pub deadline: Instant,
+}
+
+/// API Gateway's REST integration gives up after 29 s; we answer before that.
+const GATEWAY_BUDGET: Duration = Duration::from_secs(25);
+/// Kept back from the Lambda deadline to write the answer and the log line.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
+
+fn deadline_of(req: &Request, now: Instant) -> Instant {
+    let lambda_remaining = req
+        .lambda_context_ref()
+        .filter(|context| context.deadline > 0)
+        .map(|context| {
+            context
+                .deadline()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(DEADLINE_MARGIN)
+        });
+    now + lambda_remaining.map_or(GATEWAY_BUDGET, |remaining| remaining.min(GATEWAY_BUDGET))
+}
+
+/// The query string parameters of a request, checked against the names its route accepts.
+/// An unknown or repeated parameter is a 400 naming it.
+pub fn query_params<'a>(
+    req: &'a Request,
+    accepted: &[&str],
+) -> Result<HashMap<&'a str, &'a str>, ApiError> {
+    let mut params = HashMap::new();
+    let Some(query) = req.query_string_parameters_ref() else {
+        return Ok(params);
+    };
+    for (name, value) in query.iter() {
+        if !accepted.contains(&name) {
+            return Err(ApiError::bad_request(
+                name,
+                format!("unknown query parameter; accepted: {}", accepted.join(", ")),
+            ));
+        }
+        if params.insert(name, value).is_some() {
+            return Err(ApiError::bad_request(name, "given more than once"));
+        }
+    }
+    Ok(params)
 }
 
 /// The route template API Gateway matched (`/conversations/{id}`), not the raw path, so that
@@ -242,6 +292,7 @@ where
     let invocation = Invocation {
         request_id: request_id(&req),
         cold_start: telemetry::take_cold_start(),
+        deadline: deadline_of(&req, started),
     };
     let route_name = format!("{} {}", req.method(), route_of(&req).unwrap_or("-"));
     let request_id = invocation.request_id.clone();

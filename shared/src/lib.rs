@@ -8,4 +8,5 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod readiness;
+pub mod store;
 pub mod telemetry;

@@ -137,3 +137,37 @@ fn without_the_dev_header_there_are_no_claims() {
     let request = lambda_http::request::from_str(&event.to_string()).unwrap();
     assert!(shared::identity::caller(&request).is_err());
 }
+
+#[tokio::test]
+async fn the_dev_header_identifies_the_caller_of_history_routes() {
+    let server = start_server().await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/conversations?limit=5", server.url);
+
+    let anonymous = client.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let user = e2e::unique("dev-user");
+    let named = client
+        .get(&url)
+        .header("X-Dev-User", &user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 200);
+    assert_eq!(named.headers()["cache-control"], "no-store");
+    let body: Value = named.json().await.unwrap();
+    assert_eq!(body["conversations"], serde_json::json!([]));
+
+    let erase = client
+        .delete(format!("{}/history", server.url))
+        .header("X-Dev-User", &user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erase.status(), 204);
+}

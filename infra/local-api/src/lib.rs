@@ -40,6 +40,7 @@ const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     Health,
+    History,
 }
 
 /// One route of the API, as the template declares it.
@@ -63,17 +64,42 @@ pub const ROUTES: &[Route] = &[
         resource: "/health/ready",
         function: Function::Health,
     },
+    Route {
+        method: "GET",
+        resource: "/conversations",
+        function: Function::History,
+    },
+    Route {
+        method: "GET",
+        resource: "/conversations/{id}/messages",
+        function: Function::History,
+    },
+    Route {
+        method: "DELETE",
+        resource: "/conversations/{id}",
+        function: Function::History,
+    },
+    Route {
+        method: "DELETE",
+        resource: "/history",
+        function: Function::History,
+    },
 ];
 
 /// The functions' states, each built once as its Lambda execution environment would.
 pub struct Functions {
     health: health::State,
+    history: history::State,
 }
 
 impl Functions {
+    /// Builds every function's state from the environment, as each Lambda would at cold start.
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
+        let config = shared::config::Config::from_env()?;
+        let clients = shared::aws::AwsClients::load(&config).await;
         Ok(Self {
-            health: health::State::from_env().await?,
+            history: history::State::new(&config, &clients),
+            health: health::State::new(config, clients),
         })
     }
 
@@ -84,6 +110,7 @@ impl Functions {
     ) -> lambda_http::Response<Body> {
         match function {
             Function::Health => health::handle(&self.health, req).await,
+            Function::History => history::handle(&self.history, req).await,
         }
     }
 }

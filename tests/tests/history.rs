@@ -1,0 +1,401 @@
+//! The history function through its handler: sample events, isolation between users,
+//! validation, and erasure.
+
+use e2e::{api_request, event, json_body, reply, stack, store, user};
+use history::{handle, State};
+use lambda_http::http::StatusCode;
+use serde_json::Value;
+use shared::{
+    identity::UserId,
+    store::{ConversationId, TurnTarget},
+};
+
+async fn state() -> State {
+    let stack = stack().await;
+    State::new(&stack.config, &stack.clients)
+}
+
+/// Creates a conversation of `turns` turns for `user`; returns its id.
+async fn conversation(user: &UserId, turns: usize) -> ConversationId {
+    let store = store().await;
+    let id = ConversationId::generate();
+    let target = TurnTarget::New {
+        id: id.clone(),
+        title: "a title".to_owned(),
+    };
+    store
+        .append_turn(user, &target, "q0", &reply("a0"))
+        .await
+        .unwrap();
+    for turn in 1..turns {
+        store
+            .append_turn(
+                user,
+                &TurnTarget::Existing(id.clone()),
+                &format!("q{turn}"),
+                &reply(&format!("a{turn}")),
+            )
+            .await
+            .unwrap();
+    }
+    id
+}
+
+async fn call(
+    state: &State,
+    method: &str,
+    resource: &str,
+    id: Option<&ConversationId>,
+    query: Option<&str>,
+    user: Option<&UserId>,
+) -> (StatusCode, Value) {
+    let params: Vec<(&str, &str)> = id.map(|id| vec![("id", id.as_str())]).unwrap_or_default();
+    let req = api_request(method, resource, &params, query, user.map(UserId::as_str));
+    let response = handle(state, req).await;
+    (response.status(), json_body(&response))
+}
+
+#[tokio::test]
+async fn every_sample_event_gets_the_status_its_name_promises() {
+    let state = state().await;
+    // The user and conversation the sample events name.
+    let sample: Value = serde_json::from_str(&event("history-list-messages.json")).unwrap();
+    let owner = UserId::parse(
+        sample["requestContext"]["authorizer"]["claims"]["sub"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let id = ConversationId::parse(sample["pathParameters"]["id"].as_str().unwrap())
+        .expect("the sample's conversation id is a valid id");
+    let store = store().await;
+    store
+        .erase_user(
+            &owner,
+            tokio::time::Instant::now() + std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    store
+        .append_turn(
+            &owner,
+            &TurnTarget::New {
+                id: id.clone(),
+                title: "sample".into(),
+            },
+            "q",
+            &reply("a"),
+        )
+        .await
+        .unwrap();
+
+    let run = |name: &str| {
+        let req = lambda_http::request::from_str(&event(name)).expect("a valid event");
+        let state = &state;
+        async move { handle(state, req).await }
+    };
+    let listed = run("history-list-conversations.json").await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert_eq!(json_body(&listed)["conversations"][0]["id"], id.as_str());
+
+    let messages = run("history-list-messages.json").await;
+    assert_eq!(messages.status(), StatusCode::OK);
+    assert_eq!(
+        json_body(&messages)["messages"].as_array().unwrap().len(),
+        2
+    );
+
+    let deleted = run("history-delete-conversation.json").await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert!(deleted.body().is_empty());
+
+    let erased = run("history-erase.json").await;
+    assert_eq!(erased.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn lists_conversations_and_messages_in_the_documented_shape() {
+    let state = state().await;
+    let user = user();
+    let older = conversation(&user, 1).await;
+    let newer = conversation(&user, 3).await;
+
+    let (status, body) = call(&state, "GET", "/conversations", None, None, Some(&user)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let listed = body["conversations"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["id"], newer.as_str(), "newest first");
+    assert_eq!(listed[1]["id"], older.as_str());
+    assert_eq!(listed[0]["message_count"], 6);
+    assert_eq!(listed[0]["title"], "a title");
+    assert!(listed[0]["created_at"].is_string() && listed[0]["updated_at"].is_string());
+    assert!(body["next_cursor"].is_null());
+
+    let (status, body) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&newer),
+        Some("limit=4&order=desc"),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[0]["seq"], 6);
+    assert_eq!(messages[0]["id"], "000000000006");
+    assert_eq!(messages[0]["role"], "assistant");
+    assert_eq!(messages[0]["content"], "a2");
+    assert_eq!(messages[0]["provider"], "echo");
+    assert_eq!(messages[0]["model"], "echo-1");
+    assert_eq!(messages[1]["role"], "user");
+    assert!(messages[1].get("provider").is_none());
+    let cursor = body["next_cursor"].as_str().expect("more to come");
+
+    let (status, body) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&newer),
+        Some(&format!("limit=4&order=desc&cursor={cursor}")),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seqs: Vec<u64> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 1]);
+    assert!(body["next_cursor"].is_null());
+}
+
+#[tokio::test]
+async fn another_user_can_neither_see_nor_delete_a_conversation() {
+    let state = state().await;
+    let (owner, intruder) = (user(), user());
+    let id = conversation(&owner, 2).await;
+    let unknown = ConversationId::generate();
+
+    for target in [&id, &unknown] {
+        let (status, read) = call(
+            &state,
+            "GET",
+            "/conversations/{id}/messages",
+            Some(target),
+            None,
+            Some(&intruder),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, delete) = call(
+            &state,
+            "DELETE",
+            "/conversations/{id}",
+            Some(target),
+            None,
+            Some(&intruder),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        // Foreign and unknown look exactly alike, apart from the request id.
+        assert_eq!(read["detail"], "conversation not found");
+        assert_eq!(delete["type"], read["type"]);
+    }
+    let (_, listed) = call(&state, "GET", "/conversations", None, None, Some(&intruder)).await;
+    assert_eq!(listed["conversations"], serde_json::json!([]));
+
+    let (status, _) = call(&state, "DELETE", "/history", None, None, Some(&intruder)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&id),
+        None,
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["messages"].as_array().unwrap().len(),
+        4,
+        "the owner's data is untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_cannot_reach_another_conversation_or_user() {
+    let state = state().await;
+    let (owner, intruder) = (user(), user());
+    let id = conversation(&owner, 3).await;
+    let (_, body) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&id),
+        Some("limit=2"),
+        Some(&owner),
+    )
+    .await;
+    let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+
+    // The owner's cursor on another of the owner's conversations: refused.
+    let other = conversation(&owner, 1).await;
+    let (status, body) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&other),
+        Some(&format!("cursor={cursor}")),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["field"], "cursor");
+    // On the conversation listing: refused.
+    let (status, _) = call(
+        &state,
+        "GET",
+        "/conversations",
+        None,
+        Some(&format!("cursor={cursor}")),
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // In the intruder's hands it resumes in the intruder's own partition, where it finds nothing.
+    let (status, _) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&id),
+        Some(&format!("cursor={cursor}")),
+        Some(&intruder),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400s_naming_the_parameter() {
+    let state = state().await;
+    let user = user();
+    let id = conversation(&user, 1).await;
+    let cases = [
+        ("/conversations", None, "limit=0", "limit"),
+        ("/conversations", None, "limit=101", "limit"),
+        ("/conversations", None, "limit=ten", "limit"),
+        ("/conversations", None, "limit=-1", "limit"),
+        ("/conversations", None, "cursor=not-a-cursor", "cursor"),
+        (
+            "/conversations",
+            None,
+            "cursor=eyJ2IjoxLCJzayI6IlVTRVIjeCJ9",
+            "cursor",
+        ),
+        ("/conversations", None, "user_id=someone", "user_id"),
+        (
+            "/conversations/{id}/messages",
+            Some(&id),
+            "order=sideways",
+            "order",
+        ),
+        (
+            "/conversations/{id}/messages",
+            Some(&id),
+            "limit=1&limit=2",
+            "limit",
+        ),
+    ];
+    for (resource, id, query, field) in cases {
+        let (status, body) = call(&state, "GET", resource, id, Some(query), Some(&user)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["field"], field, "{query}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains(field), "{body}");
+    }
+    for bad_id in [
+        "nope",
+        "01kb2y8q3m7r4t6v9w0x1y2z3a",
+        "01KB2Y8Q3M7R4T6V9W0X1Y2Z3AA",
+    ] {
+        let req = api_request(
+            "GET",
+            "/conversations/{id}/messages",
+            &[("id", bad_id)],
+            None,
+            Some(user.as_str()),
+        );
+        let response = handle(&state, req).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad_id}");
+        assert_eq!(json_body(&response)["field"], "id");
+        let req = api_request(
+            "DELETE",
+            "/conversations/{id}",
+            &[("id", bad_id)],
+            None,
+            Some(user.as_str()),
+        );
+        assert_eq!(handle(&state, req).await.status(), StatusCode::BAD_REQUEST);
+    }
+    // Nothing was deleted by any of it.
+    let (_, body) = call(
+        &state,
+        "GET",
+        "/conversations/{id}/messages",
+        Some(&id),
+        None,
+        Some(&user),
+    )
+    .await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn every_route_needs_an_identity() {
+    let state = state().await;
+    let id = ConversationId::generate();
+    for (method, resource) in [
+        ("GET", "/conversations"),
+        ("GET", "/conversations/{id}/messages"),
+        ("DELETE", "/conversations/{id}"),
+        ("DELETE", "/history"),
+    ] {
+        let (status, body) = call(&state, method, resource, Some(&id), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {resource}");
+        assert_eq!(body["status"], 401);
+    }
+}
+
+#[tokio::test]
+async fn erasure_through_the_route_leaves_an_empty_partition() {
+    let state = state().await;
+    let user = user();
+    for _ in 0..13 {
+        conversation(&user, 1).await;
+    }
+    let (status, _) = call(&state, "DELETE", "/history", None, None, Some(&user)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let stack = stack().await;
+    let left = stack
+        .clients
+        .dynamodb
+        .query()
+        .table_name(&stack.config.table_name)
+        .key_condition_expression("PK = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{user}")),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0);
+    // Erasing nothing is fine too.
+    let (status, _) = call(&state, "DELETE", "/history", None, None, Some(&user)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}

@@ -1,0 +1,496 @@
+//! The conversation store against the local stack: concurrency, pagination, retention, deletion.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use e2e::{reply, stack, store, user};
+use shared::{
+    identity::UserId,
+    store::{
+        ConversationId, ConversationStore, Cursor, Message, Order, PageRequest, Role, StoreError,
+        TurnTarget,
+    },
+};
+use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
+
+fn new_conversation(title: &str) -> TurnTarget {
+    TurnTarget::New {
+        id: ConversationId::generate(),
+        title: title.to_owned(),
+    }
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+/// Every message of a conversation, oldest first, read in pages of `limit`.
+async fn read_all(
+    store: &ConversationStore,
+    user: &UserId,
+    id: &ConversationId,
+    limit: u16,
+    order: Order,
+) -> (Vec<Message>, usize) {
+    let mut messages = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_messages(
+                user,
+                id,
+                &PageRequest {
+                    limit,
+                    cursor: cursor.take(),
+                },
+                order,
+            )
+            .await
+            .expect("a page");
+        pages += 1;
+        assert!(page.items.len() <= usize::from(limit));
+        messages.extend(page.items);
+        match page.next {
+            Some(next) => cursor = Some(Cursor::decode(&next.encode()).expect("our own cursor")),
+            None => return (messages, pages),
+        }
+    }
+}
+
+/// Appends `turns` turns to each conversation at once, `in_flight` at a time, alternating between
+/// two separately built stores (two SDK clients, as two Lambda environments would have).
+async fn append_concurrently(
+    user: &UserId,
+    conversations: &[ConversationId],
+    turns: usize,
+    in_flight: usize,
+) {
+    let stores = [Arc::new(store().await), Arc::new(store().await)];
+    let permits = Arc::new(Semaphore::new(in_flight));
+    let mut tasks = JoinSet::new();
+    for turn in 0..turns {
+        for (index, id) in conversations.iter().enumerate() {
+            let store = Arc::clone(&stores[(turn + index) % 2]);
+            let permits = Arc::clone(&permits);
+            let (user, id) = (user.clone(), id.clone());
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("open semaphore");
+                store
+                    .append_turn(
+                        &user,
+                        &TurnTarget::Existing(id),
+                        &format!("question {turn}"),
+                        &reply(&format!("answer {turn}")),
+                    )
+                    .await
+            });
+        }
+    }
+    let mut succeeded = 0;
+    while let Some(result) = tasks.join_next().await {
+        result.expect("the task ran").expect("every turn is stored");
+        succeeded += 1;
+    }
+    assert_eq!(succeeded, turns * conversations.len());
+}
+
+/// Checks a conversation after concurrent turns: seqs 1..=n without gaps or duplicates, each
+/// question followed by its own answer, every turn exactly once, and the head's count.
+async fn assert_whole(store: &ConversationStore, user: &UserId, id: &ConversationId, turns: usize) {
+    let (messages, _) = read_all(store, user, id, 100, Order::Oldest).await;
+    // The first turn created the conversation ("question first").
+    assert_eq!(messages.len(), 2 * (turns + 1), "messages stored");
+    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(
+        seqs, expected,
+        "sequence numbers strictly increasing, no gap, no duplicate"
+    );
+    let mut seen = HashMap::new();
+    for pair in messages[2..].chunks(2) {
+        assert_eq!(pair[0].role, Role::User);
+        assert_eq!(pair[1].role, Role::Assistant);
+        let turn = pair[0]
+            .content
+            .strip_prefix("question ")
+            .expect("a question");
+        assert_eq!(
+            pair[1].content,
+            format!("answer {turn}"),
+            "a reply follows its own question"
+        );
+        *seen.entry(turn.to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), turns, "every turn present");
+    assert!(seen.values().all(|&count| count == 1), "no turn twice");
+    let head = store.conversation(user, id).await.expect("the head");
+    assert_eq!(
+        head.message_count,
+        messages.len() as u64,
+        "the head counts what is stored"
+    );
+}
+
+async fn start_conversation(store: &ConversationStore, user: &UserId) -> ConversationId {
+    store
+        .append_turn(
+            user,
+            &new_conversation("first"),
+            "question first",
+            &reply("answer first"),
+        )
+        .await
+        .expect("a new conversation")
+        .conversation_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_turns_on_one_conversation_are_all_stored_whole() {
+    let store = store().await;
+    let user = user();
+    let id = start_conversation(&store, &user).await;
+    append_concurrently(&user, std::slice::from_ref(&id), 200, 50).await;
+    assert_whole(&store, &user, &id, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_turns_across_twenty_conversations_of_one_user_are_all_stored_whole() {
+    let store = store().await;
+    let user = user();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(start_conversation(&store, &user).await);
+    }
+    append_concurrently(&user, &ids, 10, 50).await;
+    for id in &ids {
+        assert_whole(&store, &user, id, 10).await;
+    }
+    let page = store
+        .list_conversations(
+            &user,
+            &PageRequest {
+                limit: 100,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 20);
+    assert!(page.next.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_messages_read_in_pages_of_37_in_both_orders() {
+    let store = store().await;
+    let user = user();
+    let id = start_conversation(&store, &user).await;
+    append_concurrently(&user, std::slice::from_ref(&id), 499, 50).await;
+
+    let (oldest_first, pages) = read_all(&store, &user, &id, 37, Order::Oldest).await;
+    assert_eq!(
+        pages, 28,
+        "1000 / 37 rounded up; the last page has no cursor"
+    );
+    let seqs: Vec<u64> = oldest_first.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
+
+    let (newest_first, pages) = read_all(&store, &user, &id, 37, Order::Newest).await;
+    assert_eq!(pages, 28);
+    let seqs: Vec<u64> = newest_first.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (1..=1000).rev().collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn an_exact_multiple_of_the_page_size_ends_without_an_empty_page() {
+    let store = store().await;
+    let user = user();
+    let id = start_conversation(&store, &user).await;
+    store
+        .append_turn(&user, &TurnTarget::Existing(id.clone()), "q", &reply("a"))
+        .await
+        .unwrap();
+    let (messages, pages) = read_all(&store, &user, &id, 2, Order::Oldest).await;
+    assert_eq!((messages.len(), pages), (4, 2));
+}
+
+#[tokio::test]
+async fn recent_messages_are_the_last_n_oldest_first() {
+    let store = store().await;
+    let user = user();
+    let id = start_conversation(&store, &user).await;
+    for turn in 0..5 {
+        store
+            .append_turn(
+                &user,
+                &TurnTarget::Existing(id.clone()),
+                &format!("question {turn}"),
+                &reply(&format!("answer {turn}")),
+            )
+            .await
+            .unwrap();
+    }
+    let recent = store.recent_messages(&user, &id, 3).await.unwrap();
+    let seqs: Vec<u64> = recent.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [10, 11, 12]);
+    assert_eq!(recent[2].content, "answer 4");
+    assert_eq!(recent[2].provider.as_deref(), Some("echo"));
+    assert_eq!(recent[2].usage.map(|u| u.output_tokens), Some(5));
+    assert_eq!(recent[1].role, Role::User);
+    assert!(recent[1].provider.is_none());
+
+    let unknown = store
+        .recent_messages(&user, &ConversationId::generate(), 3)
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)));
+}
+
+#[tokio::test]
+async fn a_turn_on_an_unknown_or_foreign_conversation_is_not_found_and_stores_nothing() {
+    let store = store().await;
+    let (owner, stranger) = (user(), user());
+    let id = start_conversation(&store, &owner).await;
+    let foreign = store
+        .append_turn(
+            &stranger,
+            &TurnTarget::Existing(id.clone()),
+            "q",
+            &reply("a"),
+        )
+        .await;
+    assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
+    let unknown = store
+        .append_turn(
+            &owner,
+            &TurnTarget::Existing(ConversationId::generate()),
+            "q",
+            &reply("a"),
+        )
+        .await;
+    assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
+    assert_eq!(partition_items(&stranger).await.len(), 0);
+    assert_eq!(
+        partition_items(&owner).await.len(),
+        3,
+        "head and the first turn only"
+    );
+}
+
+#[tokio::test]
+async fn a_new_conversation_id_is_never_reused() {
+    let store = store().await;
+    let user = user();
+    let target = new_conversation("taken");
+    store
+        .append_turn(&user, &target, "q", &reply("a"))
+        .await
+        .unwrap();
+    let again = store.append_turn(&user, &target, "q2", &reply("a2")).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict { .. })),
+        "{again:?}"
+    );
+    let (messages, _) = read_all(&store, &user, target.id(), 10, Order::Oldest).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0].content, "q");
+}
+
+#[tokio::test]
+async fn retention_stamps_items_and_reads_skip_expired_ones() {
+    let stack = stack().await;
+    let store = ConversationStore::new(
+        stack.clients.dynamodb.clone(),
+        stack.config.table_name.clone(),
+        Some(Duration::from_secs(86_400)),
+    );
+    let user = user();
+    let turn = store
+        .append_turn(&user, &new_conversation("kept a day"), "q", &reply("a"))
+        .await
+        .unwrap();
+    let id = turn.conversation_id;
+    let items = partition_items(&user).await;
+    let now = chrono_now();
+    for item in &items {
+        let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+        assert!(
+            (expires_at - now - 86_400).abs() < 60,
+            "expires_at set a day ahead"
+        );
+    }
+
+    // Make the first message look expired, as DynamoDB may keep it for a while past its time.
+    set_expiry(&user, &format!("MSG#{id}#000000000001"), now - 10).await;
+    let recent = store.recent_messages(&user, &id, 10).await.unwrap();
+    assert_eq!(recent.iter().map(|m| m.seq).collect::<Vec<_>>(), [2]);
+    let (listed, _) = read_all(&store, &user, &id, 10, Order::Oldest).await;
+    assert_eq!(listed.len(), 1);
+
+    // An expired head makes the whole conversation unknown, and a turn cannot revive it.
+    set_expiry(&user, &format!("CONV#{id}"), now - 10).await;
+    assert!(matches!(
+        store.conversation(&user, &id).await,
+        Err(StoreError::NotFound)
+    ));
+    let revive = store
+        .append_turn(&user, &TurnTarget::Existing(id.clone()), "q", &reply("a"))
+        .await;
+    assert!(matches!(revive, Err(StoreError::NotFound)));
+    let listed = store
+        .list_conversations(&user, &PageRequest::default())
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty());
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_removes_its_messages_and_feedback_only() {
+    let store = store().await;
+    let user = user();
+    let doomed = start_conversation(&store, &user).await;
+    let kept = start_conversation(&store, &user).await;
+    for _ in 0..15 {
+        store
+            .append_turn(
+                &user,
+                &TurnTarget::Existing(doomed.clone()),
+                "q",
+                &reply("a"),
+            )
+            .await
+            .unwrap();
+    }
+    put_raw(&user, &format!("FB#{doomed}#000000000002")).await;
+    put_raw(&user, &format!("FB#{kept}#000000000002")).await;
+
+    let deleted = store
+        .delete_conversation(&user, &doomed, deadline())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 32 + 1 + 1, "32 messages, one feedback, the head");
+    let left: Vec<String> = partition_items(&user)
+        .await
+        .iter()
+        .map(|item| item["SK"].as_s().unwrap().clone())
+        .collect();
+    assert!(
+        left.iter().all(|sk| !sk.contains(doomed.as_str())),
+        "{left:?}"
+    );
+    assert_eq!(
+        left.len(),
+        4,
+        "the kept conversation: head, two messages, feedback"
+    );
+    let again = store.delete_conversation(&user, &doomed, deadline()).await;
+    assert!(matches!(again, Err(StoreError::NotFound)));
+}
+
+#[tokio::test]
+async fn erasure_removes_every_kind_of_item_beyond_one_batch() {
+    let store = store().await;
+    let (user, bystander) = (user(), user());
+    let mut ids = Vec::new();
+    for _ in 0..26 {
+        ids.push(start_conversation(&store, &user).await);
+    }
+    for (n, id) in ids.iter().enumerate() {
+        put_raw(&user, &format!("FB#{id}#000000000002")).await;
+        put_raw(&user, &format!("IDEM#key-{n}")).await;
+    }
+    let bystanders = start_conversation(&store, &bystander).await;
+    assert_eq!(partition_items(&user).await.len(), 26 * 5);
+
+    let deleted = store.erase_user(&user, deadline()).await.unwrap();
+    assert_eq!(deleted, 26 * 5);
+    assert!(partition_items(&user).await.is_empty());
+    assert_eq!(partition_items(&bystander).await.len(), 3);
+    assert!(store.conversation(&bystander, &bystanders).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_erasure_past_its_deadline_says_how_far_it_got() {
+    let store = store().await;
+    let user = user();
+    start_conversation(&store, &user).await;
+    let err = store
+        .erase_user(&user, Instant::now() - Duration::from_millis(1))
+        .await
+        .expect_err("no time left");
+    assert!(
+        matches!(
+            err,
+            StoreError::Incomplete {
+                deleted: 0,
+                remaining: 3
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("deleted 0"), "{err}");
+    assert_eq!(partition_items(&user).await.len(), 3);
+}
+
+// Raw table access, to look at and arrange what the store does not expose.
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+async fn partition_items(user: &UserId) -> Vec<HashMap<String, AttributeValue>> {
+    let stack = stack().await;
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let output = stack
+            .clients
+            .dynamodb
+            .query()
+            .table_name(&stack.config.table_name)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("USER#{user}")))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        items.extend(output.items().iter().cloned());
+        start = output.last_evaluated_key().cloned();
+        if start.is_none() {
+            return items;
+        }
+    }
+}
+
+async fn put_raw(user: &UserId, sort_key: &str) {
+    let stack = stack().await;
+    stack
+        .clients
+        .dynamodb
+        .put_item()
+        .table_name(&stack.config.table_name)
+        .item("PK", AttributeValue::S(format!("USER#{user}")))
+        .item("SK", AttributeValue::S(sort_key.to_owned()))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn set_expiry(user: &UserId, sort_key: &str, at: i64) {
+    let stack = stack().await;
+    stack
+        .clients
+        .dynamodb
+        .update_item()
+        .table_name(&stack.config.table_name)
+        .key("PK", AttributeValue::S(format!("USER#{user}")))
+        .key("SK", AttributeValue::S(sort_key.to_owned()))
+        .update_expression("SET expires_at = :at")
+        .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
+        .send()
+        .await
+        .unwrap();
+}
