@@ -7,6 +7,7 @@ PYTHON    ?= python3
 VENV_PY   := $(VENV)/bin/python
 VENV_DONE := $(VENV)/.installed
 STACK     := $(VENV_PY) infra/local_stack.py
+FUNCTIONS := chat health history
 
 # The local stack's settings; the same names the functions read in Lambda.
 LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} \
@@ -15,11 +16,12 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} \
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
+.PHONY: help dev test bench-store lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
 	@echo "make test    formatting, lints, template lint, then every test against a fresh local stack"
+	@echo "make bench-store  what a chat turn costs the store, with 10 and 10,000 prior messages"
 	@echo "make release release binaries of the functions (cargo lambda, x86_64)"
 	@echo "make deploy  sam build && sam deploy --guided"
 
@@ -44,6 +46,11 @@ test: fmt-check clippy cfn-lint
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .local/test.log; \
 	  exit $$status
 
+# Benchmarks print figures; they are not tests.
+bench-store: $(VENV_DONE)
+	cargo build --release -p e2e --bin store-bench
+	env $(LOCAL_ENV) $(STACK) run -- target/release/store-bench
+
 lint: fmt-check clippy cfn-lint
 
 fmt-check:
@@ -63,8 +70,12 @@ stack-down: $(VENV_DONE)
 
 release:
 	$(VENV)/bin/pip show cargo-lambda >/dev/null 2>&1 || $(VENV)/bin/pip install --quiet cargo-lambda
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --compiler cargo
-	@ls -l target/lambda/*/bootstrap
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --compiler cargo $(addprefix -p ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do \
+	  size=$$(stat -c %s target/lambda/$$f/bootstrap); \
+	  zipped=$$(cd target/lambda/$$f && rm -f /tmp/$$f.zip && $(CURDIR)/$(VENV_PY) -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],'w',zipfile.ZIP_DEFLATED); z.write('bootstrap'); z.close()" /tmp/$$f.zip && stat -c %s /tmp/$$f.zip); \
+	  echo "$$f: bootstrap $$size bytes, zipped $$zipped bytes"; \
+	done
 
 deploy:
 	sam build && sam deploy --guided

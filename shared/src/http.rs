@@ -169,6 +169,50 @@ struct Problem<'a> {
     field: Option<&'a str>,
 }
 
+/// Parses a request's JSON body into `T`, strictly. A body over `max_bytes` is a 413 before any
+/// parsing; otherwise every problem is a 400 naming the field (or `body` when it is not JSON).
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    req: &Request,
+    max_bytes: usize,
+) -> Result<T, ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > max_bytes {
+        return Err(ApiError::PayloadTooLarge { limit: max_bytes });
+    }
+    // Serde would also build a struct from an array; the API takes objects only.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("body", "must be a JSON object"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if !inner.is_data() {
+            return ApiError::bad_request("body", "is not valid JSON");
+        }
+        // serde_json appends the position; the field name says more.
+        let message = inner.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(text, _)| text)
+            .to_owned();
+        let field = if path == "." {
+            // Unknown and missing fields are reported on the object; their name is in the text.
+            message
+                .split('`')
+                .nth(1)
+                .map_or_else(|| "body".to_owned(), str::to_owned)
+        } else {
+            path
+        };
+        ApiError::bad_request(field, message)
+    })?;
+    deserializer
+        .end()
+        .map_err(|_| ApiError::bad_request("body", "is not valid JSON"))?;
+    Ok(value)
+}
+
 /// A JSON response. Responses may carry user data, so no cache may keep them.
 pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     body_response(status, body, "application/json")

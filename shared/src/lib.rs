@@ -7,6 +7,8 @@ pub mod aws;
 pub mod config;
 pub mod http;
 pub mod identity;
+pub mod llm;
 pub mod readiness;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -90,7 +90,31 @@ pub fn api_request(
     query: Option<&str>,
     user: Option<&str>,
 ) -> lambda_http::Request {
-    use lambda_http::http::{HeaderMap, HeaderValue, Method};
+    request_with(method, resource, path_parameters, query, user, &[], b"")
+}
+
+/// `POST /chat` with a JSON body, as `user`, with extra headers.
+pub fn chat_request(
+    user: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> lambda_http::Request {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    request_with("POST", "/chat", &[], None, user, &all, body.as_bytes())
+}
+
+/// Any API Gateway request, built as the local API server builds it.
+pub fn request_with(
+    method: &str,
+    resource: &str,
+    path_parameters: &[(&str, &str)],
+    query: Option<&str>,
+    user: Option<&str>,
+    extra_headers: &[(&str, &str)],
+    body: &[u8],
+) -> lambda_http::Request {
+    use lambda_http::http::{HeaderMap, HeaderName, HeaderValue, Method};
     let mut path = resource.to_owned();
     for (name, value) in path_parameters {
         path = path.replace(&format!("{{{name}}}"), value);
@@ -99,6 +123,12 @@ pub fn api_request(
     if let Some(user) = user {
         let value = HeaderValue::from_str(user).expect("a header-safe user id");
         headers.insert(local_api::DEV_USER_HEADER, value);
+    }
+    for (name, value) in extra_headers {
+        headers.insert(
+            HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            HeaderValue::from_str(value).expect("a header value"),
+        );
     }
     let method = Method::from_bytes(method.as_bytes()).expect("an HTTP method");
     let path_parameters = path_parameters
@@ -112,7 +142,7 @@ pub fn api_request(
         headers: &headers,
         query,
         path_parameters: &path_parameters,
-        body: b"",
+        body,
         request_id: &unique("req"),
     });
     lambda_http::request::from_str(&event.to_string()).expect("lambda_http parses the event")
@@ -121,4 +151,153 @@ pub fn api_request(
 /// The JSON body of a response.
 pub fn json_body(response: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
     serde_json::from_slice(response.body().as_ref()).unwrap_or(serde_json::Value::Null)
+}
+
+/// A new secret holding `keys` (a JSON object); returns its name.
+pub async fn secret_with(keys: &serde_json::Value) -> String {
+    let stack = stack().await;
+    let name = unique("keys");
+    stack
+        .clients
+        .secrets
+        .create_secret()
+        .name(&name)
+        .secret_string(keys.to_string())
+        .send()
+        .await
+        .expect("create a secret");
+    name
+}
+
+/// Replaces the value of secret `name`, as a key rotation does.
+pub async fn rotate_secret(name: &str, keys: &serde_json::Value) {
+    stack()
+        .await
+        .clients
+        .secrets
+        .put_secret_value()
+        .secret_id(name)
+        .secret_string(keys.to_string())
+        .send()
+        .await
+        .expect("put a secret value");
+}
+
+/// A table with the deployed key schema, for tests whose volume would slow everyone else's.
+pub async fn private_table() -> String {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let stack = stack().await;
+    let name = unique("table");
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("an attribute definition")
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .expect("a key schema element")
+    };
+    stack
+        .clients
+        .dynamodb
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(attribute("PK"))
+        .attribute_definitions(attribute("SK"))
+        .key_schema(key("PK", KeyType::Hash))
+        .key_schema(key("SK", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create a table");
+    name
+}
+
+/// How many items `user`'s partition holds in `table`.
+pub async fn partition_count(table: &str, user: &str) -> usize {
+    let stack = stack().await;
+    let mut count = 0;
+    let mut start = None;
+    loop {
+        let output = stack
+            .clients
+            .dynamodb
+            .query()
+            .table_name(table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(
+                ":pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{user}")),
+            )
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("query the partition");
+        count += output.items().len();
+        start = output.last_evaluated_key().cloned();
+        if start.is_none() {
+            return count;
+        }
+    }
+}
+
+/// Writes messages `first..=last` of a conversation directly (setup for volume tests), shaped
+/// as `append_turn` writes them: odd seqs are the user's, even seqs the assistant's.
+pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u64, last: u64) {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let stack = stack().await;
+    let s = |v: String| AttributeValue::S(v);
+    let requests: Vec<WriteRequest> = (first..=last)
+        .map(|seq| {
+            let role = if seq % 2 == 1 { "user" } else { "assistant" };
+            let put = PutRequest::builder()
+                .item("PK", s(format!("USER#{user}")))
+                .item("SK", s(format!("MSG#{conversation}#{seq:012}")))
+                .item("role", s(role.to_owned()))
+                .item("content", s(format!("message {seq}")))
+                .item("created_at", s("2026-11-27T06:00:00.000Z".to_owned()))
+                .item("turn", s("seed".to_owned()))
+                .build()
+                .expect("a put request");
+            WriteRequest::builder().put_request(put).build()
+        })
+        .collect();
+    for batch in requests.chunks(25) {
+        let mut pending = batch.to_vec();
+        while !pending.is_empty() {
+            let output = stack
+                .clients
+                .dynamodb
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .expect("batch write");
+            pending = output
+                .unprocessed_items()
+                .and_then(|items| items.get(table))
+                .cloned()
+                .unwrap_or_default();
+        }
+    }
+    stack
+        .clients
+        .dynamodb
+        .update_item()
+        .table_name(table)
+        .key("PK", s(format!("USER#{user}")))
+        .key("SK", s(format!("CONV#{conversation}")))
+        .update_expression("SET message_count = :count")
+        .expression_attribute_values(":count", AttributeValue::N(last.to_string()))
+        .send()
+        .await
+        .expect("set the head's count");
 }

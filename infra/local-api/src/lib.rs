@@ -39,6 +39,7 @@ const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Which function serves a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
+    Chat,
     Health,
     History,
 }
@@ -54,6 +55,11 @@ pub struct Route {
 
 /// Every route the local server serves; it must match `template.yaml`.
 pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        resource: "/chat",
+        function: Function::Chat,
+    },
     Route {
         method: "GET",
         resource: "/health",
@@ -88,6 +94,7 @@ pub const ROUTES: &[Route] = &[
 
 /// The functions' states, each built once as its Lambda execution environment would.
 pub struct Functions {
+    chat: chat::State,
     health: health::State,
     history: history::State,
 }
@@ -98,6 +105,7 @@ impl Functions {
         let config = shared::config::Config::from_env()?;
         let clients = shared::aws::AwsClients::load(&config).await;
         Ok(Self {
+            chat: chat::State::new(&config, shared::config::ChatConfig::from_env()?, &clients)?,
             history: history::State::new(&config, &clients),
             health: health::State::new(config, clients),
         })
@@ -109,6 +117,7 @@ impl Functions {
         req: lambda_http::Request,
     ) -> lambda_http::Response<Body> {
         match function {
+            Function::Chat => chat::handle(&self.chat, req).await,
             Function::Health => health::handle(&self.health, req).await,
             Function::History => history::handle(&self.history, req).await,
         }

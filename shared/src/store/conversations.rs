@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{http::BoxError, identity::UserId};
 
-type Item = HashMap<String, AttributeValue>;
+pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// How often a turn's write is tried before it is given up as a [`StoreError::Conflict`].
 const MAX_ATTEMPTS: u32 = 8;
@@ -574,6 +574,14 @@ impl ConversationStore {
         Ok(())
     }
 
+    pub(super) fn db(&self) -> &Client {
+        &self.db
+    }
+
+    pub(super) fn table(&self) -> &str {
+        &self.table
+    }
+
     fn expires_at(&self, now: DateTime<Utc>) -> Option<i64> {
         self.retention
             .map(|keep| now.timestamp() + i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2))
@@ -680,7 +688,7 @@ fn cancellation_reasons<R>(
 
 /// Throttling and transient failures that outlived the SDK's retries are `Unavailable` (503);
 /// anything else is an internal error.
-fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+pub(super) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -721,15 +729,15 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: impl std::fmt::Display) -> AttributeValue {
+pub(super) fn n(value: impl std::fmt::Display) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+pub(super) fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|value| value.as_s().ok())
         .map(String::as_str)

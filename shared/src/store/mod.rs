@@ -6,13 +6,15 @@
 //! is directly followed by its own reply. Every read is a `Query` on the caller's partition.
 
 mod conversations;
+mod idempotency;
 pub mod keys;
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use conversations::ConversationStore;
+pub use conversations::{Consumption, ConversationStore};
+pub use idempotency::{Claim, IdempotencyKey, Lease};
 pub use keys::{ConversationId, Cursor, InvalidCursor};
 
 use crate::http::{ApiError, BoxError};

@@ -1,0 +1,211 @@
+//! LLM providers behind one trait, and [`Llm`], which calls them with retries, a circuit breaker
+//! per provider and an ordered fallback list, all inside the request's deadline.
+
+mod breaker;
+mod echo;
+mod gemini;
+mod openai;
+mod resilient;
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use secrecy::SecretString;
+
+pub use breaker::{Breaker, BreakerConfig};
+pub use echo::Echo;
+pub use gemini::Gemini;
+pub use openai::OpenAi;
+pub use resilient::{Answer, Choice, Llm, LlmConfig, LlmError, ProviderSettings};
+
+use crate::store::TokenUsage;
+
+/// A boxed future, so that providers can live behind `dyn Provider`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Who said a message of the context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaker {
+    User,
+    Assistant,
+}
+
+/// One message of the context sent to a provider, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextMessage {
+    pub speaker: Speaker,
+    pub content: String,
+}
+
+/// One call to a provider.
+pub struct Call<'a> {
+    pub model: &'a str,
+    pub system: Option<&'a str>,
+    /// The conversation so far and the new user message, oldest first.
+    pub messages: &'a [ContextMessage],
+    /// The provider's key; `None` for providers that need none.
+    pub key: Option<&'a SecretString>,
+    /// The longest this call may take.
+    pub timeout: Duration,
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub text: String,
+    pub usage: TokenUsage,
+}
+
+/// How a provider call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused our key (HTTP 401).
+    #[error("the provider rejected the API key")]
+    Unauthorized,
+    /// Worth trying again: connect errors, timeouts, 408, 429 and 5xx.
+    #[error("the provider failed transiently ({reason})")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider refused the request itself (a 4xx other than 401, 408 and 429).
+    #[error("the provider rejected the request with HTTP {status}")]
+    Rejected { status: u16 },
+    /// The provider answered something that is not its documented response.
+    #[error("the provider's response was malformed: {0}")]
+    Malformed(String),
+}
+
+impl ProviderError {
+    /// Sorts an HTTP failure status; `retry_after` comes from the response's header.
+    fn from_status(status: reqwest::StatusCode, retry_after: Option<Duration>) -> Self {
+        match status.as_u16() {
+            401 => Self::Unauthorized,
+            408 | 429 | 500 | 502 | 503 | 504 => Self::Transient {
+                reason: format!("HTTP {status}"),
+                retry_after,
+            },
+            status => Self::Rejected { status },
+        }
+    }
+
+    fn from_reqwest(err: &reqwest::Error) -> Self {
+        let reason = if err.is_timeout() {
+            "timeout"
+        } else if err.is_connect() {
+            "connect error"
+        } else if err.is_decode() {
+            return Self::Malformed("the body is not the expected JSON".to_owned());
+        } else {
+            "transport error"
+        };
+        Self::Transient {
+            reason: reason.to_owned(),
+            retry_after: None,
+        }
+    }
+}
+
+/// An LLM provider.
+pub trait Provider: Send + Sync {
+    /// The name clients use (`openai`, `gemini`, `echo`).
+    fn name(&self) -> &str;
+    /// The name of this provider's key in the keys secret; `None` if it needs no key.
+    fn key_name(&self) -> Option<&str>;
+    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+}
+
+/// Sends a JSON request and reads a JSON answer, sorting failures into [`ProviderError`]s.
+async fn post_json<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<T, ProviderError> {
+    let response = request
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|err| ProviderError::from_reqwest(&err))?;
+    let status = response.status();
+    if !status.is_success() {
+        let retry_after = retry_after(response.headers());
+        return Err(ProviderError::from_status(status, retry_after));
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| ProviderError::from_reqwest(&err))?;
+    serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+impl Llm {
+    /// The LLM client for a chat configuration: one pooled HTTP client shared by every provider.
+    pub fn from_config(
+        config: &crate::config::ChatConfig,
+        keys: crate::secrets::ProviderKeys,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("serverless-chat/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| crate::config::ConfigError::Init {
+                what: "the HTTP client",
+                reason: err.to_string(),
+            })?;
+        let providers = config
+            .providers
+            .iter()
+            .map(|name| {
+                let (provider, models): (std::sync::Arc<dyn Provider>, &Vec<String>) =
+                    match name.as_str() {
+                        "openai" => (
+                            std::sync::Arc::new(OpenAi::new(http.clone(), &config.openai_base_url)),
+                            &config.openai_models,
+                        ),
+                        "gemini" => (
+                            std::sync::Arc::new(Gemini::new(http.clone(), &config.gemini_base_url)),
+                            &config.gemini_models,
+                        ),
+                        _ => (
+                            std::sync::Arc::new(Echo::new(config.echo_latency)),
+                            &config.echo_models,
+                        ),
+                    };
+                ProviderSettings {
+                    provider,
+                    models: models.clone(),
+                }
+            })
+            .collect();
+        let llm_config = LlmConfig {
+            default_provider: config.default_provider.clone(),
+            fallback: config.fallback.clone(),
+            system_prompt: config.system_prompt.clone(),
+            max_attempts: config.max_attempts,
+            backoff_base: config.backoff_base,
+            backoff_cap: config.backoff_cap,
+            request_timeout: config.request_timeout,
+            breaker: BreakerConfig {
+                failures: config.breaker_failures,
+                cool_down: config.breaker_cool_down,
+            },
+        };
+        Ok(Llm::new(providers, llm_config, keys))
+    }
+}

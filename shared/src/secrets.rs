@@ -1,0 +1,148 @@
+//! LLM provider keys: one Secrets Manager secret holding a JSON object
+//! (`{"openai_api_key": "...", "gemini_api_key": "..."}`), read through AWS's own caching client.
+//!
+//! Keys are held as [`SecretString`]s, which never print. A key rejected by its provider is
+//! refreshed at once (`refresh`), so a rotated key is picked up on the next call, not after the TTL.
+
+use std::{collections::HashMap, num::NonZeroUsize, sync::Arc, time::Duration};
+
+use aws_secretsmanager_caching::SecretsManagerCachingClient;
+use secrecy::SecretString;
+
+use crate::http::ApiError;
+
+/// Why the keys could not be read. Never carries a key.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("the provider keys secret could not be read: {0}")]
+    Unavailable(String),
+    #[error("the provider keys secret is not a JSON object of strings")]
+    Malformed,
+}
+
+impl From<SecretsError> for ApiError {
+    fn from(err: SecretsError) -> Self {
+        ApiError::Unavailable {
+            detail: "the LLM provider keys are unavailable; retry shortly".to_owned(),
+            retry_after_secs: 5,
+            cause: Some(Box::new(err)),
+        }
+    }
+}
+
+/// The provider keys of one secret version, by name.
+#[derive(Clone, Default)]
+pub struct Keys(Arc<HashMap<String, SecretString>>);
+
+impl Keys {
+    pub fn get(&self, name: &str) -> Option<&SecretString> {
+        self.0.get(name)
+    }
+
+    fn parse(text: &str) -> Result<Self, SecretsError> {
+        let map: HashMap<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|_| SecretsError::Malformed)?;
+        let mut keys = HashMap::new();
+        for (name, value) in map {
+            match value {
+                serde_json::Value::String(key) if !key.trim().is_empty() => {
+                    keys.insert(name, SecretString::from(key.trim().to_owned()));
+                }
+                // An empty value means "no key": the provider stays disabled.
+                serde_json::Value::String(_) | serde_json::Value::Null => {}
+                _ => return Err(SecretsError::Malformed),
+            }
+        }
+        Ok(Self(Arc::new(keys)))
+    }
+
+    /// Keys given directly (tests, tools).
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(Arc::new(
+            pairs
+                .into_iter()
+                .map(|(name, key)| (name.to_owned(), SecretString::from(key.to_owned())))
+                .collect(),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.0.keys().collect();
+        names.sort();
+        f.debug_struct("Keys")
+            .field("names", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The cached reader of the provider keys secret. Build once per execution environment.
+pub struct ProviderKeys {
+    cache: SecretsManagerCachingClient,
+    secret_id: String,
+}
+
+impl ProviderKeys {
+    /// `ttl`: how long a read value is served before Secrets Manager is asked again.
+    pub fn new(
+        client: aws_sdk_secretsmanager::Client,
+        secret_id: impl Into<String>,
+        ttl: Duration,
+    ) -> Result<Self, SecretsError> {
+        // One secret; on a transient failure to refresh, the last good value keeps serving.
+        let cache = SecretsManagerCachingClient::new(client, NonZeroUsize::MIN, ttl, true)
+            .map_err(|err| SecretsError::Unavailable(err.to_string()))?;
+        Ok(Self {
+            cache,
+            secret_id: secret_id.into(),
+        })
+    }
+
+    /// The current keys; `refresh` bypasses the cache (after a provider rejected a key).
+    pub async fn get(&self, refresh: bool) -> Result<Keys, SecretsError> {
+        // The caching client's error is not `Send`: turn it into text before anything else awaits.
+        let output = self
+            .cache
+            .get_secret_value(&self.secret_id, None, None, refresh)
+            .await
+            .map_err(|err| SecretsError::Unavailable(err.to_string()));
+        let text = output?.secret_string.ok_or(SecretsError::Malformed)?;
+        Keys::parse(&text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn keys_parse_and_never_print() {
+        let keys = Keys::parse(r#"{"openai_api_key":"sk-live-123","gemini_api_key":""}"#).unwrap();
+        assert_eq!(
+            keys.get("openai_api_key").unwrap().expose_secret(),
+            "sk-live-123"
+        );
+        assert!(
+            keys.get("gemini_api_key").is_none(),
+            "an empty key is no key"
+        );
+        let printed = format!("{keys:?}");
+        assert!(!printed.contains("sk-live-123"), "{printed}");
+        assert!(printed.contains("openai_api_key"));
+    }
+
+    #[test]
+    fn a_secret_that_is_not_an_object_of_strings_is_malformed() {
+        assert!(matches!(
+            Keys::parse("sk-123"),
+            Err(SecretsError::Malformed)
+        ));
+        assert!(matches!(
+            Keys::parse(r#"{"k": 5}"#),
+            Err(SecretsError::Malformed)
+        ));
+        assert!(matches!(Keys::parse("[]"), Err(SecretsError::Malformed)));
+    }
+}

@@ -1,0 +1,755 @@
+//! The chat function through its handler: providers stubbed at the HTTP level in their real wire
+//! formats (wiremock), DynamoDB and Secrets Manager on the local stack.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use chat::{handle, State};
+use e2e::{
+    chat_request, event, json_body, partition_count, private_table, rotate_secret, secret_with,
+    stack, unique,
+};
+use lambda_http::http::StatusCode;
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{header, method, path},
+    Mock, MockServer, Request, ResponseTemplate,
+};
+
+struct Harness {
+    state: Arc<State>,
+    openai: MockServer,
+    gemini: MockServer,
+    secret: String,
+    table: String,
+}
+
+const OPENAI_PATH: &str = "/v1/chat/completions";
+const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
+
+/// A chat function whose providers are wiremock servers; `overrides` adjust its configuration.
+async fn harness(overrides: &[(&str, &str)]) -> Harness {
+    harness_in(None, overrides).await
+}
+
+async fn harness_in(table: Option<String>, overrides: &[(&str, &str)]) -> Harness {
+    let stack = stack().await;
+    let (openai, gemini) = (MockServer::start().await, MockServer::start().await);
+    let secret =
+        secret_with(&json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"})).await;
+    let mut vars: HashMap<String, String> = [
+        ("LLM_PROVIDERS", "openai,gemini,echo".to_owned()),
+        ("OPENAI_BASE_URL", format!("{}/v1", openai.uri())),
+        ("OPENAI_MODELS", "gpt-test,gpt-other".to_owned()),
+        ("GEMINI_BASE_URL", format!("{}/v1beta", gemini.uri())),
+        ("GEMINI_MODELS", "gemini-test".to_owned()),
+        ("SYSTEM_PROMPT", "Answer briefly.".to_owned()),
+        ("LLM_BACKOFF_BASE_MS", "1".to_owned()),
+        ("LLM_BACKOFF_CAP_MS", "5".to_owned()),
+        ("LLM_REQUEST_TIMEOUT_MS", "1000".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (name, value) in overrides {
+        vars.insert((*name).to_owned(), (*value).to_owned());
+    }
+    let chat_config = shared::config::ChatConfig::from_lookup(|name| vars.get(name).cloned())
+        .expect("a valid chat configuration");
+    let mut config = stack.config.clone();
+    config.secret_id = secret.clone();
+    if let Some(table) = table {
+        config.table_name = table;
+    }
+    let table = config.table_name.clone();
+    let state = State::new(&config, chat_config, &stack.clients).expect("the chat state");
+    Harness {
+        state: Arc::new(state),
+        openai,
+        gemini,
+        secret,
+        table,
+    }
+}
+
+impl Harness {
+    async fn chat(&self, user: &str, body: Value) -> (StatusCode, Value) {
+        self.chat_with(user, &[], &body.to_string()).await
+    }
+
+    async fn chat_with(
+        &self,
+        user: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let response = handle(&self.state, chat_request(Some(user), headers, body)).await;
+        (response.status(), json_body(&response))
+    }
+
+    async fn stored(&self, user: &str) -> usize {
+        partition_count(&self.table, user).await
+    }
+}
+
+fn openai_reply(text: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-9f2c", "object": "chat.completion", "created": 1_795_761_612, "model": "gpt-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    }))
+}
+
+fn openai_error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "error": {"message": "stubbed failure", "type": "invalid_request_error", "param": null, "code": code}
+    }))
+}
+
+fn gemini_reply() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "candidates": [{"content": {"parts": [{"text": "Hi "}, {"text": "there"}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 2, "totalTokenCount": 11},
+        "modelVersion": "gemini-test"
+    }))
+}
+
+fn gemini_error(status: u16, code: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(
+        json!({"error": {"code": status, "message": "stubbed failure", "status": code}}),
+    )
+}
+
+async fn bodies(server: &MockServer) -> Vec<Value> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|request: &Request| serde_json::from_slice(&request.body).unwrap_or(Value::Null))
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_answers_with_the_exact_request_and_the_turn_is_stored() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .and(header("authorization", "Bearer sk-test-1"))
+        .respond_with(openai_reply("Hello! How can I help?"))
+        .expect(2)
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+
+    let (status, first) = h
+        .chat(
+            &user,
+            json!({"message": "  Hello there  ", "provider": "openai", "model": "gpt-test"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["reply"], "Hello! How can I help?");
+    assert_eq!(first["provider"], "openai");
+    assert_eq!(first["model"], "gpt-test");
+    assert_eq!(
+        first["usage"],
+        json!({"input_tokens": 12, "output_tokens": 3})
+    );
+    assert_eq!(first["message_id"], "000000000002");
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'));
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    assert_eq!(h.stored(&user).await, 3, "head and both messages");
+
+    let (status, second) = h
+        .chat(
+            &user,
+            json!({"message": "And again?", "conversation_id": conversation}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["conversation_id"], conversation.as_str());
+    assert_eq!(second["message_id"], "000000000004");
+
+    let sent = bodies(&h.openai).await;
+    assert_eq!(
+        sent[0],
+        json!({"model": "gpt-test", "messages": [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Hello there"}
+        ]})
+    );
+    assert_eq!(
+        sent[1]["messages"],
+        json!([
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "Hello there"},
+            {"role": "assistant", "content": "Hello! How can I help?"},
+            {"role": "user", "content": "And again?"}
+        ]),
+        "the second turn carries the first as context"
+    );
+    assert_eq!(sent[1]["model"], "gpt-test", "the default model");
+}
+
+#[tokio::test]
+async fn gemini_answers_with_its_own_roles_and_key_header() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .and(header("x-goog-api-key", "g-test-1"))
+        .respond_with(gemini_reply())
+        .expect(2)
+        .mount(&h.gemini)
+        .await;
+    let user = unique("u");
+    let (status, first) = h
+        .chat(&user, json!({"message": "Hi", "provider": "gemini"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["reply"], "Hi there");
+    assert_eq!(first["model"], "gemini-test");
+    assert_eq!(
+        first["usage"],
+        json!({"input_tokens": 9, "output_tokens": 2})
+    );
+    let conversation = first["conversation_id"].as_str().unwrap();
+    let (status, _) = h
+        .chat(
+            &user,
+            json!({"message": "More", "provider": "gemini", "conversation_id": conversation}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let sent = bodies(&h.gemini).await;
+    assert_eq!(
+        sent[1],
+        json!({
+            "contents": [
+                {"role": "user", "parts": [{"text": "Hi"}]},
+                {"role": "model", "parts": [{"text": "Hi there"}]},
+                {"role": "user", "parts": [{"text": "More"}]}
+            ],
+            "systemInstruction": {"parts": [{"text": "Answer briefly."}]}
+        })
+    );
+    let received = h.gemini.received_requests().await.unwrap();
+    assert!(
+        received[0].headers.get("authorization").is_none(),
+        "the key travels only in x-goog-api-key"
+    );
+}
+
+#[tokio::test]
+async fn a_ten_thousand_message_conversation_sends_only_the_last_n() {
+    // A private table: the volume would slow every other test's transactions on the emulator.
+    let table = private_table().await;
+    let h = harness_in(Some(table.clone()), &[("HISTORY_CONTEXT_MESSAGES", "6")]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(openai_reply("ok"))
+        .expect(2)
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let (status, first) = h.chat(&user, json!({"message": "start"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let conversation = first["conversation_id"].as_str().unwrap();
+    e2e::seed_messages(&table, &user, conversation, 3, 10_000).await;
+
+    let (status, answer) = h
+        .chat(
+            &user,
+            json!({"message": "latest", "conversation_id": conversation}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["message_id"], "000000010002");
+    let sent = bodies(&h.openai).await;
+    let contents: Vec<&str> = sent[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        contents,
+        [
+            "Answer briefly.",
+            "message 9995",
+            "message 9996",
+            "message 9997",
+            "message 9998",
+            "message 9999",
+            "message 10000",
+            "latest"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_picked_up_after_a_401() {
+    let h = harness(&[("LLM_PROVIDERS", "openai")]).await;
+    rotate_secret(&h.secret, &json!({"openai_api_key": "sk-old"})).await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer sk-old"))
+        .respond_with(openai_error(401, "invalid_api_key"))
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer sk-new"))
+        .respond_with(openai_reply("fresh"))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+
+    // The cache still holds the first value; the 401 makes the function read the secret again.
+    let (status, _) = h.chat(&user, json!({"message": "warm the cache"})).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sk-old is refused even after a refresh"
+    );
+    rotate_secret(&h.secret, &json!({"openai_api_key": "sk-new"})).await;
+    let (status, answer) = h.chat(&user, json!({"message": "after rotation"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"], "fresh");
+    let keys: Vec<String> = h
+        .openai
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys.last().map(String::as_str), Some("Bearer sk-new"));
+    assert!(
+        keys.iter()
+            .filter(|k| k.as_str() == "Bearer sk-old")
+            .count()
+            >= 2
+    );
+    assert_eq!(h.stored(&user).await, 3, "only the successful turn");
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_error(429, "rate_limit_exceeded").insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("after the wait"))
+        .mount(&h.openai)
+        .await;
+    let started = Instant::now();
+    let (status, answer) = h.chat(&unique("u"), json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"], "after the wait");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    assert_eq!(h.openai.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_success() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_error(500, "server_error"))
+        .up_to_n_times(2)
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("third time"))
+        .mount(&h.openai)
+        .await;
+    let (status, answer) = h.chat(&unique("u"), json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"], "third time");
+    assert_eq!(h.openai.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_timing_out_provider_falls_back_to_the_next() {
+    let h = harness(&[
+        ("PROVIDER_FALLBACK", "gemini"),
+        ("LLM_REQUEST_TIMEOUT_MS", "200"),
+        ("LLM_MAX_ATTEMPTS", "2"),
+    ])
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("too late").set_delay(Duration::from_secs(3)))
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(gemini_reply())
+        .mount(&h.gemini)
+        .await;
+    let user = unique("u");
+    let started = Instant::now();
+    let (status, answer) = h.chat(&user, json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["provider"], "gemini",
+        "the response says who answered"
+    );
+    assert_eq!(answer["model"], "gemini-test");
+    assert_eq!(
+        h.openai.received_requests().await.unwrap().len(),
+        2,
+        "both attempts timed out"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(h.stored(&user).await, 3);
+}
+
+#[tokio::test]
+async fn a_malformed_answer_is_a_failure_and_stores_nothing() {
+    let h = harness(&[("LLM_PROVIDERS", "openai")]).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>proxy error</html>"))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let (status, problem) = h.chat(&user, json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert!(
+        !problem.to_string().contains("proxy error"),
+        "the provider's body is never passed on"
+    );
+    assert_eq!(h.stored(&user).await, 0);
+}
+
+#[tokio::test]
+async fn when_every_provider_fails_the_answer_is_503_with_retry_after_and_nothing_is_stored() {
+    let h = harness(&[("PROVIDER_FALLBACK", "gemini")]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_error(500, "server_error"))
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(gemini_error(503, "UNAVAILABLE"))
+        .mount(&h.gemini)
+        .await;
+    let user = unique("u");
+    let response = handle(
+        &h.state,
+        chat_request(Some(&user), &[], &json!({"message": "hi"}).to_string()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(
+        json_body(&response)["type"],
+        "urn:serverless-chat:problem:unavailable"
+    );
+    assert_eq!(h.openai.received_requests().await.unwrap().len(), 3);
+    assert_eq!(h.gemini.received_requests().await.unwrap().len(), 3);
+    assert_eq!(h.stored(&user).await, 0);
+}
+
+#[tokio::test]
+async fn a_provider_refusing_the_request_is_a_502_without_its_body() {
+    let h = harness(&[("LLM_PROVIDERS", "openai")]).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "secret internal detail", "type": "invalid_request_error", "code": null}})))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let (status, problem) = h.chat(&user, json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(problem["detail"].as_str().unwrap().contains("rejected"));
+    assert!(!problem.to_string().contains("secret internal detail"));
+    assert!(!problem.to_string().contains("sk-test-1"));
+    assert_eq!(
+        h.openai.received_requests().await.unwrap().len(),
+        1,
+        "a refusal is not retried"
+    );
+    assert_eq!(h.stored(&user).await, 0);
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_repeated_failures_and_closes_after_a_good_probe() {
+    let h = harness(&[
+        ("LLM_PROVIDERS", "openai"),
+        ("LLM_MAX_ATTEMPTS", "1"),
+        ("BREAKER_FAILURES", "2"),
+        ("BREAKER_COOLDOWN_MS", "300"),
+    ])
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_error(503, "overloaded"))
+        .up_to_n_times(2)
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("recovered"))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    for _ in 0..2 {
+        let (status, _) = h.chat(&user, json!({"message": "hi"})).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(h.state.llm().breaker_state("openai"), Some("open"));
+    let (status, _) = h.chat(&user, json!({"message": "hi"})).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "refused while open"
+    );
+    assert_eq!(
+        h.openai.received_requests().await.unwrap().len(),
+        2,
+        "an open breaker sends nothing"
+    );
+
+    // The cool-down is the behaviour under test: wait it out, then one probe goes through.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (status, answer) = h.chat(&user, json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(h.state.llm().breaker_state("openai"), Some("closed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_retries_with_one_key_make_one_call_and_one_turn() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("only once").set_delay(Duration::from_millis(300)))
+        .expect(1)
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let key = unique("idem");
+    let body = json!({"message": "charge me once"}).to_string();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (state, user, key, body) = (
+            Arc::clone(&h.state),
+            user.clone(),
+            key.clone(),
+            body.clone(),
+        );
+        tasks.spawn(async move {
+            let response = handle(
+                &state,
+                chat_request(Some(&user), &[("idempotency-key", &key)], &body),
+            )
+            .await;
+            (response.status(), json_body(&response))
+        });
+    }
+    let mut answers = Vec::new();
+    let mut in_progress = 0;
+    while let Some(result) = tasks.join_next().await {
+        let (status, body) = result.unwrap();
+        match status {
+            StatusCode::OK => answers.push(body),
+            StatusCode::CONFLICT => in_progress += 1,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    // Those that arrived while the first was running retry, and get the first answer.
+    for _ in 0..in_progress {
+        let (status, body) = h
+            .chat_with(&user, &[("idempotency-key", &key)], &body)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        answers.push(body);
+    }
+    assert_eq!(answers.len(), 50);
+    assert!(
+        answers.iter().all(|answer| answer == &answers[0]),
+        "every answer is the first one"
+    );
+    assert_eq!(answers[0]["reply"], "only once");
+    assert_eq!(
+        h.stored(&user).await,
+        3 + 1,
+        "one turn and its idempotency record"
+    );
+
+    let (status, problem) = h
+        .chat_with(
+            &user,
+            &[("idempotency-key", &key)],
+            &json!({"message": "something else"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(h.stored(&user).await, 4);
+}
+
+#[tokio::test]
+async fn a_failed_request_releases_its_key_for_the_retry() {
+    let h = harness(&[("LLM_PROVIDERS", "openai"), ("LLM_MAX_ATTEMPTS", "1")]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_error(500, "server_error"))
+        .up_to_n_times(1)
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("second try"))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let key = [("idempotency-key", "retry-me")];
+    let body = json!({"message": "hi"}).to_string();
+    let (status, _) = h.chat_with(&user, &key, &body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.stored(&user).await, 0, "no turn and no record");
+    let (status, answer) = h.chat_with(&user, &key, &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"], "second try");
+}
+
+#[tokio::test]
+async fn bad_requests_are_400s_naming_the_field_and_touch_nothing() {
+    let h = harness(&[("MAX_MESSAGE_CHARS", "20")]).await;
+    let user = unique("u");
+    let cases: Vec<(String, &str)> = vec![
+        (json!({}).to_string(), "message"),
+        (json!({"message": ""}).to_string(), "message"),
+        (json!({"message": "   \n\t "}).to_string(), "message"),
+        (json!({"message": "x".repeat(21)}).to_string(), "message"),
+        (json!({"message": 5}).to_string(), "message"),
+        (json!({"message": ["hi"]}).to_string(), "message"),
+        (
+            json!({"message": "hi", "conversation_id": 7}).to_string(),
+            "conversation_id",
+        ),
+        (
+            json!({"message": "hi", "conversation_id": "nope"}).to_string(),
+            "conversation_id",
+        ),
+        (
+            json!({"message": "hi", "user_id": "someone"}).to_string(),
+            "user_id",
+        ),
+        (
+            json!({"message": "hi", "provider": "claude"}).to_string(),
+            "provider",
+        ),
+        (
+            json!({"message": "hi", "provider": 1}).to_string(),
+            "provider",
+        ),
+        (
+            json!({"message": "hi", "provider": "openai", "model": "gpt-9"}).to_string(),
+            "model",
+        ),
+        ("hello".to_owned(), "body"),
+        ("[1, 2]".to_owned(), "body"),
+        ("{\"message\": \"hi\"} trailing".to_owned(), "body"),
+        (String::new(), "body"),
+    ];
+    for (body, field) in cases {
+        let (status, problem) = h.chat_with(&user, &[], &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+    let long_key = "k".repeat(129);
+    let (status, problem) = h
+        .chat_with(
+            &user,
+            &[("idempotency-key", &long_key)],
+            &json!({"message": "hi"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["field"], "Idempotency-Key");
+
+    let (status, problem) = h
+        .chat_with(
+            &user,
+            &[],
+            &json!({"message": "x".repeat(40_000)}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
+
+    let anonymous = handle(
+        &h.state,
+        chat_request(None, &[], &json!({"message": "hi"}).to_string()),
+    )
+    .await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
+    assert!(
+        h.openai.received_requests().await.unwrap().is_empty(),
+        "no provider was called"
+    );
+    assert_eq!(h.stored(&user).await, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn an_unknown_or_foreign_conversation_is_404_before_any_provider_call() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("mine"))
+        .expect(1)
+        .mount(&h.openai)
+        .await;
+    let (owner, intruder) = (unique("u"), unique("u"));
+    let (_, first) = h.chat(&owner, json!({"message": "private"})).await;
+    let conversation = first["conversation_id"].as_str().unwrap();
+    for id in [
+        conversation.to_owned(),
+        shared::store::ConversationId::generate().to_string(),
+    ] {
+        let (status, _) = h
+            .chat(
+                &intruder,
+                json!({"message": "let me in", "conversation_id": id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(h.stored(&intruder).await, 0);
+    assert_eq!(h.stored(&owner).await, 3);
+}
+
+#[tokio::test]
+async fn the_sample_event_gets_200_from_the_echo_provider() {
+    let h = harness(&[("LLM_PROVIDERS", "echo")]).await;
+    let req = lambda_http::request::from_str(&event("chat-post.json")).expect("a valid event");
+    let response = handle(&h.state, req).await;
+    let body = json_body(&response);
+    assert_eq!(response.status(), StatusCode::OK, "{body}");
+    assert_eq!(body["provider"], "echo");
+    assert_eq!(
+        body["reply"],
+        "echo: What is a good name for a sourdough starter?"
+    );
+    // The event's own Idempotency-Key: sent again, it is a replay.
+    let again = handle(
+        &h.state,
+        lambda_http::request::from_str(&event("chat-post.json")).unwrap(),
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_body(&again), body);
+}
