@@ -16,12 +16,13 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} \
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test bench-store lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
+.PHONY: help dev test bench-store bench-chat lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
 	@echo "make test    formatting, lints, template lint, then every test against a fresh local stack"
 	@echo "make bench-store  what a chat turn costs the store, with 10 and 10,000 prior messages"
+	@echo "make bench-chat   POST /chat through the local API server (echo provider) at concurrency 1 and 50"
 	@echo "make release release binaries of the functions (cargo lambda, x86_64)"
 	@echo "make deploy  sam build && sam deploy --guided"
 
@@ -31,11 +32,15 @@ $(VENV_DONE): infra/requirements.txt infra/constraints.txt
 	touch $@
 
 # The whole stack, locally: moto on LOCAL_STACK_PORT (default 4566) and the API on :3000.
+# The echo provider answers offline; set LLM_PROVIDERS (and the keys) to use real ones.
 dev: $(VENV_DONE)
 	cargo build -p local-api
-	@echo "Local API on http://127.0.0.1:3000 -- try: curl -s localhost:3000/health/ready"
-	@echo "Routes that need a user take the development header: curl -H 'X-Dev-User: alice' ..."
+	@echo "Local API on http://127.0.0.1:3000. Try:"
+	@echo "  curl -s localhost:3000/health/ready"
+	@echo "  curl -s -H 'X-Dev-User: alice' -H 'content-type: application/json' -d '{\"message\":\"hello\"}' localhost:3000/chat"
+	@echo "  curl -s -H 'X-Dev-User: alice' localhost:3000/conversations"
 	env $(LOCAL_ENV) AWS_ENDPOINT_URL=http://127.0.0.1:$${LOCAL_STACK_PORT:-4566} \
+	  LLM_PROVIDERS=$${LLM_PROVIDERS:-echo} \
 	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
 
 # The last line totals every test binary's results ("N passed, N failed").
@@ -50,6 +55,10 @@ test: fmt-check clippy cfn-lint
 bench-store: $(VENV_DONE)
 	cargo build --release -p e2e --bin store-bench
 	env $(LOCAL_ENV) $(STACK) run -- target/release/store-bench
+
+bench-chat: $(VENV_DONE)
+	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
+	env $(LOCAL_ENV) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
 
 lint: fmt-check clippy cfn-lint
 
