@@ -18,10 +18,15 @@ impl AwsClients {
     /// Builds the clients from the standard AWS configuration chain. It makes no network call:
     /// credentials are resolved lazily, on the first request.
     pub async fn load(config: &Config) -> Self {
+        Self::with_connect_timeout(config.aws_connect_timeout).await
+    }
+
+    /// As [`Self::load`], for tools that have no function configuration.
+    pub async fn with_connect_timeout(connect_timeout: std::time::Duration) -> Self {
         let sdk_config = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 TimeoutConfig::builder()
-                    .connect_timeout(config.aws_connect_timeout)
+                    .connect_timeout(connect_timeout)
                     .build(),
             )
             .load()

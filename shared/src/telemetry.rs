@@ -48,3 +48,78 @@ pub fn request_summary(
         "request"
     );
 }
+
+/// The CloudWatch namespace of our metrics.
+pub const METRICS_NAMESPACE: &str = "ServerlessChat";
+
+/// One CloudWatch Embedded Metric Format record: CloudWatch turns the log line into metrics, with
+/// no API call from the function.
+pub fn metric_record(
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, &str)],
+    timestamp_ms: u128,
+) -> serde_json::Value {
+    let mut record = serde_json::Map::new();
+    for (name, value) in dimensions {
+        record.insert((*name).to_owned(), serde_json::Value::from(*value));
+    }
+    for (name, value, _) in metrics {
+        record.insert((*name).to_owned(), serde_json::Value::from(*value));
+    }
+    let names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
+    let definitions: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|(name, _, unit)| serde_json::json!({"Name": name, "Unit": unit}))
+        .collect();
+    record.insert(
+        "_aws".to_owned(),
+        serde_json::json!({
+            "Timestamp": timestamp_ms as u64,
+            "CloudWatchMetrics": [{
+                "Namespace": METRICS_NAMESPACE,
+                "Dimensions": [names],
+                "Metrics": definitions,
+            }]
+        }),
+    );
+    serde_json::Value::Object(record)
+}
+
+/// Writes an EMF record to stdout, where Lambda's log capture finds it.
+pub fn emit_metrics(dimensions: &[(&str, &str)], metrics: &[(&str, f64, &str)]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    println!("{}", metric_record(dimensions, metrics, now));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_records_follow_the_embedded_metric_format() {
+        let record = metric_record(
+            &[("Provider", "openai"), ("Model", "gpt-4o-mini")],
+            &[("FeedbackRating", 4.0, "None")],
+            1_795_761_612_000,
+        );
+        let aws = &record["_aws"];
+        assert_eq!(aws["Timestamp"], 1_795_761_612_000u64);
+        let directive = &aws["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], METRICS_NAMESPACE);
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["Provider", "Model"]])
+        );
+        assert_eq!(
+            directive["Metrics"],
+            serde_json::json!([{"Name": "FeedbackRating", "Unit": "None"}])
+        );
+        // Every dimension and metric named in the directive is a member of the record.
+        assert_eq!(record["Provider"], "openai");
+        assert_eq!(record["Model"], "gpt-4o-mini");
+        assert_eq!(record["FeedbackRating"], 4.0);
+    }
+}

@@ -163,6 +163,24 @@ async fn the_dev_header_identifies_the_caller_of_history_routes() {
     let body: Value = named.json().await.unwrap();
     assert_eq!(body["conversations"], serde_json::json!([]));
 
+    // Two methods on one path (GET and POST /feedback) both reach the function.
+    let listed = client
+        .get(format!("{}/feedback", server.url))
+        .header("X-Dev-User", &user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let refused = client
+        .post(format!("{}/feedback", server.url))
+        .header("X-Dev-User", &user)
+        .header("content-type", "application/json")
+        .body(r#"{"rating": 9}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
     let erase = client
         .delete(format!("{}/history", server.url))
         .header("X-Dev-User", &user)

@@ -40,6 +40,7 @@ const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
     Chat,
+    Feedback,
     Health,
     History,
 }
@@ -59,6 +60,16 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         resource: "/chat",
         function: Function::Chat,
+    },
+    Route {
+        method: "POST",
+        resource: "/feedback",
+        function: Function::Feedback,
+    },
+    Route {
+        method: "GET",
+        resource: "/feedback",
+        function: Function::Feedback,
     },
     Route {
         method: "GET",
@@ -95,6 +106,7 @@ pub const ROUTES: &[Route] = &[
 /// The functions' states, each built once as its Lambda execution environment would.
 pub struct Functions {
     chat: chat::State,
+    feedback: feedback::State,
     health: health::State,
     history: history::State,
 }
@@ -106,6 +118,7 @@ impl Functions {
         let clients = shared::aws::AwsClients::load(&config).await;
         Ok(Self {
             chat: chat::State::new(&config, shared::config::ChatConfig::from_env()?, &clients)?,
+            feedback: feedback::State::new(&config, &clients),
             history: history::State::new(&config, &clients),
             health: health::State::new(config, clients),
         })
@@ -118,6 +131,7 @@ impl Functions {
     ) -> lambda_http::Response<Body> {
         match function {
             Function::Chat => chat::handle(&self.chat, req).await,
+            Function::Feedback => feedback::handle(&self.feedback, req).await,
             Function::Health => health::handle(&self.health, req).await,
             Function::History => history::handle(&self.history, req).await,
         }

@@ -390,7 +390,7 @@ impl ConversationStore {
 
     /// One page of a `Query` on the caller's partition, within `prefix`. With `paginate`, one item
     /// more than the page is read, so that the last page carries no cursor.
-    async fn query_page(
+    pub(super) async fn query_page(
         &self,
         user: &UserId,
         prefix: &str,
@@ -635,13 +635,13 @@ impl Turn {
     }
 }
 
-struct RawPage {
+pub(super) struct RawPage {
     items: Vec<Item>,
     next: Option<Cursor>,
 }
 
 impl RawPage {
-    fn map<T>(
+    pub(super) fn map<T>(
         self,
         convert: impl Fn(&Item) -> Result<T, StoreError>,
     ) -> Result<Page<T>, StoreError> {
@@ -718,7 +718,7 @@ where
 }
 
 /// Full jitter: a random pause up to the capped exponential bound.
-fn backoff(attempt: u32) -> Duration {
+pub(super) fn backoff(attempt: u32) -> Duration {
     let bound = BACKOFF_BASE
         .saturating_mul(2u32.saturating_pow(attempt.min(16)))
         .min(BACKOFF_CAP);
@@ -744,7 +744,7 @@ pub(super) fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing or not a string")))
 }
 
-fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
+pub(super) fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
     item.get(name)
         .and_then(|value| value.as_n().ok())
         .and_then(|value| value.parse().ok())

@@ -137,6 +137,15 @@ impl Cursor {
         Ok(&self.sort_key)
     }
 
+    /// The sort key to resume after, if it is a feedback or message key under `prefix`.
+    pub(crate) fn within(&self, prefix: &str) -> Result<&str, InvalidCursor> {
+        if self.sort_key.starts_with(prefix) && seq_of(&self.sort_key).is_some() {
+            Ok(&self.sort_key)
+        } else {
+            Err(InvalidCursor)
+        }
+    }
+
     /// The sort key to resume after, if it is a message key of `conversation`.
     pub(crate) fn message_key(&self, conversation: &ConversationId) -> Result<&str, InvalidCursor> {
         let rest = self

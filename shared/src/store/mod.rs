@@ -6,6 +6,7 @@
 //! is directly followed by its own reply. Every read is a `Query` on the caller's partition.
 
 mod conversations;
+mod feedback;
 mod idempotency;
 pub mod keys;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use conversations::{Consumption, ConversationStore};
+pub use feedback::{DayFeedback, Feedback, IndexPosition, Rating, Written, DAY_INDEX};
 pub use idempotency::{Claim, IdempotencyKey, Lease};
 pub use keys::{ConversationId, Cursor, InvalidCursor};
 
