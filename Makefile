@@ -7,7 +7,7 @@ PYTHON    ?= python3
 VENV_PY   := $(VENV)/bin/python
 VENV_DONE := $(VENV)/.installed
 STACK     := $(VENV_PY) infra/local_stack.py
-FUNCTIONS := chat health history
+FUNCTIONS := chat feedback health history
 
 # The local stack's settings; the same names the functions read in Lambda.
 LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} \
