@@ -45,6 +45,18 @@ pub enum Function {
     History,
 }
 
+impl Function {
+    /// The function's binary, as `template.yaml` names it in `BuildProperties.Binary`.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Feedback => "feedback",
+            Self::Health => "health",
+            Self::History => "history",
+        }
+    }
+}
+
 /// One route of the API, as the template declares it.
 #[derive(Debug, Clone, Copy)]
 pub struct Route {

@@ -1,0 +1,135 @@
+//! What the template declares, what the local API server serves and what the OpenAPI document
+//! describes are the same routes; the template's IAM policies have no wildcards.
+
+use std::collections::BTreeSet;
+
+use serde_norway::Value;
+
+fn yaml(path: &str) -> Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    serde_norway::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// The functions of the template: (logical id, binary, properties).
+fn functions(template: &Value) -> Vec<(String, String, Value)> {
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    resources
+        .iter()
+        .filter(|(_, resource)| resource["Type"] == "AWS::Serverless::Function")
+        .map(|(name, resource)| {
+            let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .expect("a Binary")
+                .to_owned();
+            (
+                name.as_str().unwrap().to_owned(),
+                binary,
+                resource["Properties"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// (METHOD, path, binary) of every API event in the template.
+fn template_routes() -> BTreeSet<(String, String, String)> {
+    let template = yaml("template.yaml");
+    let mut routes = BTreeSet::new();
+    for (_, binary, properties) in functions(&template) {
+        let Some(events) = properties["Events"].as_mapping() else {
+            continue;
+        };
+        for (_, event) in events {
+            if event["Type"] == "Api" {
+                let method = event["Properties"]["Method"]
+                    .as_str()
+                    .unwrap()
+                    .to_uppercase();
+                let path = event["Properties"]["Path"].as_str().unwrap().to_owned();
+                routes.insert((method, path, binary.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn the_template_the_local_server_and_the_openapi_document_serve_the_same_routes() {
+    let template = template_routes();
+    let local: BTreeSet<(String, String, String)> = local_api::ROUTES
+        .iter()
+        .map(|route| {
+            (
+                route.method.to_owned(),
+                route.resource.to_owned(),
+                route.function.binary().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        template, local,
+        "template.yaml and infra/local-api disagree"
+    );
+
+    let openapi = yaml("infra/openapi.yaml");
+    let mut documented = BTreeSet::new();
+    for (path, item) in openapi["paths"].as_mapping().expect("paths") {
+        for (method, _) in item.as_mapping().expect("a path item") {
+            let method = method.as_str().unwrap();
+            if ["get", "post", "put", "patch", "delete"].contains(&method) {
+                documented.insert((method.to_uppercase(), path.as_str().unwrap().to_owned()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = template.into_iter().map(|(m, p, _)| (m, p)).collect();
+    assert_eq!(
+        served, documented,
+        "template.yaml and infra/openapi.yaml disagree"
+    );
+}
+
+#[test]
+fn no_iam_statement_has_a_wildcard_action_or_resource() {
+    let template = yaml("template.yaml");
+    let mut checked = 0;
+    for (name, _, properties) in functions(&template) {
+        let policies = properties["Policies"]
+            .as_sequence()
+            .expect("every function has its own policy");
+        for policy in policies {
+            for statement in policy["Statement"].as_sequence().expect("statements") {
+                let list = |value: &Value| match value {
+                    Value::Sequence(items) => items.clone(),
+                    other => vec![other.clone()],
+                };
+                for action in list(&statement["Action"]) {
+                    let action = action.as_str().expect("an action");
+                    assert!(!action.contains('*'), "{name}: wildcard action {action}");
+                    checked += 1;
+                }
+                for resource in list(&statement["Resource"]) {
+                    // References (!Ref, !GetAtt) name one resource; a literal must not be a wildcard.
+                    if let Some(text) = resource.as_str() {
+                        assert!(!text.contains('*'), "{name}: wildcard resource {text}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "the policies were read ({checked} actions)");
+}
+
+#[test]
+fn only_the_functions_that_read_provider_keys_may_read_the_secret() {
+    let template = yaml("template.yaml");
+    for (name, binary, properties) in functions(&template) {
+        let text = serde_norway::to_string(&properties["Policies"]).unwrap();
+        let reads_secret = text.contains("secretsmanager:GetSecretValue");
+        // chat reads the keys; health proves the secret is readable.
+        let should = matches!(binary.as_str(), "chat" | "health");
+        assert_eq!(reads_secret, should, "{name}");
+    }
+}
