@@ -47,6 +47,17 @@ pub fn request_summary(
         cold_start,
         "request"
     );
+    let class = |hundred: u16| f64::from(u8::from(status / 100 == hundred));
+    emit_metrics(
+        &[("Function", function_name()), ("Route", route)],
+        &[
+            ("Requests", 1.0, "Count"),
+            ("Latency", latency.as_secs_f64() * 1_000.0, "Milliseconds"),
+            ("Status2xx", class(2), "Count"),
+            ("Status4xx", class(4), "Count"),
+            ("Status5xx", class(5), "Count"),
+        ],
+    );
 }
 
 /// The CloudWatch namespace of our metrics.
@@ -85,8 +96,29 @@ pub fn metric_record(
     serde_json::Value::Object(record)
 }
 
+/// Whether metric records are written: in Lambda (where CloudWatch reads them), or when
+/// `METRICS=emf` asks for them elsewhere.
+fn metrics_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
+            || std::env::var("METRICS").is_ok_and(|value| value == "emf")
+    })
+}
+
+/// The function's name for metric dimensions.
+fn function_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned())
+    })
+}
+
 /// Writes an EMF record to stdout, where Lambda's log capture finds it.
 pub fn emit_metrics(dimensions: &[(&str, &str)], metrics: &[(&str, f64, &str)]) {
+    if !metrics_enabled() {
+        return;
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

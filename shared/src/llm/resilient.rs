@@ -292,13 +292,30 @@ impl Llm {
                     timeout: remaining.min(self.config.request_timeout),
                 })
                 .await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
             tracing::info!(
                 provider = provider.name(),
                 model,
                 attempt,
                 ok = result.is_ok(),
-                latency_ms = started.elapsed().as_secs_f64() * 1_000.0,
+                latency_ms,
                 "provider call"
+            );
+            let (input, output) = result
+                .as_ref()
+                .map_or((0, 0), |c| (c.usage.input_tokens, c.usage.output_tokens));
+            crate::telemetry::emit_metrics(
+                &[("Provider", provider.name()), ("Model", model)],
+                &[
+                    ("ProviderLatency", latency_ms, "Milliseconds"),
+                    (
+                        "ProviderErrors",
+                        f64::from(u8::from(result.is_err())),
+                        "Count",
+                    ),
+                    ("InputTokens", input as f64, "Count"),
+                    ("OutputTokens", output as f64, "Count"),
+                ],
             );
             match result {
                 Ok(completion) => return Ok(completion),

@@ -176,10 +176,12 @@ impl ConversationStore {
                     return Err(StoreError::Conflict { attempts: attempt })
                 }
                 (PutOutcome::Taken, TurnTarget::Existing(_)) => {
+                    conflict_metric();
                     tracing::warn!(conversation = %turn.conversation, first_seq, "reserved sequence numbers were taken; reserving again");
                     first_seq = self.reserve(&turn).await?;
                 }
                 (PutOutcome::Retry, _) => {
+                    conflict_metric();
                     tracing::info!(conversation = %turn.conversation, attempt, "turn write collided; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
@@ -715,6 +717,14 @@ where
     } else {
         StoreError::Internal(cause)
     }
+}
+
+/// One conditional-write conflict of the store, as a CloudWatch metric.
+fn conflict_metric() {
+    crate::telemetry::emit_metrics(
+        &[("Operation", "append_turn")],
+        &[("StoreConflicts", 1.0, "Count")],
+    );
 }
 
 /// Full jitter: a random pause up to the capped exponential bound.

@@ -1,0 +1,264 @@
+//! Each function's IAM policy in `template.yaml` grants exactly the actions its code performs:
+//! the functions run their routes against the local stack with SDK clients that record every
+//! operation, and the recorded actions must equal the policy's, no more and no less.
+
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex},
+};
+
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
+use aws_smithy_runtime_api::client::{
+    interceptors::{context::BeforeSerializationInterceptorContextRef, Intercept},
+    orchestrator::Metadata,
+    runtime_components::RuntimeComponents,
+};
+use aws_smithy_types::config_bag::ConfigBag;
+use e2e::{chat_request, request_with, secret_with, stack, unique};
+use lambda_http::http::StatusCode;
+use serde_json::json;
+use shared::aws::AwsClients;
+use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+
+/// Records the IAM action behind every SDK call.
+#[derive(Debug, Clone, Default)]
+struct Recorder(Arc<Mutex<BTreeSet<String>>>);
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "iam-action-recorder"
+    }
+
+    fn read_before_serialization(
+        &self,
+        context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some(metadata) = cfg.load::<Metadata>() else {
+            return Ok(());
+        };
+        let service = match metadata.service() {
+            "DynamoDB" => "dynamodb",
+            "Secrets Manager" | "SecretsManager" => "secretsmanager",
+            other => other,
+        };
+        let mut actions = self.0.lock().unwrap();
+        // A transaction is authorised per item: Put, Update, Delete, ConditionCheck.
+        if let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() {
+            for item in input.transact_items() {
+                let action = if item.put().is_some() {
+                    "PutItem"
+                } else if item.update().is_some() {
+                    "UpdateItem"
+                } else if item.delete().is_some() {
+                    "DeleteItem"
+                } else {
+                    "ConditionCheckItem"
+                };
+                actions.insert(format!("dynamodb:{action}"));
+            }
+        } else {
+            actions.insert(format!("{service}:{}", metadata.name()));
+        }
+        Ok(())
+    }
+}
+
+impl Recorder {
+    fn actions(&self) -> BTreeSet<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn recording_clients() -> (AwsClients, Recorder) {
+    stack().await; // fail early, and clearly, without the local stack
+    let recorder = Recorder::default();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(recorder.clone())
+        .build();
+    let secrets = aws_sdk_secretsmanager::config::Builder::from(&sdk)
+        .interceptor(recorder.clone())
+        .build();
+    (
+        AwsClients {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
+        },
+        recorder,
+    )
+}
+
+/// The actions of a function's policy in the template, by binary name.
+fn granted(binary: &str) -> BTreeSet<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let template: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let resources = template["Resources"].as_mapping().unwrap();
+    let function = resources
+        .values()
+        .find(|resource| resource["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .unwrap_or_else(|| panic!("no function {binary}"));
+    let mut actions = BTreeSet::new();
+    for policy in function["Properties"]["Policies"].as_sequence().unwrap() {
+        for statement in policy["Statement"].as_sequence().unwrap() {
+            match &statement["Action"] {
+                serde_norway::Value::Sequence(list) => {
+                    actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned()))
+                }
+                single => {
+                    actions.insert(single.as_str().unwrap().to_owned());
+                }
+            }
+        }
+    }
+    actions
+}
+
+fn get(resource: &str, params: &[(&str, &str)], user: &str) -> lambda_http::Request {
+    request_with("GET", resource, params, None, Some(user), &[], b"")
+}
+
+#[tokio::test]
+async fn every_function_is_granted_exactly_what_it_uses() {
+    let base = stack().await.config;
+    let user = unique("iam");
+
+    // chat: a new conversation, a second turn, an idempotent request, its replay, and a failure
+    // that releases its key.
+    let (clients, chat_recorder) = recording_clients().await;
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}
+        })))
+        .up_to_n_times(2)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .mount(&openai)
+        .await;
+    let mut config = base.clone();
+    config.secret_id = secret_with(&json!({"openai_api_key": "sk-iam"})).await;
+    let chat_config = shared::config::ChatConfig::from_lookup(|name| match name {
+        "LLM_PROVIDERS" => Some("openai".to_owned()),
+        "OPENAI_BASE_URL" => Some(format!("{}/v1", openai.uri())),
+        "LLM_MAX_ATTEMPTS" => Some("1".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let chat = chat::State::new(&config, chat_config, &clients).unwrap();
+    let send = |headers: Vec<(&'static str, String)>, body: serde_json::Value| {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        chat_request(Some(&user), &headers, &body.to_string())
+    };
+    let first = chat::handle(&chat, send(vec![], json!({"message": "one"}))).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let conversation = e2e::json_body(&first)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let turn = json!({"message": "two", "conversation_id": conversation});
+    let key = vec![("idempotency-key", unique("k"))];
+    assert_eq!(
+        chat::handle(&chat, send(key.clone(), turn.clone()))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        chat::handle(&chat, send(key, turn)).await.status(),
+        StatusCode::OK
+    );
+    let failing = vec![("idempotency-key", unique("k"))];
+    assert_eq!(
+        chat::handle(&chat, send(failing, json!({"message": "three"})))
+            .await
+            .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(chat_recorder.actions(), granted("chat"), "chat");
+
+    // feedback: rate twice (create, replace), list.
+    let (clients, recorder) = recording_clients().await;
+    let feedback = feedback::State::new(&base, &clients);
+    let body = json!({"conversation_id": conversation, "message_id": "2", "rating": 4}).to_string();
+    for expected in [StatusCode::CREATED, StatusCode::OK] {
+        let req = request_with(
+            "POST",
+            "/feedback",
+            &[],
+            None,
+            Some(&user),
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        assert_eq!(feedback::handle(&feedback, req).await.status(), expected);
+    }
+    assert_eq!(
+        feedback::handle(&feedback, get("/feedback", &[], &user))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(recorder.actions(), granted("feedback"), "feedback");
+
+    // history: both listings, a conversation's deletion, erasure.
+    let (clients, recorder) = recording_clients().await;
+    let history = history::State::new(&base, &clients);
+    let id = [("id", conversation.as_str())];
+    assert_eq!(
+        history::handle(&history, get("/conversations", &[], &user))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        history::handle(&history, get("/conversations/{id}/messages", &id, &user))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let delete = request_with(
+        "DELETE",
+        "/conversations/{id}",
+        &id,
+        None,
+        Some(&user),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        history::handle(&history, delete).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let erase = request_with("DELETE", "/history", &[], None, Some(&user), &[], b"");
+    assert_eq!(
+        history::handle(&history, erase).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(recorder.actions(), granted("history"), "history");
+
+    // health: readiness (liveness touches nothing).
+    let (clients, recorder) = recording_clients().await;
+    let health = health::State::new(base.clone(), clients);
+    assert_eq!(
+        health::handle(&health, get("/health", &[], &user))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert!(recorder.actions().is_empty(), "liveness calls nothing");
+    assert_eq!(
+        health::handle(&health, get("/health/ready", &[], &user))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(recorder.actions(), granted("health"), "health");
+}
