@@ -6,6 +6,9 @@ VENV      := .venv
 PYTHON    ?= python3
 VENV_PY   := $(VENV)/bin/python
 VENV_DONE := $(VENV)/.installed
+# The SAM CLI pins an older boto3 than moto wants: it gets a venv of its own.
+SAM_VENV  := .venv-sam
+SAM_DONE  := $(SAM_VENV)/.installed
 STACK     := $(VENV_PY) infra/local_stack.py
 FUNCTIONS := chat feedback health history
 
@@ -16,19 +19,25 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} \
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test bench-store bench-chat lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
+.PHONY: help dev test sam-validate bench-store bench-chat bench-cold lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
 	@echo "make test    formatting, lints, template lint, then every test against a fresh local stack"
 	@echo "make bench-store  what a chat turn costs the store, with 10 and 10,000 prior messages"
 	@echo "make bench-chat   POST /chat through the local API server (echo provider) at concurrency 1 and 50"
+	@echo "make bench-cold   init time, first response, warm p50/p99 and peak RSS of each function's release binary"
 	@echo "make release release binaries of the functions (cargo lambda, x86_64)"
 	@echo "make deploy  sam build && sam deploy --guided"
 
 $(VENV_DONE): infra/requirements.txt infra/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements.txt -c infra/constraints.txt
+	touch $@
+
+$(SAM_DONE): infra/requirements-sam.txt infra/constraints-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/requirements-sam.txt -c infra/constraints-sam.txt
 	touch $@
 
 # The whole stack, locally: moto on LOCAL_STACK_PORT (default 4566) and the API on :3000.
@@ -44,9 +53,10 @@ dev: $(VENV_DONE)
 	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
 
 # The last line totals every test binary's results ("N passed, N failed").
-test: fmt-check clippy cfn-lint
+test: fmt-check clippy cfn-lint sam-validate
 	@mkdir -p .local
-	set -o pipefail; env $(LOCAL_ENV) $(STACK) run -- cargo test --workspace --locked 2>&1 \
+	set -o pipefail; env $(LOCAL_ENV) CORS_ALLOW_ORIGIN=https://app.example.test \
+	  $(STACK) run -- cargo test --workspace --locked 2>&1 \
 	  | tee .local/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .local/test.log; \
 	  exit $$status
@@ -60,7 +70,11 @@ bench-chat: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
 	env $(LOCAL_ENV) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
 
-lint: fmt-check clippy cfn-lint
+bench-cold: release
+	cargo build --release -p e2e --bin cold-start
+	env $(LOCAL_ENV) $(STACK) run -- infra/bench_cold.sh target/release/cold-start
+
+lint: fmt-check clippy cfn-lint sam-validate
 
 fmt-check:
 	cargo fmt --all -- --check
@@ -70,6 +84,10 @@ clippy:
 
 cfn-lint: $(VENV_DONE)
 	$(VENV)/bin/cfn-lint template.yaml
+
+# Offline: the SAM transform and its linter, no AWS call.
+sam-validate: $(SAM_DONE)
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
 
 stack-up: $(VENV_DONE)
 	env $(LOCAL_ENV) $(STACK) up
@@ -91,4 +109,4 @@ deploy:
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .local
+	rm -rf $(VENV) $(SAM_VENV) .local

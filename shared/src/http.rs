@@ -222,10 +222,31 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
 pub fn no_content() -> Response<Body> {
     let mut response = Response::new(Body::Empty);
     *response.status_mut() = StatusCode::NO_CONTENT;
+    add_common_headers(&mut response);
     response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+}
+
+/// `CORS_ALLOW_ORIGIN`: the one browser origin the API answers (API Gateway answers preflights;
+/// a proxy integration must add the header to every response itself).
+fn allowed_origin() -> Option<&'static HeaderValue> {
+    static ORIGIN: std::sync::OnceLock<Option<HeaderValue>> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(|| {
+            std::env::var("CORS_ALLOW_ORIGIN")
+                .ok()
+                .filter(|origin| !origin.is_empty() && origin != "*")
+                .and_then(|origin| HeaderValue::from_str(&origin).ok())
+        })
+        .as_ref()
+}
+
+fn add_common_headers(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(origin) = allowed_origin() {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
 }
 
 fn body_response(
@@ -237,9 +258,10 @@ fn body_response(
     let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
     let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    add_common_headers(&mut response);
     response
 }
 

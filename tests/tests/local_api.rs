@@ -160,6 +160,12 @@ async fn the_dev_header_identifies_the_caller_of_history_routes() {
         .unwrap();
     assert_eq!(named.status(), 200);
     assert_eq!(named.headers()["cache-control"], "no-store");
+    let origin = std::env::var("CORS_ALLOW_ORIGIN").expect("make test sets CORS_ALLOW_ORIGIN");
+    assert_eq!(
+        named.headers()["access-control-allow-origin"],
+        origin.as_str()
+    );
+    assert_eq!(named.headers()["vary"], "Origin");
     let body: Value = named.json().await.unwrap();
     assert_eq!(body["conversations"], serde_json::json!([]));
 
