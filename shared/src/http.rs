@@ -31,10 +31,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{method} is not allowed here; allowed: {allowed}")]
-    MethodNotAllowed {
-        method: String,
-        allowed: &'static str,
-    },
+    MethodNotAllowed { method: String, allowed: String },
     #[error("{0}")]
     Conflict(String),
     #[error("the request body is larger than {limit} bytes")]
@@ -149,7 +146,9 @@ impl ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::MethodNotAllowed { allowed, .. } => {
-                headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
+                if let Ok(value) = HeaderValue::from_str(allowed) {
+                    headers.insert(header::ALLOW, value);
+                }
             }
             _ => {}
         }
@@ -330,6 +329,28 @@ pub fn route_of(req: &Request) -> Option<&str> {
             .map(|key| key.split_once(' ').map_or(key, |(_, path)| path)),
         _ => None,
     }
+}
+
+/// Matches a request against a function's routes, `(method, resource)`: the resource it matched,
+/// or a 404 for an unknown resource, or a 405 naming the allowed methods.
+pub fn route(req: &Request, routes: &[(&str, &'static str)]) -> Result<&'static str, ApiError> {
+    let resource = route_of(req).unwrap_or_default();
+    let mut allowed = Vec::new();
+    for (method, candidate) in routes {
+        if *candidate == resource {
+            if req.method().as_str() == *method {
+                return Ok(candidate);
+            }
+            allowed.push(*method);
+        }
+    }
+    if allowed.is_empty() {
+        return Err(ApiError::NotFound(format!("no route for {resource:?}")));
+    }
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+        allowed: allowed.join(", "),
+    })
 }
 
 /// API Gateway's request id (what clients see in `x-amzn-RequestId`), else Lambda's.

@@ -100,13 +100,13 @@ impl ProviderKeys {
         client: aws_sdk_secretsmanager::Client,
         secret_id: impl Into<String>,
         ttl: Duration,
-    ) -> Result<Self, SecretsError> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             client,
             secret_id: secret_id.into(),
             ttl,
             cached: Mutex::new(None),
-        })
+        }
     }
 
     /// The current keys; `refresh` bypasses the cache (after a provider rejected a key).

@@ -61,11 +61,7 @@ pub fn user() -> shared::identity::UserId {
 /// A conversation store with its own SDK client, as a separate Lambda execution environment has.
 pub async fn store() -> shared::store::ConversationStore {
     let stack = stack().await;
-    shared::store::ConversationStore::new(
-        stack.clients.dynamodb,
-        stack.config.table_name.clone(),
-        stack.config.retention(),
-    )
+    shared::store::ConversationStore::from_config(&stack.config, &stack.clients)
 }
 
 /// An assistant reply as a provider would have produced it.
@@ -300,4 +296,35 @@ pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u
         .send()
         .await
         .expect("set the head's count");
+}
+
+/// The user and conversation the sample events name (`events/*.json` share them), with that
+/// conversation freshly created: the user's earlier data is erased, then one turn is stored.
+pub async fn sample_conversation() -> (shared::identity::UserId, shared::store::ConversationId) {
+    use shared::store::{ConversationId, TurnTarget};
+    let sample: serde_json::Value =
+        serde_json::from_str(&event("history-list-messages.json")).expect("valid JSON");
+    let owner = sample["requestContext"]["authorizer"]["claims"]["sub"]
+        .as_str()
+        .and_then(shared::identity::UserId::parse)
+        .expect("the samples' user id is valid");
+    let id = sample["pathParameters"]["id"]
+        .as_str()
+        .and_then(ConversationId::parse)
+        .expect("the samples' conversation id is valid");
+    let store = store().await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    store
+        .erase_user(&owner, deadline)
+        .await
+        .expect("erase the sample user");
+    let target = TurnTarget::New {
+        id: id.clone(),
+        title: "sample".to_owned(),
+    };
+    store
+        .append_turn(&owner, &target, "q", &reply("a"))
+        .await
+        .expect("the sample conversation");
+    (owner, id)
 }

@@ -336,35 +336,8 @@ async fn the_export_returns_exactly_the_days_asked_for_across_users() {
 #[tokio::test]
 async fn every_sample_event_gets_the_status_its_name_promises() {
     let state = state().await;
-    let sample: Value = serde_json::from_str(&event("feedback-post.json")).unwrap();
-    let owner = UserId::parse(
-        sample["requestContext"]["authorizer"]["claims"]["sub"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let body: Value = serde_json::from_str(sample["body"].as_str().unwrap()).unwrap();
-    let id = ConversationId::parse(body["conversation_id"].as_str().unwrap()).unwrap();
-    let store = store().await;
-    store
-        .erase_user(
-            &owner,
-            tokio::time::Instant::now() + std::time::Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    store
-        .append_turn(
-            &owner,
-            &TurnTarget::New {
-                id,
-                title: "sample".into(),
-            },
-            "q",
-            &reply("a"),
-        )
-        .await
-        .unwrap();
+    // The feedback samples rate the reply of the conversation the samples share.
+    e2e::sample_conversation().await;
     let posted = handle(
         &state,
         lambda_http::request::from_str(&event("feedback-post.json")).unwrap(),

@@ -58,36 +58,7 @@ async fn call(
 #[tokio::test]
 async fn every_sample_event_gets_the_status_its_name_promises() {
     let state = state().await;
-    // The user and conversation the sample events name.
-    let sample: Value = serde_json::from_str(&event("history-list-messages.json")).unwrap();
-    let owner = UserId::parse(
-        sample["requestContext"]["authorizer"]["claims"]["sub"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let id = ConversationId::parse(sample["pathParameters"]["id"].as_str().unwrap())
-        .expect("the sample's conversation id is a valid id");
-    let store = store().await;
-    store
-        .erase_user(
-            &owner,
-            tokio::time::Instant::now() + std::time::Duration::from_secs(30),
-        )
-        .await
-        .unwrap();
-    store
-        .append_turn(
-            &owner,
-            &TurnTarget::New {
-                id: id.clone(),
-                title: "sample".into(),
-            },
-            "q",
-            &reply("a"),
-        )
-        .await
-        .unwrap();
+    let (_, id) = e2e::sample_conversation().await;
 
     let run = |name: &str| {
         let req = lambda_http::request::from_str(&event(name)).expect("a valid event");

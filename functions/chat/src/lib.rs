@@ -42,18 +42,10 @@ impl State {
         chat: ChatConfig,
         clients: &AwsClients,
     ) -> Result<Self, ConfigError> {
-        let keys = ProviderKeys::new(clients.secrets.clone(), &config.secret_id, chat.secret_ttl)
-            .map_err(|err| ConfigError::Init {
-            what: "the secret cache",
-            reason: err.to_string(),
-        })?;
+        let keys = ProviderKeys::new(clients.secrets.clone(), &config.secret_id, chat.secret_ttl);
         Ok(Self {
             llm: Llm::from_config(&chat, keys)?,
-            store: ConversationStore::new(
-                clients.dynamodb.clone(),
-                &config.table_name,
-                config.retention(),
-            ),
+            store: ConversationStore::from_config(config, clients),
             config: chat,
         })
     }
@@ -99,16 +91,7 @@ async fn route(
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    let route = http::route_of(&req).unwrap_or_default();
-    if route != "/chat" {
-        return Err(ApiError::NotFound(format!("no route for {route:?}")));
-    }
-    if req.method().as_str() != "POST" {
-        return Err(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "POST",
-        });
-    }
+    http::route(&req, &[("POST", "/chat")])?;
     let user = identity::caller(&req)?;
     http::query_params(&req, &[])?;
     let body: ChatRequest = http::json_body(&req, state.config.max_body_bytes)?;

@@ -33,11 +33,7 @@ impl State {
 
     pub fn new(config: &Config, clients: &AwsClients) -> Self {
         Self {
-            store: ConversationStore::new(
-                clients.dynamodb.clone(),
-                &config.table_name,
-                config.retention(),
-            ),
+            store: ConversationStore::from_config(config, clients),
         }
     }
 }
@@ -67,19 +63,9 @@ async fn route(
     req: Request,
     _invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    let route = http::route_of(&req).unwrap_or_default();
-    if route != "/feedback" {
-        return Err(ApiError::NotFound(format!("no route for {route:?}")));
-    }
-    let method = req.method().as_str().to_owned();
-    if method != "POST" && method != "GET" {
-        return Err(ApiError::MethodNotAllowed {
-            method,
-            allowed: "GET, POST",
-        });
-    }
+    http::route(&req, &[("POST", "/feedback"), ("GET", "/feedback")])?;
     let user = identity::caller(&req)?;
-    if method == "POST" {
+    if req.method().as_str() == "POST" {
         rate(state, &req, &user).await
     } else {
         list(state, &req, &user).await

@@ -8,11 +8,7 @@
 use std::convert::Infallible;
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
-use lambda_http::{
-    http::{Method, StatusCode},
-    request::LambdaRequest,
-    Adapter, Body, Request, Response,
-};
+use lambda_http::{http::StatusCode, request::LambdaRequest, Adapter, Body, Request, Response};
 use lambda_runtime::{Diagnostic, LambdaEvent, Service};
 use serde::Serialize;
 use serde_json::Value;
@@ -106,16 +102,7 @@ async fn route(
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    let route = http::route_of(&req).unwrap_or_default();
-    if route != "/health" && route != "/health/ready" {
-        return Err(ApiError::NotFound(format!("no route for {route:?}")));
-    }
-    if req.method() != Method::GET {
-        return Err(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed: "GET",
-        });
-    }
+    let route = http::route(&req, &[("GET", "/health"), ("GET", "/health/ready")])?;
     if route == "/health" {
         return Ok(http::json(StatusCode::OK, &liveness(state, &invocation)));
     }

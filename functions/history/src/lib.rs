@@ -31,11 +31,7 @@ impl State {
 
     pub fn new(config: &Config, clients: &AwsClients) -> Self {
         Self {
-            store: ConversationStore::new(
-                clients.dynamodb.clone(),
-                &config.table_name,
-                config.retention(),
-            ),
+            store: ConversationStore::from_config(config, clients),
         }
     }
 }
@@ -50,20 +46,17 @@ async fn route(
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    let route = http::route_of(&req).unwrap_or_default().to_owned();
-    let allowed: &'static str = match route.as_str() {
-        "/conversations" | "/conversations/{id}/messages" => "GET",
-        "/conversations/{id}" | "/history" => "DELETE",
-        _ => return Err(ApiError::NotFound(format!("no route for {route:?}"))),
-    };
-    if req.method().as_str() != allowed {
-        return Err(ApiError::MethodNotAllowed {
-            method: req.method().to_string(),
-            allowed,
-        });
-    }
+    let route = http::route(
+        &req,
+        &[
+            ("GET", "/conversations"),
+            ("GET", "/conversations/{id}/messages"),
+            ("DELETE", "/conversations/{id}"),
+            ("DELETE", "/history"),
+        ],
+    )?;
     let user = identity::caller(&req)?;
-    match route.as_str() {
+    match route {
         "/conversations" => list_conversations(state, &req, &user).await,
         "/conversations/{id}/messages" => list_messages(state, &req, &user).await,
         "/conversations/{id}" => {

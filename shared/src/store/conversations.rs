@@ -112,6 +112,15 @@ impl ConversationStore {
         }
     }
 
+    /// The store of a function's configuration: its table and retention.
+    pub fn from_config(config: &crate::config::Config, clients: &crate::aws::AwsClients) -> Self {
+        Self::new(
+            clients.dynamodb.clone(),
+            &config.table_name,
+            config.retention(),
+        )
+    }
+
     /// The DynamoDB work this store has done so far.
     pub fn consumption(&self) -> Consumption {
         let milli = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64 / 1_000.0;

@@ -112,16 +112,22 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    if args.len() < 3 {
-        return Err("usage: cold-start BOOTSTRAP EVENT_FILE [INVOCATIONS]".into());
-    }
-    let (bootstrap, event_file) = (&args[1], &args[2]);
-    let invocations: usize = args.get(3).map(|n| n.parse()).transpose()?.unwrap_or(1_000);
-    let event = std::fs::read_to_string(event_file)?;
+/// One execution environment's life: its cold start, then `invocations` warm invocations.
+struct Run {
+    init: Duration,
+    first_response: Duration,
+    latencies: Vec<Duration>,
+    rss_kb: u64,
+    errors: usize,
+}
 
+async fn run(
+    bootstrap: &str,
+    name: &str,
+    event: &str,
+    invocations: usize,
+) -> Result<Run, Box<dyn std::error::Error>> {
+    let event = event.to_owned();
     let (event_tx, event_rx) = mpsc::channel::<(String, String)>(1);
     let (outcome_tx, mut outcome_rx) = mpsc::channel::<(Instant, Outcome)>(16);
     let emulator = Arc::new(Emulator {
@@ -142,16 +148,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let address = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let name = std::path::Path::new(bootstrap)
-        .parent()
-        .and_then(|dir| dir.file_name())
-        .and_then(|name| name.to_str())
-        .unwrap_or("function")
-        .to_owned();
     let spawned = Instant::now();
     let mut child = tokio::process::Command::new(bootstrap)
         .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
@@ -205,7 +205,51 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("no next request")?;
     let rss = peak_rss_kb(pid);
     child.kill().await?;
+    Ok(Run {
+        init,
+        first_response: first_response.ok_or("no first response")?,
+        latencies,
+        rss_kb: rss.unwrap_or(0),
+        errors,
+    })
+}
 
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        return Err("usage: cold-start BOOTSTRAP EVENT_FILE [INVOCATIONS [COLD_STARTS]]".into());
+    }
+    let (bootstrap, event_file) = (&args[1], &args[2]);
+    let invocations: usize = args.get(3).map(|n| n.parse()).transpose()?.unwrap_or(1_000);
+    let cold_starts: usize = args
+        .get(4)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(5)
+        .max(1);
+    let event = std::fs::read_to_string(event_file)?;
+    let name = std::path::Path::new(bootstrap)
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .and_then(|name| name.to_str())
+        .unwrap_or("function")
+        .to_owned();
+
+    // The first environment also serves the warm invocations; the others only start.
+    let mut runs = Vec::with_capacity(cold_starts);
+    for index in 0..cold_starts {
+        let warm = if index == 0 { invocations } else { 0 };
+        runs.push(run(bootstrap, &name, &event, warm).await?);
+    }
+    let mut inits: Vec<Duration> = runs.iter().map(|run| run.init).collect();
+    let mut firsts: Vec<Duration> = runs.iter().map(|run| run.first_response).collect();
+    inits.sort();
+    firsts.sort();
+    let median = |values: &[Duration]| values[values.len() / 2];
+    let mut latencies = runs[0].latencies.clone();
+    let errors: usize = runs.iter().map(|run| run.errors).sum();
+    let rss_kb = runs.iter().map(|run| run.rss_kb).max().unwrap_or(0);
     latencies.sort();
     let pct = |p: usize| {
         let index = (latencies.len() * p).div_ceil(100).saturating_sub(1);
@@ -213,15 +257,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .get(index)
             .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
     };
-    let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1_000.0);
+    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
     println!(
-        "{name:>9} | init {:>6.1} ms | first response {:>6.1} ms | warm p50 {:>6.2} ms, p99 {:>6.2} ms over {} | peak RSS {:>5.1} MB | errors {errors}",
-        ms(Some(init)),
-        ms(first_response),
+        "{name:>9} | init median {:>5.1} ms, max {:>5.1} ms | first response median {:>5.1} ms | warm p50 {:>6.2} ms, p99 {:>6.2} ms over {} | peak RSS {:>5.1} MB | errors {errors} | {cold_starts} cold starts",
+        ms(median(&inits)),
+        ms(inits[inits.len() - 1]),
+        ms(median(&firsts)),
         pct(50),
         pct(99),
         latencies.len(),
-        rss.map_or(0.0, |kb| kb as f64 / 1024.0),
+        rss_kb as f64 / 1024.0,
     );
     Ok(())
 }
