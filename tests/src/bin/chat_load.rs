@@ -3,10 +3,11 @@
 //! message was lost or duplicated.
 //!
 //! ```text
-//! chat-load URL CONCURRENCY REQUESTS [SERVER_PID [STACK_PID]]
+//! chat-load URL CONCURRENCY (REQUESTS | SECONDSs) [SERVER_PID [STACK_PID]]
 //! ```
 //! Each of the CONCURRENCY workers is its own user and chats in its own conversation, turn after
-//! turn, until REQUESTS have been sent in all. Run by `make bench-chat`.
+//! turn, until REQUESTS have been sent in all, or for SECONDS (requests in flight then finish).
+//! Run by `make bench-chat` and `make bench-load`.
 
 use std::{
     collections::BTreeMap,
@@ -31,11 +32,21 @@ struct Worker {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        return Err("usage: chat-load URL CONCURRENCY REQUESTS [SERVER_PID [STACK_PID]]".into());
+        return Err(
+            "usage: chat-load URL CONCURRENCY (REQUESTS | SECONDSs) [SERVER_PID [STACK_PID]]"
+                .into(),
+        );
     }
     let url = args[1].trim_end_matches('/').to_owned();
     let concurrency: usize = args[2].parse()?;
-    let requests: usize = args[3].parse()?;
+    // A count of requests, or a time ("30s") during which every user keeps chatting.
+    let (requests, stop_at) = match args[3].strip_suffix('s') {
+        Some(seconds) => (
+            usize::MAX,
+            Some(Instant::now() + Duration::from_secs(seconds.parse()?)),
+        ),
+        None => (args[3].parse()?, None),
+    };
     let server_pid = args.get(4).map(|pid| pid.parse::<u32>()).transpose()?;
     let stack_pid = args.get(5).map(|pid| pid.parse::<u32>()).transpose()?;
 
@@ -60,9 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         tasks.spawn(async move {
             let mut turn = 0;
-            while remaining
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
+            while stop_at.is_none_or(|stop| Instant::now() < stop)
+                && remaining
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
             {
                 turn += 1;
                 let mut body = json!({"message": format!("turn {turn} of {}", worker.user)});
