@@ -12,8 +12,10 @@ SAM_DONE  := $(SAM_VENV)/.installed
 STACK     := $(VENV_PY) infra/local_stack.py
 FUNCTIONS := chat feedback health history
 
-# The local stack's settings; the same names the functions read in Lambda.
-LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} \
+# The local stack's settings; the same names the functions read in Lambda. The emulator serves one
+# request at a time, 10 to 100 times slower than DynamoDB: the tests' 50 writes in flight queue for
+# seconds, so AWS calls get a minute instead of the 5 s default.
+LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AWS_OPERATION_TIMEOUT_MS:-60000} \
              AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_SESSION_TOKEN= \
              AWS_EC2_METADATA_DISABLED=true \
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
@@ -78,7 +80,10 @@ bench-cold: release
 
 bench-load: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
-	env $(LOCAL_ENV) $(STACK) run -- infra/bench_load.sh target/release/local-api target/release/chat-load
+	for latency in 0 1000; do for users in 1 10 100 1000; do \
+	  env $(LOCAL_ENV) $(STACK) run -- infra/bench_load.sh target/release/local-api target/release/chat-load \
+	    $$latency $$users 20 || echo "(cell failed: $$?)"; \
+	done; done
 
 # A correctness run more than a speed one: debug builds are enough.
 bench-instances: $(VENV_DONE)

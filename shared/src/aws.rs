@@ -3,6 +3,8 @@
 //! Endpoints come from the SDK's own resolution, so the standard `AWS_ENDPOINT_URL` variable points
 //! every client at the local stack; there is no endpoint plumbing of our own.
 
+use std::time::Duration;
+
 use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
 
 use crate::config::Config;
@@ -18,17 +20,17 @@ impl AwsClients {
     /// Builds the clients from the standard AWS configuration chain. It makes no network call:
     /// credentials are resolved lazily, on the first request.
     pub async fn load(config: &Config) -> Self {
-        Self::with_connect_timeout(config.aws_connect_timeout).await
+        Self::with_timeouts(config.aws_connect_timeout, config.aws_operation_timeout).await
     }
 
     /// As [`Self::load`], for tools that have no function configuration.
-    pub async fn with_connect_timeout(connect_timeout: std::time::Duration) -> Self {
+    pub async fn with_timeouts(connect: Duration, operation: Duration) -> Self {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(connect)
+            .operation_timeout(operation)
+            .build();
         let sdk_config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(connect_timeout)
-                    .build(),
-            )
+            .timeout_config(timeouts)
             .load()
             .await;
         Self {

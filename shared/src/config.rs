@@ -29,6 +29,9 @@ pub struct Config {
     pub health_check_timeout: Duration,
     /// `AWS_CONNECT_TIMEOUT_MS`: connect timeout of the AWS SDK clients.
     pub aws_connect_timeout: Duration,
+    /// `AWS_OPERATION_TIMEOUT_MS`: the longest one AWS call may take, its retries included, so
+    /// that a saturated dependency becomes a 503 instead of a request that never ends.
+    pub aws_operation_timeout: Duration,
     /// `RETENTION_DAYS`: how long conversations are kept; 0 keeps them forever.
     pub retention_days: u64,
 }
@@ -57,6 +60,7 @@ impl Config {
                 .unwrap_or_else(|| "serverless-chat".to_owned()),
             health_check_timeout: vars.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 50..=20_000)?,
             aws_connect_timeout: vars.millis("AWS_CONNECT_TIMEOUT_MS", 1_000, 50..=10_000)?,
+            aws_operation_timeout: vars.millis("AWS_OPERATION_TIMEOUT_MS", 5_000, 100..=60_000)?,
             retention_days: vars.number("RETENTION_DAYS", 0, 0..=36_500)?,
         })
     }

@@ -494,3 +494,43 @@ async fn set_expiry(user: &UserId, sort_key: &str, at: i64) {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
+    // A server that accepts connections and never answers stands in for a saturated table.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{address}"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_millis(300))
+                .build(),
+        )
+        .load()
+        .await;
+    let store = ConversationStore::new(aws_sdk_dynamodb::Client::new(&sdk), "any", None);
+    let started = std::time::Instant::now();
+    let result = store
+        .append_turn(&user(), &new_conversation("t"), "q", &reply("a"))
+        .await;
+    hold.abort();
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let response = shared::http::ApiError::from(result.unwrap_err()).to_response("req");
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+}

@@ -7,7 +7,7 @@
 //! User ids are replaced by `sha256(salt + user id)` unless `--raw-user-ids` is given; the same salt
 //! gives the same pseudonym across exports. It reads the table's day index, never a `Scan`.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, time::Duration};
 
 use chrono::NaiveDate;
 use shared::{aws::AwsClients, store::ConversationStore};
@@ -68,7 +68,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let clients = AwsClients::with_connect_timeout(std::time::Duration::from_secs(2)).await;
+    let clients = AwsClients::with_timeouts(Duration::from_secs(2), Duration::from_secs(30)).await;
     let store = ConversationStore::new(clients.dynamodb, &args.table, None);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match feedback_export::export(&store, args.from, args.to, args.salt.as_deref(), &mut out).await

@@ -52,7 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(60))
+        // Longer than any chat may take, so that a slow answer is measured, not cut off.
+        .timeout(Duration::from_secs(120))
         .build()?;
     let run = format!("{:x}", std::process::id());
     let remaining = Arc::new(AtomicUsize::new(requests));
@@ -193,16 +194,8 @@ async fn count_messages(
         let after = cursor
             .as_deref()
             .map_or(String::new(), |c| format!("&cursor={c}"));
-        let page: Value = client
-            .get(format!(
-                "{url}/conversations/{id}/messages?limit=100{after}"
-            ))
-            .header("x-dev-user", user)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let address = format!("{url}/conversations/{id}/messages?limit=100{after}");
+        let page = read_page(client, &address, user).await?;
         for message in page["messages"].as_array().cloned().unwrap_or_default() {
             let seq = message["seq"].as_u64().unwrap_or(0);
             if seq <= last_seq {
@@ -214,6 +207,35 @@ async fn count_messages(
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => return Ok(count),
+        }
+    }
+}
+
+/// One page of a listing; the local stack may still be draining a saturated run, so a failed read
+/// is tried again a few times.
+async fn read_page(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            client
+                .get(url)
+                .header("x-dev-user", user)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<Value>()
+                .await
+        }
+        .await;
+        match result {
+            Ok(page) => return Ok(page),
+            Err(err) if attempt >= 5 => return Err(err.into()),
+            Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
         }
     }
 }
