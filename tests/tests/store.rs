@@ -525,8 +525,9 @@ async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
     );
+    // Eight attempts of at most 300 ms each, with their backoff: bounded, never hanging.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );

@@ -99,6 +99,8 @@ enum PutOutcome {
     Taken,
     /// A transient collision (`TransactionConflict`, throttling): the same write may be retried.
     Retry,
+    /// The write timed out: it may or may not have landed; the same write is retried.
+    TimedOut,
 }
 
 impl ConversationStore {
@@ -159,6 +161,7 @@ impl ConversationStore {
             TurnTarget::New { .. } => 1,
             TurnTarget::Existing(_) => self.reserve(&turn).await?,
         };
+        let mut timed_out = false;
         for attempt in 1..=MAX_ATTEMPTS {
             let outcome = match target {
                 TurnTarget::New { title, .. } => {
@@ -192,9 +195,20 @@ impl ConversationStore {
                 (PutOutcome::Retry, _) => {
                     conflict_metric();
                     tracing::info!(conversation = %turn.conversation, attempt, "turn write collided; retrying");
+                    timed_out = false;
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                (PutOutcome::TimedOut, _) => {
+                    tracing::warn!(conversation = %turn.conversation, attempt, "turn write timed out; retrying");
+                    timed_out = true;
                     tokio::time::sleep(backoff(attempt)).await;
                 }
             }
+        }
+        if timed_out {
+            return Err(StoreError::Unavailable(
+                "the turn's write kept timing out; it may have been stored".into(),
+            ));
         }
         Err(StoreError::Conflict {
             attempts: MAX_ATTEMPTS,
@@ -290,6 +304,10 @@ impl ConversationStore {
             }
             Err(err) => match cancellation_reasons(&err) {
                 Some(reasons) => Ok(judge(reasons, &turn.token)),
+                // A timed-out write may still land. Retrying the same keys with the same token is
+                // safe: the retry either writes the turn or finds it ours. Answering an error here
+                // instead could leave a stored turn behind a 503.
+                None if is_timeout(&err) => Ok(PutOutcome::TimedOut),
                 None => Err(classify(err)),
             },
         }
@@ -694,6 +712,14 @@ fn cancellation_reasons<R>(
             Some(cancelled.cancellation_reasons())
         }
         _ => None,
+    }
+}
+
+fn is_timeout<E, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => false,
     }
 }
 
