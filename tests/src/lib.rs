@@ -328,3 +328,19 @@ pub async fn sample_conversation() -> (shared::identity::UserId, shared::store::
         .expect("the sample conversation");
     (owner, id)
 }
+
+/// An address that accepts connections and never answers: a hung dependency. The listener lives
+/// until the returned task is aborted.
+pub async fn hung_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}

@@ -136,14 +136,7 @@ async fn an_unreachable_stack_fails_readiness_quickly() {
 #[tokio::test]
 async fn a_hung_dependency_fails_its_check_within_the_timeout() {
     // A server that accepts connections and never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (address, hold) = e2e::hung_endpoint().await;
     let mut config = stack().await.config;
     config.health_check_timeout = Duration::from_millis(500);
     let clients = clients_at(&format!("http://{address}"), &config).await;

@@ -498,14 +498,7 @@ async fn set_expiry(user: &UserId, sort_key: &str, at: i64) {
 #[tokio::test]
 async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
     // A server that accepts connections and never answers stands in for a saturated table.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let (address, hold) = e2e::hung_endpoint().await;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(format!("http://{address}"))
         .timeout_config(

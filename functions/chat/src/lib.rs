@@ -99,14 +99,7 @@ async fn route(
     let conversation = body
         .conversation_id
         .as_deref()
-        .map(|id| {
-            ConversationId::parse(id).ok_or_else(|| {
-                ApiError::bad_request(
-                    "conversation_id",
-                    "must be a conversation id as returned by the API",
-                )
-            })
-        })
+        .map(|id| ConversationId::from_input(id, "conversation_id"))
         .transpose()?;
     let idempotency_key = idempotency_key(&req)?;
     let choice = state

@@ -75,12 +75,7 @@ async fn route(
 async fn rate(state: &State, req: &Request, user: &UserId) -> Result<Response<Body>, ApiError> {
     http::query_params(req, &[])?;
     let body: FeedbackRequest = http::json_body(req, MAX_BODY_BYTES)?;
-    let conversation = ConversationId::parse(&body.conversation_id).ok_or_else(|| {
-        ApiError::bad_request(
-            "conversation_id",
-            "must be a conversation id as returned by the API",
-        )
-    })?;
+    let conversation = ConversationId::from_input(&body.conversation_id, "conversation_id")?;
     let seq = message_seq(&body.message_id)?;
     let rating = Rating::new(body.rating)
         .ok_or_else(|| ApiError::bad_request("rating", "must be a whole number from 1 to 5"))?;
@@ -131,14 +126,7 @@ async fn list(state: &State, req: &Request, user: &UserId) -> Result<Response<Bo
         PageRequest::from_params(params.get("limit").copied(), params.get("cursor").copied())?;
     let conversation = params
         .get("conversation_id")
-        .map(|id| {
-            ConversationId::parse(id).ok_or_else(|| {
-                ApiError::bad_request(
-                    "conversation_id",
-                    "must be a conversation id as returned by the API",
-                )
-            })
-        })
+        .map(|id| ConversationId::from_input(id, "conversation_id"))
         .transpose()?;
     let Page { items, next } = state
         .store

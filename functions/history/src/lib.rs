@@ -139,13 +139,8 @@ async fn list_messages(
 }
 
 fn conversation_id(req: &Request) -> Result<ConversationId, ApiError> {
-    req.path_parameters_ref()
-        .and_then(|params| params.first("id"))
-        .and_then(ConversationId::parse)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "id",
-                "must be a conversation id (26 characters, as returned by the API)",
-            )
-        })
+    let id = req
+        .path_parameters_ref()
+        .and_then(|params| params.first("id"));
+    ConversationId::from_input(id.unwrap_or_default(), "id")
 }

@@ -37,6 +37,16 @@ impl ConversationId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// [`Self::parse`] for a request input: a 400 naming `field` when it is not an id.
+    pub fn from_input(raw: &str, field: &str) -> Result<Self, crate::http::ApiError> {
+        Self::parse(raw).ok_or_else(|| {
+            crate::http::ApiError::bad_request(
+                field,
+                "must be a conversation id (26 characters, as returned by the API)",
+            )
+        })
+    }
 }
 
 impl std::fmt::Display for ConversationId {
