@@ -105,6 +105,15 @@ async fn init_error(State(emulator): State<Arc<Emulator>>, body: String) -> Stat
     StatusCode::ACCEPTED
 }
 
+/// User plus system CPU time of a process, from /proc (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Peak resident set size of a process, in kB (VmHWM).
 fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -118,6 +127,8 @@ struct Run {
     first_response: Duration,
     latencies: Vec<Duration>,
     rss_kb: u64,
+    /// CPU seconds the function spent on its warm invocations.
+    warm_cpu: f64,
     errors: usize,
 }
 
@@ -165,7 +176,11 @@ async fn run(
     let mut latencies = Vec::with_capacity(invocations);
     let mut first_response = None;
     let mut errors = 0;
+    let mut cpu_before_warm = 0.0;
     for n in 0..=invocations {
+        if n == 1 {
+            cpu_before_warm = cpu_seconds(pid).unwrap_or(0.0);
+        }
         let id = format!("bench-{n}");
         event_tx.send((id.clone(), event.clone())).await?;
         let handed = Instant::now();
@@ -204,12 +219,14 @@ async fn run(
         .map(|at| at - spawned)
         .ok_or("no next request")?;
     let rss = peak_rss_kb(pid);
+    let warm_cpu = cpu_seconds(pid).unwrap_or(0.0) - cpu_before_warm;
     child.kill().await?;
     Ok(Run {
         init,
         first_response: first_response.ok_or("no first response")?,
         latencies,
         rss_kb: rss.unwrap_or(0),
+        warm_cpu,
         errors,
     })
 }
@@ -259,13 +276,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
     println!(
-        "{name:>9} | init median {:>5.1} ms, max {:>5.1} ms | first response median {:>5.1} ms | warm p50 {:>6.2} ms, p99 {:>6.2} ms over {} | peak RSS {:>5.1} MB | errors {errors} | {cold_starts} cold starts",
+        "{name:>9} | init median {:>5.1} ms, max {:>5.1} ms | first response median {:>5.1} ms | warm p50 {:>6.2} ms, p99 {:>6.2} ms over {} | CPU {:.3} ms/invocation | peak RSS {:>5.1} MB | errors {errors} | {cold_starts} cold starts",
         ms(median(&inits)),
         ms(inits[inits.len() - 1]),
         ms(median(&firsts)),
         pct(50),
         pct(99),
         latencies.len(),
+        runs[0].warm_cpu * 1_000.0 / latencies.len().max(1) as f64,
         rss_kb as f64 / 1024.0,
     );
     Ok(())
