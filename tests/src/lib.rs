@@ -216,10 +216,13 @@ pub async fn private_table() -> String {
     name
 }
 
-/// How many items `user`'s partition holds in `table`.
-pub async fn partition_count(table: &str, user: &str) -> usize {
+/// Every item of `user`'s partition in `table`, read directly.
+pub async fn partition_items(
+    table: &str,
+    user: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     let stack = stack().await;
-    let mut count = 0;
+    let mut items = Vec::new();
     let mut start = None;
     loop {
         let output = stack
@@ -237,12 +240,17 @@ pub async fn partition_count(table: &str, user: &str) -> usize {
             .send()
             .await
             .expect("query the partition");
-        count += output.items().len();
+        items.extend(output.items().iter().cloned());
         start = output.last_evaluated_key().cloned();
         if start.is_none() {
-            return count;
+            return items;
         }
     }
+}
+
+/// How many items `user`'s partition holds in `table`.
+pub async fn partition_count(table: &str, user: &str) -> usize {
+    partition_items(table, user).await.len()
 }
 
 /// Writes messages `first..=last` of a conversation directly (setup for volume tests), shaped

@@ -441,28 +441,7 @@ fn chrono_now() -> i64 {
 }
 
 async fn partition_items(user: &UserId) -> Vec<HashMap<String, AttributeValue>> {
-    let stack = stack().await;
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let output = stack
-            .clients
-            .dynamodb
-            .query()
-            .table_name(&stack.config.table_name)
-            .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(format!("USER#{user}")))
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        items.extend(output.items().iter().cloned());
-        start = output.last_evaluated_key().cloned();
-        if start.is_none() {
-            return items;
-        }
-    }
+    e2e::partition_items(&stack().await.config.table_name, user.as_str()).await
 }
 
 async fn put_raw(user: &UserId, sort_key: &str) {
