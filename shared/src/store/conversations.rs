@@ -800,7 +800,7 @@ fn sort_key(item: &Item) -> Result<String, StoreError> {
     text(item, "SK").map(str::to_owned)
 }
 
-fn is_expired(item: &Item, now: i64) -> bool {
+pub(super) fn is_expired(item: &Item, now: i64) -> bool {
     item.get("expires_at")
         .and_then(|value| value.as_n().ok())
         .and_then(|value| value.parse::<i64>().ok())

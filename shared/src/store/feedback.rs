@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::{
-    conversations::{classify, n, number, s, text, Item},
+    conversations::{classify, is_expired, n, number, s, text, Item},
     keys::{self, ConversationId},
     ConversationStore, Page, PageRequest, StoreError,
 };
@@ -121,7 +121,7 @@ impl ConversationStore {
             .map_err(classify)?
             .item
             .ok_or(StoreError::NotFound)?;
-        if text(&message, "role")? != "assistant" || expired(&message, at.timestamp()) {
+        if text(&message, "role")? != "assistant" || is_expired(&message, at.timestamp()) {
             return Err(StoreError::NotFound);
         }
         let mut feedback = Feedback {
@@ -332,13 +332,6 @@ impl ConversationStore {
             .and_then(|item| text(item, "content").ok())
             .map(str::to_owned))
     }
-}
-
-fn expired(item: &Item, now: i64) -> bool {
-    item.get("expires_at")
-        .and_then(|value| value.as_n().ok())
-        .and_then(|value| value.parse::<i64>().ok())
-        .is_some_and(|at| at <= now)
 }
 
 fn feedback_from(item: &Item) -> Result<Feedback, StoreError> {
