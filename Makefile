@@ -101,9 +101,11 @@ clippy:
 cfn-lint: $(VENV_DONE)
 	$(VENV)/bin/cfn-lint template.yaml
 
-# Offline: the SAM transform and its linter, no AWS call.
+# Offline: the SAM transform and its linter, then what the transform makes of the API's auth for
+# each setting of the ApiKeys parameter. No AWS call.
 sam-validate: $(SAM_DONE)
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+	AWS_DEFAULT_REGION=us-east-1 $(SAM_VENV)/bin/python infra/check_template.py template.yaml
 
 stack-up: $(VENV_DONE)
 	env $(LOCAL_ENV) $(STACK) up
