@@ -11,6 +11,8 @@ use std::{
 
 use shared::{aws::AwsClients, config::Config};
 
+pub mod bench;
+
 /// The configuration and clients of the local stack.
 pub struct Stack {
     pub config: Config,
@@ -304,6 +306,28 @@ pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u
         .send()
         .await
         .expect("set the head's count");
+}
+
+/// A conversation of `user` holding `prior` messages in `table` (the one `store` writes to): its first turn through the store (so the head
+/// is real), the rest batch-written by [`seed_messages`] in the shape `append_turn` writes.
+pub async fn conversation_with_history(
+    store: &shared::store::ConversationStore,
+    table: &str,
+    user: &shared::identity::UserId,
+    prior: u64,
+) -> shared::store::ConversationId {
+    use shared::store::{ConversationId, TurnTarget};
+    let id = ConversationId::generate();
+    let target = TurnTarget::New {
+        id: id.clone(),
+        title: format!("{prior} messages"),
+    };
+    store
+        .append_turn(user, &target, "question 0", &reply("answer 0"))
+        .await
+        .expect("first turn");
+    seed_messages(table, user.as_str(), id.as_str(), 3, prior).await;
+    id
 }
 
 /// The user and conversation the sample events name (`events/*.json` share them), with that

@@ -18,7 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use e2e::bench::{cpu_seconds, ms, percentile, read_back};
 use serde_json::{json, Value};
+
+/// How long the read-back waits for the local stack to work through its backlog.
+const DRAIN: Duration = Duration::from_secs(180);
 
 struct Worker {
     user: String,
@@ -57,8 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let run = format!("{:x}", std::process::id());
     let remaining = Arc::new(AtomicUsize::new(requests));
-    let server_before = server_pid.map(cpu_seconds).transpose()?;
-    let stack_before = stack_pid.map(cpu_seconds).transpose()?;
+    let server_before = server_pid.and_then(cpu_seconds);
+    let stack_before = stack_pid.and_then(cpu_seconds);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..concurrency {
@@ -114,8 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers.push(worker?);
     }
     let elapsed = started.elapsed();
-    let server_cpu = server_pid.map(cpu_seconds).transpose()?;
-    let stack_cpu = stack_pid.map(cpu_seconds).transpose()?;
+    let server_cpu = server_pid.and_then(cpu_seconds);
+    let stack_cpu = stack_pid.and_then(cpu_seconds);
 
     let mut latencies: Vec<Duration> = workers
         .iter()
@@ -129,12 +133,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let ok = statuses.get(&200).copied().unwrap_or(0);
-    let pct = |p: usize| {
-        let index = (latencies.len() * p).div_ceil(100).saturating_sub(1);
-        latencies
-            .get(index)
-            .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
-    };
+    let pct = |p: usize| ms(percentile(&latencies, p));
     println!(
         "concurrency {concurrency}: {} requests in {:.1} s = {:.1} req/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; statuses {:?}",
         latencies.len(),
@@ -160,13 +159,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // Read every conversation back: each answered turn must be there exactly once.
+    // Read every conversation back: each answered turn must be there exactly once. After a
+    // saturating run the local stack may still be draining requests that timed out on our side.
     let (mut lost, mut extra) = (0u64, 0u64);
     for worker in &workers {
         let Some(id) = &worker.conversation else {
             continue;
         };
-        let stored = count_messages(&client, &url, &worker.user, id).await?;
+        let stored = read_back(&client, &url, &worker.user, id, DRAIN)
+            .await?
+            .len() as u64;
         let expected = 2 * worker.stored_turns;
         lost += expected.saturating_sub(stored);
         extra += stored.saturating_sub(expected);
@@ -178,78 +180,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("messages were lost or duplicated".into());
     }
     Ok(())
-}
-
-async fn count_messages(
-    client: &reqwest::Client,
-    url: &str,
-    user: &str,
-    id: &str,
-) -> Result<u64, Box<dyn std::error::Error>> {
-    let mut count = 0;
-    let mut cursor: Option<String> = None;
-    let mut last_seq = 0;
-    loop {
-        // Cursors are URL-safe base64: they need no escaping.
-        let after = cursor
-            .as_deref()
-            .map_or(String::new(), |c| format!("&cursor={c}"));
-        let address = format!("{url}/conversations/{id}/messages?limit=100{after}");
-        let page = read_page(client, &address, user).await?;
-        for message in page["messages"].as_array().cloned().unwrap_or_default() {
-            let seq = message["seq"].as_u64().unwrap_or(0);
-            if seq <= last_seq {
-                return Err(format!("sequence not increasing at {seq}").into());
-            }
-            last_seq = seq;
-            count += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(count),
-        }
-    }
-}
-
-/// One page of a listing; the local stack may still be draining a saturated run, so a failed read
-/// is tried again a few times.
-async fn read_page(
-    client: &reqwest::Client,
-    url: &str,
-    user: &str,
-) -> Result<Value, Box<dyn std::error::Error>> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let result = async {
-            client
-                .get(url)
-                .header("x-dev-user", user)
-                .send()
-                .await?
-                .error_for_status()?
-                .json::<Value>()
-                .await
-        }
-        .await;
-        match result {
-            Ok(page) => return Ok(page),
-            Err(err) if attempt >= 5 => return Err(err.into()),
-            Err(_) => tokio::time::sleep(Duration::from_secs(5)).await,
-        }
-    }
-}
-
-/// User plus system CPU time of a process, from /proc (USER_HZ is 100 on Linux).
-fn cpu_seconds(pid: u32) -> Result<f64, Box<dyn std::error::Error>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may contain spaces; fields after its closing parenthesis are fixed.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or("unreadable /proc stat")?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11).ok_or("no utime")?.parse()?;
-    let stime: f64 = fields.get(12).ok_or("no stime")?.parse()?;
-    Ok((utime + stime) / 100.0)
 }

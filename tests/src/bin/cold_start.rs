@@ -21,6 +21,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
+use e2e::bench::{cpu_seconds, ms, percentile};
 use tokio::sync::{mpsc, Mutex};
 
 /// What the runtime reported for one invocation.
@@ -103,15 +104,6 @@ async fn init_error(State(emulator): State<Arc<Emulator>>, body: String) -> Stat
         .send((Instant::now(), Outcome::InitError(body)))
         .await;
     StatusCode::ACCEPTED
-}
-
-/// User plus system CPU time of a process, from /proc (USER_HZ is 100 on Linux).
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
 }
 
 /// Peak resident set size of a process, in kB (VmHWM).
@@ -268,13 +260,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let errors: usize = runs.iter().map(|run| run.errors).sum();
     let rss_kb = runs.iter().map(|run| run.rss_kb).max().unwrap_or(0);
     latencies.sort();
-    let pct = |p: usize| {
-        let index = (latencies.len() * p).div_ceil(100).saturating_sub(1);
-        latencies
-            .get(index)
-            .map_or(0.0, |d| d.as_secs_f64() * 1_000.0)
-    };
-    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+    let pct = |p: usize| ms(percentile(&latencies, p));
     println!(
         "{name:>9} | init median {:>5.1} ms, max {:>5.1} ms | first response median {:>5.1} ms | warm p50 {:>6.2} ms, p99 {:>6.2} ms over {} | CPU {:.3} ms/invocation | peak RSS {:>5.1} MB | errors {errors} | {cold_starts} cold starts",
         ms(median(&inits)),

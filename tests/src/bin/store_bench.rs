@@ -10,7 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{reply, stack, unique};
+use e2e::{
+    bench::{self, percentile},
+    conversation_with_history, reply, stack, unique,
+};
 use shared::{
     identity::UserId,
     store::{ConversationId, ConversationStore, TurnTarget},
@@ -75,15 +78,18 @@ async fn main() {
     // Both conversations exist before either is measured, so both see the same table.
     let mut conversations = Vec::new();
     for prior in [10u64, 10_000] {
-        conversations.push((prior, seed(&stack, &store, &user, prior).await));
+        conversations.push((
+            prior,
+            conversation_with_history(&store, &stack.config.table_name, &user, prior).await,
+        ));
     }
     for (prior, id) in &conversations {
         // Warm-up turns fill the short conversation's context window, then the work is steady.
         for turn in 0..WARM_UP {
             turn_once(&store, &user, id, turn).await;
         }
-        let mut append = Vec::with_capacity(TURNS);
-        let mut recent = Vec::with_capacity(TURNS);
+        let mut append: Vec<Duration> = Vec::with_capacity(TURNS);
+        let mut recent: Vec<Duration> = Vec::with_capacity(TURNS);
         let before = store.consumption();
         for turn in 0..TURNS {
             let (append_took, recent_took, context) = turn_once(&store, &user, id, turn).await;
@@ -92,6 +98,8 @@ async fn main() {
             recent.push(recent_took);
         }
         let after = store.consumption();
+        append.sort();
+        recent.sort();
         let per_turn = |a: f64, b: f64| (b - a) / TURNS as f64;
         println!(
             "{:>9} | {:>10.2} {:>10.2} {:>10.1} {:>6.1} | {:>12} {:>12} | {:>12} {:>12}",
@@ -100,41 +108,14 @@ async fn main() {
             per_turn(before.write_units, after.write_units),
             per_turn(before.items_read as f64, after.items_read as f64),
             per_turn(before.calls as f64, after.calls as f64),
-            ms(percentile(&mut append, 50)),
-            ms(percentile(&mut append, 95)),
-            ms(percentile(&mut recent, 50)),
-            ms(percentile(&mut recent, 95)),
+            ms(percentile(&append, 50)),
+            ms(percentile(&append, 95)),
+            ms(percentile(&recent, 50)),
+            ms(percentile(&recent, 95)),
         );
     }
     let total = count_items(&stack).await;
     println!("(the table held {total} items; the local emulator's latency grows with that, DynamoDB's does not)");
-}
-
-/// A conversation with `prior` messages: one turn through the store, the rest batch-written.
-async fn seed(
-    stack: &e2e::Stack,
-    store: &ConversationStore,
-    user: &UserId,
-    prior: u64,
-) -> ConversationId {
-    let id = ConversationId::generate();
-    let target = TurnTarget::New {
-        id: id.clone(),
-        title: format!("{prior} messages"),
-    };
-    store
-        .append_turn(user, &target, "question 0", &reply("answer 0"))
-        .await
-        .expect("first turn");
-    e2e::seed_messages(
-        &stack.config.table_name,
-        user.as_str(),
-        id.as_str(),
-        3,
-        prior,
-    )
-    .await;
-    id
 }
 
 async fn count_items(stack: &e2e::Stack) -> i64 {
@@ -152,12 +133,6 @@ async fn count_items(stack: &e2e::Stack) -> i64 {
         .unwrap_or(-1)
 }
 
-fn percentile(samples: &mut [Duration], p: usize) -> Duration {
-    samples.sort();
-    let index = (samples.len() * p).div_ceil(100).saturating_sub(1);
-    samples[index.min(samples.len() - 1)]
-}
-
 fn ms(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1_000.0)
+    format!("{:.1} ms", bench::ms(duration))
 }

@@ -1,0 +1,83 @@
+//! What the benchmark tools share: process CPU time, percentiles, and reading a conversation back
+//! through the API to prove that no message was lost or duplicated.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// User plus system CPU time of a process, from /proc (USER_HZ is 100 on Linux).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; the fields after its closing parenthesis are fixed.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// The `p`th percentile (nearest rank) of samples sorted in ascending order; zero when empty.
+pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let index = (sorted.len() * p).div_ceil(100).saturating_sub(1);
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// Milliseconds, for printing.
+pub fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
+}
+
+/// The sequence numbers of every message of a conversation, oldest first, read through
+/// `GET /conversations/{id}/messages` of the API at `url` as `user`. Fails if they do not strictly
+/// increase. A page that fails is asked again until `drain` has passed: after a saturating run the
+/// local stack may still be working through requests that their senders gave up on.
+pub async fn read_back(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    id: &str,
+    drain: Duration,
+) -> Result<Vec<u64>, String> {
+    let give_up = Instant::now() + drain;
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        // Cursors are URL-safe base64: they need no escaping.
+        let after = cursor
+            .as_deref()
+            .map_or(String::new(), |c| format!("&cursor={c}"));
+        let address = format!("{url}/conversations/{id}/messages?limit=100{after}");
+        let page = loop {
+            match read_page(client, &address, user).await {
+                Ok(page) => break page,
+                Err(err) if Instant::now() >= give_up => {
+                    return Err(format!("reading {address} back: {err}"))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        };
+        for message in page["messages"].as_array().into_iter().flatten() {
+            let seq = message["seq"].as_u64().unwrap_or(0);
+            if seqs.last().is_some_and(|&last| seq <= last) {
+                return Err(format!(
+                    "conversation {id}: sequence not increasing at {seq}"
+                ));
+            }
+            seqs.push(seq);
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(seqs),
+        }
+    }
+}
+
+async fn read_page(client: &reqwest::Client, url: &str, user: &str) -> reqwest::Result<Value> {
+    client
+        .get(url)
+        .header("x-dev-user", user)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+}

@@ -1,0 +1,137 @@
+//! `history-bench`: what a chat turn costs through the whole chat path (HTTP, the API Gateway
+//! event, the chat function, the store, the echo provider) on a conversation with 10 and with
+//! 10,000 prior messages.
+//!
+//! ```text
+//! history-bench URL [SERVER_PID]
+//! ```
+//! URL is a running local API server (echo provider) on the local stack this process also reaches
+//! through AWS_ENDPOINT_URL. Both conversations are written first (one turn through the store, the
+//! rest batch-written, not measured), so both are measured against the same table. Each then gets
+//! warm-up turns and measured turns, one at a time, through `POST /chat`; every answer must carry
+//! the next message number and a full context window, and afterwards each conversation is read back
+//! through the API: its messages must be exactly 1..=N. Run by `make bench-history`.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    bench::{cpu_seconds, ms, percentile, read_back},
+    conversation_with_history, stack, unique,
+};
+use serde_json::{json, Value};
+use shared::{identity::UserId, store::ConversationStore};
+
+const HISTORIES: [u64; 2] = [10, 10_000];
+/// Enough turns that the 20-message context window holds only the benchmark's own turns.
+const WARM_UP: u64 = 10;
+const TURNS: u64 = 40;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(url) = args.get(1).map(|url| url.trim_end_matches('/').to_owned()) else {
+        return Err("usage: history-bench URL [SERVER_PID]".into());
+    };
+    let server_pid = args.get(2).map(|pid| pid.parse::<u32>()).transpose()?;
+
+    let stack = stack().await;
+    let store = ConversationStore::from_config(&stack.config, &stack.clients);
+    let user = UserId::parse(&unique("history")).ok_or("a user id")?;
+    let mut conversations = Vec::new();
+    for prior in HISTORIES {
+        let id = conversation_with_history(&store, &stack.config.table_name, &user, prior).await;
+        conversations.push((prior, id.as_str().to_owned()));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+
+    println!(
+        "POST /chat through the local API server, {TURNS} turns one at a time after {WARM_UP} warm-up turns"
+    );
+    println!(
+        "{:>14} | {:>9} {:>9} {:>9} | {:>16} | {:>15} | read back",
+        "prior messages", "p50", "p95", "max", "server CPU/turn", "context tokens"
+    );
+    for (prior, id) in &conversations {
+        let mut seq = *prior;
+        let mut latencies = Vec::new();
+        let mut context_tokens = None;
+        let mut cpu_before = None;
+        for turn in 1..=WARM_UP + TURNS {
+            if turn == WARM_UP + 1 {
+                cpu_before = server_pid.and_then(cpu_seconds);
+            }
+            let started = Instant::now();
+            let answer = chat(&client, &url, user.as_str(), id, turn).await?;
+            let took = started.elapsed();
+            seq += 2;
+            let message_id = answer["message_id"].as_str().unwrap_or("");
+            if message_id.parse::<u64>().ok() != Some(seq) {
+                return Err(format!(
+                    "turn {turn}: answer is message {message_id:?}, expected {seq}"
+                )
+                .into());
+            }
+            let tokens = answer["usage"]["input_tokens"].as_u64().unwrap_or(0);
+            if turn > WARM_UP {
+                // The echo provider counts the words it was given: with a full window, every
+                // turn sends the same amount whatever the history holds.
+                if context_tokens.is_some_and(|seen| seen != tokens) {
+                    return Err(format!(
+                        "turn {turn}: context of {tokens} tokens, earlier {context_tokens:?}"
+                    )
+                    .into());
+                }
+                context_tokens = Some(tokens);
+                latencies.push(took);
+            }
+        }
+        let cpu = cpu_before
+            .zip(server_pid.and_then(cpu_seconds))
+            .map(|(before, after)| format!("{:.2} ms", (after - before) * 1_000.0 / TURNS as f64));
+        let seqs = read_back(&client, &url, user.as_str(), id, Duration::from_secs(60)).await?;
+        let intact = seqs.len() as u64 == seq && seqs.iter().copied().eq(1..=seq);
+        latencies.sort();
+        println!(
+            "{:>14} | {:>6.1} ms {:>6.1} ms {:>6.1} ms | {:>16} | {:>15} | {} messages, {}",
+            prior,
+            ms(percentile(&latencies, 50)),
+            ms(percentile(&latencies, 95)),
+            ms(percentile(&latencies, 100)),
+            cpu.unwrap_or_else(|| "-".to_owned()),
+            context_tokens.map_or("-".to_owned(), |t| t.to_string()),
+            seqs.len(),
+            if intact {
+                "1..=N without a gap"
+            } else {
+                "NOT 1..=N"
+            }
+        );
+        if !intact {
+            return Err(format!("conversation {id}: expected messages 1..={seq}").into());
+        }
+    }
+    Ok(())
+}
+
+async fn chat(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    id: &str,
+    turn: u64,
+) -> Result<Value, Box<dyn std::error::Error>> {
+    let response = client
+        .post(format!("{url}/chat"))
+        .header("x-dev-user", user)
+        .json(&json!({"message": format!("question {turn} of a long chat"), "conversation_id": id}))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    if status != 200 {
+        return Err(format!("turn {turn}: {status} {body}").into());
+    }
+    Ok(body)
+}
