@@ -123,13 +123,13 @@ def serve(port: int) -> None:
     server fails requests with 500 ("dictionary changed size during iteration") while it copies
     the table for rollback. Connections stay concurrent; the app runs under one lock. moto is
     bound by Python's GIL anyway, so this costs it little throughput.
+
+    The HTTP server is waitress, not moto's own (werkzeug's development server), because
+    werkzeug closes every connection after one response: each SDK call would open a new TCP
+    connection, which real DynamoDB endpoints never make clients do. waitress keeps them alive.
     """
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import run_simple
+    import waitress
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
@@ -139,12 +139,15 @@ def serve(port: int) -> None:
             return list(app(environ, start_response))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    run_simple(
-        "127.0.0.1",
-        port,
+    # Room for the load benchmark's 1,000 users; requests beyond the app's pace queue here.
+    waitress.serve(
         one_at_a_time,
-        threaded=True,
-        request_handler=MotoRequestHandler,
+        host="127.0.0.1",
+        port=port,
+        threads=4,
+        connection_limit=2000,
+        backlog=2048,
+        channel_timeout=300,
     )
 
 

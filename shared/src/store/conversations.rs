@@ -314,7 +314,9 @@ impl ConversationStore {
     }
 
     /// The last `n` messages of a conversation, oldest first: one `Query` from the newest end with
-    /// `Limit`, so its cost does not depend on the length of the history.
+    /// `Limit`, so its cost does not depend on the length of the history. A conversation always
+    /// holds its first turn, so no visible message means no such conversation of this caller
+    /// ([`StoreError::NotFound`]); its head is not read (the turn's reservation checks it anyway).
     pub async fn recent_messages(
         &self,
         user: &UserId,
@@ -322,15 +324,17 @@ impl ConversationStore {
         n: u16,
     ) -> Result<Vec<Message>, StoreError> {
         let page = PageRequest {
-            limit: n,
+            limit: n.max(1),
             cursor: None,
         };
-        let (head, page) = tokio::join!(
-            self.conversation(user, conversation),
-            self.query_messages(user, conversation, &page, Order::Newest, false)
-        );
-        head?;
-        let mut messages = page?.items;
+        let mut messages = self
+            .query_messages(user, conversation, &page, Order::Newest, false)
+            .await?
+            .items;
+        if messages.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        messages.truncate(usize::from(n));
         messages.reverse();
         Ok(messages)
     }

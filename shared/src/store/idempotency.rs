@@ -9,12 +9,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::{
-    operation::put_item::PutItemError,
-    types::{AttributeValue, ReturnValuesOnConditionCheckFailure},
+    operation::put_item::PutItemError, types::ReturnValuesOnConditionCheckFailure,
 };
 
 use super::{
-    conversations::{classify, n, s, text, Item},
+    conversations::{classify, n, s, text},
     keys, ConversationStore, StoreError,
 };
 use crate::identity::UserId;
@@ -99,11 +98,14 @@ impl ConversationStore {
         let existing = match result {
             Ok(_) => return Ok(Claim::Started(Lease { sort_key, token })),
             Err(err) => match err.as_service_error() {
+                // DynamoDB returns the item that failed the condition (ALL_OLD), so no read is
+                // needed, and chat is not granted GetItem for one.
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                    match failed.item() {
-                        Some(item) => item.clone(),
-                        None => self.idempotency_record(user, &sort_key).await?,
-                    }
+                    failed.item().cloned().ok_or_else(|| {
+                        StoreError::Unavailable(
+                            "a refused idempotency claim came back without the record".into(),
+                        )
+                    })?
                 }
                 _ => return Err(classify(err)),
             },
@@ -185,22 +187,6 @@ impl ConversationStore {
             }
             Err(err) => Err(classify(err)),
         }
-    }
-
-    async fn idempotency_record(&self, user: &UserId, sort_key: &str) -> Result<Item, StoreError> {
-        let output = self
-            .db()
-            .get_item()
-            .table_name(self.table())
-            .key("PK", s(keys::partition(user)))
-            .key("SK", AttributeValue::S(sort_key.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(classify)?;
-        output
-            .item
-            .ok_or_else(|| StoreError::Conflict { attempts: 1 })
     }
 }
 
