@@ -136,6 +136,13 @@ def serve(port: int) -> None:
 
     def one_at_a_time(environ, start_response):
         with lock:
+            # A caller that gave up while its request queued (an SDK operation timeout) gets no
+            # answer, so the request is not run: after a saturating load the backlog drains in
+            # seconds instead of replaying minutes of abandoned writes. For the caller this is a
+            # timed-out request that did not land, one of the two outcomes it must handle anyway.
+            if environ.get("waitress.client_disconnected", lambda: False)():
+                start_response("503 Service Unavailable", [("Content-Length", "0")])
+                return []
             return list(app(environ, start_response))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -148,6 +155,10 @@ def serve(port: int) -> None:
         connection_limit=2000,
         backlog=2048,
         channel_timeout=300,
+        # poll(), not select(): select() cannot watch descriptors above 1023 and ends the server.
+        asyncore_use_poll=True,
+        # Keep reading a connection whose request waits, so that its close is noticed.
+        channel_request_lookahead=1,
     )
 
 

@@ -26,26 +26,83 @@ pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1_000.0
 }
 
-/// The sequence numbers of every message of a conversation, oldest first, read through
-/// `GET /conversations/{id}/messages` of the API at `url` as `user`. Fails if they do not strictly
-/// increase. A page that fails is asked again until `drain` has passed: after a saturating run the
-/// local stack may still be working through requests that their senders gave up on.
+/// One stored message, as the API lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub seq: u64,
+    pub role: String,
+    pub content: String,
+}
+
+/// Every message of a conversation, oldest first, read through
+/// `GET /conversations/{id}/messages` of the API at `url` as `user`. Fails if the sequence numbers
+/// do not strictly increase. A page that fails is asked again until `drain` has passed: after a
+/// saturating run the local stack may still be working through its backlog.
 pub async fn read_back(
     client: &reqwest::Client,
     url: &str,
     user: &str,
     id: &str,
     drain: Duration,
-) -> Result<Vec<u64>, String> {
+) -> Result<Vec<Listed>, String> {
+    let mut messages: Vec<Listed> = Vec::new();
+    for page in pages(
+        client,
+        &format!("{url}/conversations/{id}/messages"),
+        user,
+        drain,
+    )
+    .await?
+    {
+        for message in page["messages"].as_array().into_iter().flatten() {
+            let seq = message["seq"].as_u64().unwrap_or(0);
+            if messages.last().is_some_and(|last| seq <= last.seq) {
+                return Err(format!(
+                    "conversation {id}: sequence not increasing at {seq}"
+                ));
+            }
+            let text = |field: &str| message[field].as_str().unwrap_or_default().to_owned();
+            messages.push(Listed {
+                seq,
+                role: text("role"),
+                content: text("content"),
+            });
+        }
+    }
+    Ok(messages)
+}
+
+/// The ids of every conversation of `user`, through `GET /conversations`.
+pub async fn conversations_of(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    drain: Duration,
+) -> Result<Vec<String>, String> {
+    let pages = pages(client, &format!("{url}/conversations"), user, drain).await?;
+    Ok(pages
+        .iter()
+        .flat_map(|page| page["conversations"].as_array().into_iter().flatten())
+        .filter_map(|conversation| conversation["id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Every page of a listing, 100 items at a time, each page retried until `drain` has passed.
+async fn pages(
+    client: &reqwest::Client,
+    listing: &str,
+    user: &str,
+    drain: Duration,
+) -> Result<Vec<Value>, String> {
     let give_up = Instant::now() + drain;
-    let mut seqs: Vec<u64> = Vec::new();
+    let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         // Cursors are URL-safe base64: they need no escaping.
         let after = cursor
             .as_deref()
             .map_or(String::new(), |c| format!("&cursor={c}"));
-        let address = format!("{url}/conversations/{id}/messages?limit=100{after}");
+        let address = format!("{listing}?limit=100{after}");
         let page = loop {
             match read_page(client, &address, user).await {
                 Ok(page) => break page,
@@ -55,18 +112,10 @@ pub async fn read_back(
                 Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
             }
         };
-        for message in page["messages"].as_array().into_iter().flatten() {
-            let seq = message["seq"].as_u64().unwrap_or(0);
-            if seqs.last().is_some_and(|&last| seq <= last) {
-                return Err(format!(
-                    "conversation {id}: sequence not increasing at {seq}"
-                ));
-            }
-            seqs.push(seq);
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return Ok(seqs),
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        if cursor.is_none() {
+            return Ok(pages);
         }
     }
 }

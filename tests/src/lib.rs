@@ -376,3 +376,46 @@ pub async fn hung_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<(
     });
     (address, task)
 }
+
+/// A proxy in front of the local stack that forwards every request except the DynamoDB
+/// operation `hung` (e.g. `TransactWriteItems`), which it accepts and never answers: a table
+/// that reads but whose writes of that kind time out. Lives until the returned task is aborted.
+pub async fn proxy_hanging(hung: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::{body::Bytes, http::HeaderMap, response::IntoResponse};
+    let target = std::env::var("AWS_ENDPOINT_URL").expect("the local stack's endpoint");
+    let hung_target = format!("DynamoDB_20120810.{hung}");
+    let client = reqwest::Client::new();
+    let forward = move |method: axum::http::Method, headers: HeaderMap, body: Bytes| {
+        let (client, target, hung_target) = (client.clone(), target.clone(), hung_target.clone());
+        async move {
+            let operation = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+            if operation == Some(hung_target.as_str()) {
+                std::future::pending::<()>().await;
+            }
+            let mut request = client.request(method, &target).body(body);
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    request = request.header(name, value);
+                }
+            }
+            match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let body = response.bytes().await.unwrap_or_default();
+                    (status, headers, body).into_response()
+                }
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    let app = axum::Router::new().fallback(forward);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (address, task)
+}

@@ -753,3 +753,102 @@ async fn the_sample_event_gets_200_from_the_echo_provider() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(json_body(&again), body);
 }
+
+/// A chat function (echo provider) whose DynamoDB is at `endpoint`, each call bounded by 1 s.
+async fn state_with_table_at(endpoint: std::net::SocketAddr) -> State {
+    let stack = stack().await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{endpoint}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(1))
+                .build(),
+        )
+        .load()
+        .await;
+    let clients = shared::aws::AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        secrets: stack.clients.secrets.clone(),
+    };
+    let chat_config = shared::config::ChatConfig::from_lookup(|name| {
+        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
+    })
+    .expect("a valid chat configuration");
+    State::new(&stack.config, chat_config, &clients).expect("the chat state")
+}
+
+/// A chat request from `user` in an invocation with `left` before Lambda's deadline.
+fn request_with_time_left(
+    user: &str,
+    headers: &[(&str, &str)],
+    left: Duration,
+) -> lambda_http::Request {
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = u64::try_from(
+        (std::time::SystemTime::now() + left)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    lambda_http::RequestExt::with_lambda_context(
+        chat_request(Some(user), headers, r#"{"message":"hello"}"#),
+        context,
+    )
+}
+
+#[tokio::test]
+async fn a_turn_whose_write_cannot_finish_answers_before_the_lambda_deadline() {
+    // A table that accepts connections and never answers: every write attempt times out, and
+    // append_turn retries timed-out writes (it cannot know whether they landed) eight times.
+    let (address, hold) = e2e::hung_endpoint().await;
+    let state = state_with_table_at(address).await;
+    // The invocation has 2.5 s left; answering takes 0.5 s of it, so the work has 2 s.
+    let left = Duration::from_millis(2_500);
+    let request = request_with_time_left(&unique("late"), &[], left);
+    let started = Instant::now();
+    let response = handle(&state, request).await;
+    let took = started.elapsed();
+    hold.abort();
+
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = json_body(&response);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("may have been stored")),
+        "{body}"
+    );
+    // Bounded by the deadline, not by eight one-second attempts and their backoff.
+    assert!(took < left, "answered after {took:?}");
+}
+
+#[tokio::test]
+async fn an_unconfirmed_turn_keeps_its_idempotency_key_claimed() {
+    // Reads and the key's claim reach the table; the turn's transaction never gets an answer.
+    let (address, proxy) = e2e::proxy_hanging("TransactWriteItems").await;
+    let state = state_with_table_at(address).await;
+    let user = unique("unconfirmed");
+    let key = [("idempotency-key", "turn-1")];
+    let response = handle(
+        &state,
+        request_with_time_left(&user, &key, Duration::from_millis(2_500)),
+    )
+    .await;
+    proxy.abort();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // The turn may have landed, so its key must not be free for a second run: the record is
+    // still there, claimed, until its lease ends.
+    let items = e2e::partition_items(&stack().await.config.table_name, &user).await;
+    let record = items
+        .iter()
+        .find(|item| item["SK"].as_s().is_ok_and(|sk| sk == "IDEM#turn-1"))
+        .expect("the idempotency record is kept");
+    assert_eq!(
+        record["status"].as_s().ok().map(String::as_str),
+        Some("in_progress")
+    );
+}

@@ -493,10 +493,8 @@ async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
         .append_turn(&user(), &new_conversation("t"), "q", &reply("a"))
         .await;
     hold.abort();
-    assert!(
-        matches!(result, Err(StoreError::Unavailable(_))),
-        "{result:?}"
-    );
+    // Every attempt timed out, so nobody knows whether one landed: the error says so.
+    assert!(matches!(result, Err(StoreError::Unconfirmed)), "{result:?}");
     // Eight attempts of at most 300 ms each, with their backoff: bounded, never hanging.
     assert!(
         started.elapsed() < Duration::from_secs(10),

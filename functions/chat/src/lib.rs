@@ -14,11 +14,11 @@ use shared::{
     config::{ChatConfig, Config, ConfigError},
     http::{self, ApiError, Invocation},
     identity::{self, UserId},
-    llm::{ContextMessage, Llm, Speaker},
+    llm::{ContextMessage, Llm, LlmError, Speaker},
     secrets::ProviderKeys,
     store::{
         Claim, ConversationId, ConversationStore, IdempotencyKey, Lease, Message, Reply, Role,
-        TokenUsage, TurnTarget,
+        StoreError, TokenUsage, TurnTarget,
     },
 };
 
@@ -143,7 +143,11 @@ async fn route(
             }
         };
 
-    let outcome = turn(state, &user, message, conversation, &choice, deadline).await;
+    let limits = Limits {
+        deadline,
+        write_by: invocation.deadline,
+    };
+    let outcome = turn(state, &user, message, conversation, &choice, limits).await;
     match (outcome, lease) {
         (Ok(answer), Some(lease)) => {
             let text = serde_json::to_string(&answer).unwrap_or_default();
@@ -158,13 +162,59 @@ async fn route(
             Ok(http::json(StatusCode::OK, &answer))
         }
         (Ok(answer), None) => Ok(http::json(StatusCode::OK, &answer)),
-        (Err(err), lease) => {
-            if let Some(lease) = lease {
-                release(state, &user, &lease).await;
+        (Err(failure), lease) => {
+            match lease {
+                // The turn may be stored: a retry must not run it again, so the key stays
+                // claimed until its lease ends (a retry meanwhile is a 409).
+                Some(_) if failure.unconfirmed => {
+                    tracing::warn!(request_id = invocation.request_id, "the turn's write was not confirmed; its Idempotency-Key stays claimed until the lease ends");
+                }
+                Some(lease) => release(state, &user, &lease).await,
+                None => {}
             }
-            Err(err)
+            Err(failure.error)
         }
     }
+}
+
+/// Why a turn failed, and whether it may nevertheless have been stored.
+struct Failure {
+    error: ApiError,
+    unconfirmed: bool,
+}
+
+impl From<ApiError> for Failure {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            unconfirmed: false,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Self {
+            unconfirmed: matches!(err, StoreError::Unconfirmed),
+            error: err.into(),
+        }
+    }
+}
+
+impl From<LlmError> for Failure {
+    fn from(err: LlmError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+/// When a turn's work must be done.
+struct Limits {
+    /// For the context and the provider (`CHAT_DEADLINE_MS`, within the invocation's).
+    deadline: Instant,
+    /// For the turn's write, which may also use what the provider left of the invocation: its
+    /// retries (a timed-out write is retried until it is stored or found ours) must end while
+    /// an answer can still be sent, or the caller gets the gateway's bare timeout instead.
+    write_by: Instant,
 }
 
 /// One turn: context, provider, then the store. Nothing is stored unless everything succeeded.
@@ -174,8 +224,9 @@ async fn turn(
     message: &str,
     conversation: Option<ConversationId>,
     choice: &shared::llm::Choice,
-    deadline: Instant,
-) -> Result<ChatResponse, ApiError> {
+    limits: Limits,
+) -> Result<ChatResponse, Failure> {
+    let deadline = limits.deadline;
     let (target, history) = match conversation {
         Some(id) => {
             let history = state
@@ -204,10 +255,10 @@ async fn turn(
         model: answer.model,
         usage: answer.usage,
     };
-    let stored = state
-        .store
-        .append_turn(user, &target, message, &reply)
-        .await?;
+    let write = state.store.append_turn(user, &target, message, &reply);
+    let stored = tokio::time::timeout_at(limits.write_by.into(), write)
+        .await
+        .map_err(|_| StoreError::Unconfirmed)??;
     Ok(ChatResponse {
         conversation_id: stored.conversation_id.to_string(),
         message_id: shared::store::keys::message_id(stored.assistant_seq),

@@ -206,9 +206,7 @@ impl ConversationStore {
             }
         }
         if timed_out {
-            return Err(StoreError::Unavailable(
-                "the turn's write kept timing out; it may have been stored".into(),
-            ));
+            return Err(StoreError::Unconfirmed);
         }
         Err(StoreError::Conflict {
             attempts: MAX_ATTEMPTS,

@@ -189,6 +189,10 @@ pub enum StoreError {
     /// DynamoDB throttled us or failed transiently, after the SDK's own retries.
     #[error("the table is unavailable")]
     Unavailable(#[source] BoxError),
+    /// A turn's write was sent but never confirmed (it kept timing out, or time ran out): it may
+    /// have been stored.
+    #[error("the turn's write was not confirmed; it may have been stored")]
+    Unconfirmed,
     /// An item in the table does not have the shape we write.
     #[error("malformed item in the table: {0}")]
     Corrupt(String),
@@ -215,6 +219,14 @@ impl From<StoreError> for ApiError {
                 detail: "the conversation store is unavailable; retry shortly".to_owned(),
                 retry_after_secs: 2,
                 cause: Some(Box::new(err)),
+            },
+            StoreError::Unconfirmed => ApiError::Unavailable {
+                detail:
+                    "the conversation store did not confirm the turn; it may have been stored: \
+                         retry with the same Idempotency-Key"
+                        .to_owned(),
+                retry_after_secs: 1,
+                cause: None,
             },
             StoreError::Corrupt(_) | StoreError::Internal(_) => ApiError::internal(err),
         }

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::bench::{cpu_seconds, ms, percentile, read_back};
+use e2e::bench::{conversations_of, cpu_seconds, ms, percentile, read_back, Listed};
 use serde_json::{json, Value};
 
 /// How long the read-back waits for the local stack to work through its backlog.
@@ -27,7 +27,10 @@ const DRAIN: Duration = Duration::from_secs(180);
 struct Worker {
     user: String,
     conversation: Option<String>,
-    stored_turns: u64,
+    /// The messages of the turns answered 200: each must be stored exactly once.
+    answered: Vec<String>,
+    /// The messages of the turns answered 503 "may have been stored": each may be, once.
+    unconfirmed: Vec<String>,
     latencies: Vec<Duration>,
     statuses: BTreeMap<u16, usize>,
 }
@@ -70,7 +73,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut worker = Worker {
             user: format!("load-{run}-{index}"),
             conversation: None,
-            stored_turns: 0,
+            answered: Vec::new(),
+            unconfirmed: Vec::new(),
             latencies: Vec::new(),
             statuses: BTreeMap::new(),
         };
@@ -82,7 +86,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .is_ok()
             {
                 turn += 1;
-                let mut body = json!({"message": format!("turn {turn} of {}", worker.user)});
+                let message = format!("turn {turn} of {}", worker.user);
+                let mut body = json!({"message": message});
                 if let Some(id) = &worker.conversation {
                     body["conversation_id"] = json!(id);
                 }
@@ -96,12 +101,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let status = match response {
                     Ok(response) => {
                         let status = response.status().as_u16();
+                        let answer: Value = response.json().await.unwrap_or(Value::Null);
                         if status == 200 {
-                            let answer: Value = response.json().await.unwrap_or(Value::Null);
                             if let Some(id) = answer["conversation_id"].as_str() {
                                 worker.conversation = Some(id.to_owned());
                             }
-                            worker.stored_turns += 1;
+                            worker.answered.push(message);
+                        } else if answer["detail"]
+                            .as_str()
+                            .is_some_and(|detail| detail.contains("may have been stored"))
+                        {
+                            worker.unconfirmed.push(message);
                         }
                         status
                     }
@@ -132,7 +142,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             *statuses.entry(*status).or_default() += count;
         }
     }
-    let ok = statuses.get(&200).copied().unwrap_or(0);
     let pct = |p: usize| ms(percentile(&latencies, p));
     println!(
         "concurrency {concurrency}: {} requests in {:.1} s = {:.1} req/s; p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; statuses {:?}",
@@ -159,25 +168,76 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    // Read every conversation back: each answered turn must be there exactly once. After a
-    // saturating run the local stack may still be draining requests that timed out on our side.
-    let (mut lost, mut extra) = (0u64, 0u64);
+    // Read every conversation of every user back: each answered turn must be there exactly once,
+    // its question followed by its answer; a turn answered "may have been stored" at most once;
+    // nothing else. After a saturating run the local stack may still be draining its backlog.
+    let mut tally = Tally::default();
     for worker in &workers {
-        let Some(id) = &worker.conversation else {
-            continue;
-        };
-        let stored = read_back(&client, &url, &worker.user, id, DRAIN)
-            .await?
-            .len() as u64;
-        let expected = 2 * worker.stored_turns;
-        lost += expected.saturating_sub(stored);
-        extra += stored.saturating_sub(expected);
+        let mut stored: Vec<Listed> = Vec::new();
+        for id in conversations_of(&client, &url, &worker.user, DRAIN).await? {
+            let messages = read_back(&client, &url, &worker.user, &id, DRAIN).await?;
+            for pair in messages.windows(2) {
+                if pair[0].role == "user" && pair[1].role != "assistant" {
+                    return Err(format!(
+                        "conversation {id}: message {} has no answer after it",
+                        pair[0].seq
+                    )
+                    .into());
+                }
+            }
+            stored.extend(messages.into_iter().filter(|m| m.role == "user"));
+        }
+        tally.check(worker, &stored);
     }
     println!(
-        "  read back: {ok} answered turns; {lost} messages lost, {extra} duplicated or unexpected"
+        "  read back: {} answered turns; {} lost, {} duplicated, {} unexpected; {} of {} turns answered 503 \"may have been stored\" were stored",
+        tally.answered, tally.lost, tally.duplicated, tally.unexpected, tally.stored_unconfirmed, tally.unconfirmed
     );
-    if lost + extra > 0 {
-        return Err("messages were lost or duplicated".into());
+    if tally.lost + tally.duplicated + tally.unexpected > 0 {
+        return Err("messages were lost, duplicated or stored unexpectedly".into());
     }
     Ok(())
+}
+
+/// What the read-back found, over every worker.
+#[derive(Default)]
+struct Tally {
+    answered: usize,
+    unconfirmed: usize,
+    lost: usize,
+    duplicated: usize,
+    unexpected: usize,
+    stored_unconfirmed: usize,
+}
+
+impl Tally {
+    fn check(&mut self, worker: &Worker, stored: &[Listed]) {
+        let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+        for message in stored {
+            *copies.entry(message.content.as_str()).or_default() += 1;
+        }
+        self.answered += worker.answered.len();
+        self.unconfirmed += worker.unconfirmed.len();
+        for message in &worker.answered {
+            if !copies.contains_key(message.as_str()) {
+                self.lost += 1;
+            }
+        }
+        for message in &worker.unconfirmed {
+            if copies.contains_key(message.as_str()) {
+                self.stored_unconfirmed += 1;
+            }
+        }
+        for (message, count) in copies {
+            self.duplicated += count - 1;
+            let known = worker
+                .answered
+                .iter()
+                .chain(&worker.unconfirmed)
+                .any(|m| m == message);
+            if !known {
+                self.unexpected += 1;
+            }
+        }
+    }
 }

@@ -7,8 +7,8 @@
 //! ```
 //! URL is a running local API server (echo provider) on the local stack this process also reaches
 //! through AWS_ENDPOINT_URL. Both conversations are written first (one turn through the store, the
-//! rest batch-written, not measured), so both are measured against the same table. Each then gets
-//! warm-up turns and measured turns, one at a time, through `POST /chat`; every answer must carry
+//! rest batch-written, not measured), so both are measured against the same table. They then take
+//! turns, one request at a time, through `POST /chat` (warm-up turns, then measured ones); every answer must carry
 //! the next message number and a full context window, and afterwards each conversation is read back
 //! through the API: its messages must be exactly 1..=N. Run by `make bench-history`.
 
@@ -25,6 +25,18 @@ const HISTORIES: [u64; 2] = [10, 10_000];
 /// Enough turns that the 20-message context window holds only the benchmark's own turns.
 const WARM_UP: u64 = 10;
 const TURNS: u64 = 40;
+
+/// One conversation's measured turns.
+struct Run {
+    prior: u64,
+    id: String,
+    /// The last message number stored.
+    seq: u64,
+    latencies: Vec<Duration>,
+    /// Server CPU seconds over the measured turns.
+    cpu: f64,
+    context_tokens: Option<u64>,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,23 +65,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:>14} | {:>9} {:>9} {:>9} | {:>16} | {:>15} | read back",
         "prior messages", "p50", "p95", "max", "server CPU/turn", "context tokens"
     );
-    for (prior, id) in &conversations {
-        let mut seq = *prior;
-        let mut latencies = Vec::new();
-        let mut context_tokens = None;
-        let mut cpu_before = None;
-        for turn in 1..=WARM_UP + TURNS {
-            if turn == WARM_UP + 1 {
-                cpu_before = server_pid.and_then(cpu_seconds);
-            }
+    // The two conversations take turns, so that both meet the emulator in the same state.
+    let mut runs: Vec<Run> = conversations
+        .into_iter()
+        .map(|(prior, id)| Run {
+            prior,
+            id,
+            seq: prior,
+            latencies: Vec::new(),
+            cpu: 0.0,
+            context_tokens: None,
+        })
+        .collect();
+    for turn in 1..=WARM_UP + TURNS {
+        for run in &mut runs {
+            let cpu_before = server_pid.and_then(cpu_seconds);
             let started = Instant::now();
-            let answer = chat(&client, &url, user.as_str(), id, turn).await?;
+            let answer = chat(&client, &url, user.as_str(), &run.id, turn).await?;
             let took = started.elapsed();
-            seq += 2;
+            let cpu = cpu_before
+                .zip(server_pid.and_then(cpu_seconds))
+                .map_or(0.0, |(before, after)| after - before);
+            run.seq += 2;
             let message_id = answer["message_id"].as_str().unwrap_or("");
-            if message_id.parse::<u64>().ok() != Some(seq) {
+            if message_id.parse::<u64>().ok() != Some(run.seq) {
                 return Err(format!(
-                    "turn {turn}: answer is message {message_id:?}, expected {seq}"
+                    "turn {turn}: answer is message {message_id:?}, expected {}",
+                    run.seq
                 )
                 .into());
             }
@@ -77,30 +99,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if turn > WARM_UP {
                 // The echo provider counts the words it was given: with a full window, every
                 // turn sends the same amount whatever the history holds.
-                if context_tokens.is_some_and(|seen| seen != tokens) {
+                if run.context_tokens.is_some_and(|seen| seen != tokens) {
                     return Err(format!(
-                        "turn {turn}: context of {tokens} tokens, earlier {context_tokens:?}"
+                        "turn {turn}: context of {tokens} tokens, earlier {:?}",
+                        run.context_tokens
                     )
                     .into());
                 }
-                context_tokens = Some(tokens);
-                latencies.push(took);
+                run.context_tokens = Some(tokens);
+                run.latencies.push(took);
+                run.cpu += cpu;
             }
         }
-        let cpu = cpu_before
-            .zip(server_pid.and_then(cpu_seconds))
-            .map(|(before, after)| format!("{:.2} ms", (after - before) * 1_000.0 / TURNS as f64));
-        let seqs = read_back(&client, &url, user.as_str(), id, Duration::from_secs(60)).await?;
-        let intact = seqs.len() as u64 == seq && seqs.iter().copied().eq(1..=seq);
-        latencies.sort();
+    }
+    for run in &mut runs {
+        let seqs = read_back(
+            &client,
+            &url,
+            user.as_str(),
+            &run.id,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let intact = seqs.len() as u64 == run.seq && seqs.iter().map(|m| m.seq).eq(1..=run.seq);
+        run.latencies.sort();
         println!(
             "{:>14} | {:>6.1} ms {:>6.1} ms {:>6.1} ms | {:>16} | {:>15} | {} messages, {}",
-            prior,
-            ms(percentile(&latencies, 50)),
-            ms(percentile(&latencies, 95)),
-            ms(percentile(&latencies, 100)),
-            cpu.unwrap_or_else(|| "-".to_owned()),
-            context_tokens.map_or("-".to_owned(), |t| t.to_string()),
+            run.prior,
+            ms(percentile(&run.latencies, 50)),
+            ms(percentile(&run.latencies, 95)),
+            ms(percentile(&run.latencies, 100)),
+            if server_pid.is_some() {
+                format!("{:.2} ms", run.cpu * 1_000.0 / TURNS as f64)
+            } else {
+                "-".to_owned()
+            },
+            run.context_tokens.map_or("-".to_owned(), |t| t.to_string()),
             seqs.len(),
             if intact {
                 "1..=N without a gap"
@@ -109,7 +143,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         );
         if !intact {
-            return Err(format!("conversation {id}: expected messages 1..={seq}").into());
+            return Err(
+                format!("conversation {}: expected messages 1..={}", run.id, run.seq).into(),
+            );
         }
     }
     Ok(())

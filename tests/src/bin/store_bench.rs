@@ -3,7 +3,8 @@
 //! For a conversation with 10 prior messages and one with 10,000, it runs `append_turn` followed
 //! by `recent_messages(20)` (what a chat turn does) and prints the DynamoDB work per turn as the
 //! service reports it (`ReturnConsumedCapacity=TOTAL`: capacity units, items read, calls) and the
-//! p50/p95 latency of each call. Run it with `make bench-store` (against the local stack).
+//! p50/p95 latency of each call. The two conversations take turns, so both meet the emulator in
+//! the same state. Run it with `make bench-store` (against the local stack).
 //!
 //! The long history is written with `BatchWriteItem` (setup, not measured), shaped exactly as
 //! `append_turn` writes messages.
@@ -22,6 +23,17 @@ use shared::{
 const TURNS: usize = 30;
 const CONTEXT: u16 = 20;
 const WARM_UP: usize = 5;
+
+/// One conversation's measured turns.
+#[derive(Default)]
+struct Run {
+    append: Vec<Duration>,
+    recent: Vec<Duration>,
+    read_units: f64,
+    write_units: f64,
+    items_read: u64,
+    calls: u64,
+}
 
 /// One chat turn's store work; returns how long each of its two calls took.
 async fn turn_once(
@@ -83,35 +95,43 @@ async fn main() {
             conversation_with_history(&store, &stack.config.table_name, &user, prior).await,
         ));
     }
-    for (prior, id) in &conversations {
-        // Warm-up turns fill the short conversation's context window, then the work is steady.
-        for turn in 0..WARM_UP {
+    // Warm-up turns fill the short conversation's context window, then the work is steady.
+    for turn in 0..WARM_UP {
+        for (_, id) in &conversations {
             turn_once(&store, &user, id, turn).await;
         }
-        let mut append: Vec<Duration> = Vec::with_capacity(TURNS);
-        let mut recent: Vec<Duration> = Vec::with_capacity(TURNS);
-        let before = store.consumption();
-        for turn in 0..TURNS {
+    }
+    // The two conversations take turns, so that both meet the emulator in the same state.
+    let mut runs: Vec<Run> = conversations.iter().map(|_| Run::default()).collect();
+    for turn in 0..TURNS {
+        for ((_, id), run) in conversations.iter().zip(&mut runs) {
+            let before = store.consumption();
             let (append_took, recent_took, context) = turn_once(&store, &user, id, turn).await;
+            let after = store.consumption();
             assert_eq!(context, usize::from(CONTEXT), "a full context window");
-            append.push(append_took);
-            recent.push(recent_took);
+            run.append.push(append_took);
+            run.recent.push(recent_took);
+            run.read_units += after.read_units - before.read_units;
+            run.write_units += after.write_units - before.write_units;
+            run.items_read += after.items_read - before.items_read;
+            run.calls += after.calls - before.calls;
         }
-        let after = store.consumption();
-        append.sort();
-        recent.sort();
-        let per_turn = |a: f64, b: f64| (b - a) / TURNS as f64;
+    }
+    for ((prior, _), run) in conversations.iter().zip(&mut runs) {
+        run.append.sort();
+        run.recent.sort();
+        let per_turn = |total: f64| total / TURNS as f64;
         println!(
             "{:>9} | {:>10.2} {:>10.2} {:>10.1} {:>6.1} | {:>12} {:>12} | {:>12} {:>12}",
             prior,
-            per_turn(before.read_units, after.read_units),
-            per_turn(before.write_units, after.write_units),
-            per_turn(before.items_read as f64, after.items_read as f64),
-            per_turn(before.calls as f64, after.calls as f64),
-            ms(percentile(&append, 50)),
-            ms(percentile(&append, 95)),
-            ms(percentile(&recent, 50)),
-            ms(percentile(&recent, 95)),
+            per_turn(run.read_units),
+            per_turn(run.write_units),
+            per_turn(run.items_read as f64),
+            per_turn(run.calls as f64),
+            ms(percentile(&run.append, 50)),
+            ms(percentile(&run.append, 95)),
+            ms(percentile(&run.recent, 50)),
+            ms(percentile(&run.recent, 95)),
         );
     }
     let total = count_items(&stack).await;
