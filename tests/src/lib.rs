@@ -419,3 +419,22 @@ pub async fn proxy_hanging(hung: &str) -> (std::net::SocketAddr, tokio::task::Jo
     });
     (address, task)
 }
+
+/// A DynamoDB client for the endpoint at `address` (a hung or proxied table), each call bounded by
+/// `operation_timeout`.
+pub async fn dynamodb_at(
+    address: std::net::SocketAddr,
+    operation_timeout: std::time::Duration,
+) -> aws_sdk_dynamodb::Client {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(format!("http://{address}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_timeout(operation_timeout)
+                .build(),
+        )
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+}

@@ -757,18 +757,8 @@ async fn the_sample_event_gets_200_from_the_echo_provider() {
 /// A chat function (echo provider) whose DynamoDB is at `endpoint`, each call bounded by 1 s.
 async fn state_with_table_at(endpoint: std::net::SocketAddr) -> State {
     let stack = stack().await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://{endpoint}"))
-        .region(aws_config::Region::new("us-east-1"))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(Duration::from_secs(1))
-                .build(),
-        )
-        .load()
-        .await;
     let clients = shared::aws::AwsClients {
-        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        dynamodb: e2e::dynamodb_at(endpoint, Duration::from_secs(1)).await,
         secrets: stack.clients.secrets.clone(),
     };
     let chat_config = shared::config::ChatConfig::from_lookup(|name| {

@@ -478,16 +478,8 @@ async fn set_expiry(user: &UserId, sort_key: &str, at: i64) {
 async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
     // A server that accepts connections and never answers stands in for a saturated table.
     let (address, hold) = e2e::hung_endpoint().await;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://{address}"))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(Duration::from_millis(300))
-                .build(),
-        )
-        .load()
-        .await;
-    let store = ConversationStore::new(aws_sdk_dynamodb::Client::new(&sdk), "any", None);
+    let db = e2e::dynamodb_at(address, Duration::from_millis(300)).await;
+    let store = ConversationStore::new(db, "any", None);
     let started = std::time::Instant::now();
     let result = store
         .append_turn(&user(), &new_conversation("t"), "q", &reply("a"))
