@@ -121,8 +121,11 @@ async fn route(
                     &choice.provider,
                     &choice.model,
                 );
-                let lease_until =
-                    SystemTime::now() + deadline.saturating_duration_since(Instant::now());
+                // The whole request, its write included, runs inside the lease.
+                let lease_until = SystemTime::now()
+                    + invocation
+                        .deadline
+                        .saturating_duration_since(Instant::now());
                 match state
                     .store
                     .claim_idempotency_key(&user, &key, &hash, lease_until)
