@@ -271,16 +271,23 @@ pub struct Invocation {
     /// True for the first invocation of this execution environment.
     pub cold_start: bool,
     /// When the work must be done: the Lambda deadline less a margin for answering, and never
-    /// later than API Gateway's integration limit allows.
+    /// later than API Gateway's integration limit allows, with room to spare.
     pub deadline: Instant,
+    /// The last moment an answer is still useful: the Lambda deadline or API Gateway's 29 s, less
+    /// the margin for answering. Only for finishing what must not be cut short (a write whose
+    /// outcome the caller must learn); new work keeps to [`Self::deadline`].
+    pub hard_deadline: Instant,
 }
 
 /// API Gateway's REST integration gives up after 29 s; we answer before that.
+const GATEWAY_LIMIT: Duration = Duration::from_secs(29);
+/// The time for the work, leaving the rest of the gateway's limit for finishing it.
 const GATEWAY_BUDGET: Duration = Duration::from_secs(25);
 /// Kept back from the Lambda deadline to write the answer and the log line.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-fn deadline_of(req: &Request, now: Instant) -> Instant {
+/// The invocation's (work, hard) deadlines.
+fn deadlines_of(req: &Request, now: Instant) -> (Instant, Instant) {
     let lambda_remaining = req
         .lambda_context_ref()
         .filter(|context| context.deadline > 0)
@@ -289,9 +296,11 @@ fn deadline_of(req: &Request, now: Instant) -> Instant {
                 .deadline()
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
-                .saturating_sub(DEADLINE_MARGIN)
         });
-    now + lambda_remaining.map_or(GATEWAY_BUDGET, |remaining| remaining.min(GATEWAY_BUDGET))
+    let hard = lambda_remaining
+        .map_or(GATEWAY_LIMIT, |remaining| remaining.min(GATEWAY_LIMIT))
+        .saturating_sub(DEADLINE_MARGIN);
+    (now + hard.min(GATEWAY_BUDGET), now + hard)
 }
 
 /// The query string parameters of a request, checked against the names its route accepts.
@@ -376,10 +385,12 @@ where
     Fut: Future<Output = Result<Response<Body>, ApiError>>,
 {
     let started = Instant::now();
+    let (deadline, hard_deadline) = deadlines_of(&req, started);
     let invocation = Invocation {
         request_id: request_id(&req),
         cold_start: telemetry::take_cold_start(),
-        deadline: deadline_of(&req, started),
+        deadline,
+        hard_deadline,
     };
     let route_name = format!("{} {}", req.method(), route_of(&req).unwrap_or("-"));
     let request_id = invocation.request_id.clone();
@@ -407,6 +418,43 @@ mod tests {
 
     fn body_json(response: &Response<Body>) -> serde_json::Value {
         serde_json::from_slice(response.body().as_ref()).unwrap()
+    }
+
+    /// Both deadlines of a request whose Lambda invocation has `left` (none: not in Lambda), as
+    /// durations from `now`.
+    fn deadlines_with(left: Option<Duration>) -> (Duration, Duration) {
+        let mut req = Request::default();
+        if let Some(left) = left {
+            let mut context = lambda_http::Context::default();
+            let at = SystemTime::now() + left;
+            context.deadline = u64::try_from(
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap();
+            req = req.with_lambda_context(context);
+        }
+        let now = Instant::now();
+        let (work, hard) = deadlines_of(&req, now);
+        (work - now, hard - now)
+    }
+
+    #[test]
+    fn work_keeps_within_the_gateway_budget_and_finishing_within_the_lambda_deadline() {
+        let close = |a: Duration, b: f64| (a.as_secs_f64() - b).abs() < 0.1;
+        // Lambda's 29 s timeout: work for 25 s, finishing until 28.5 s.
+        let (work, hard) = deadlines_with(Some(Duration::from_secs(29)));
+        assert!(close(work, 25.0) && close(hard, 28.5), "{work:?} {hard:?}");
+        // A shorter invocation bounds both, less the margin for answering.
+        let (work, hard) = deadlines_with(Some(Duration::from_secs(10)));
+        assert!(close(work, 9.5) && close(hard, 9.5), "{work:?} {hard:?}");
+        // A longer one cannot outlast API Gateway's 29 s.
+        let (work, hard) = deadlines_with(Some(Duration::from_secs(900)));
+        assert!(close(work, 25.0) && close(hard, 28.5), "{work:?} {hard:?}");
+        // Outside Lambda (the local server): the gateway's limits.
+        let (work, hard) = deadlines_with(None);
+        assert!(close(work, 25.0) && close(hard, 28.5), "{work:?} {hard:?}");
     }
 
     #[test]

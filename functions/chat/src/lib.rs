@@ -124,7 +124,7 @@ async fn route(
                 // The whole request, its write included, runs inside the lease.
                 let lease_until = SystemTime::now()
                     + invocation
-                        .deadline
+                        .hard_deadline
                         .saturating_duration_since(Instant::now());
                 match state
                     .store
@@ -148,7 +148,7 @@ async fn route(
 
     let limits = Limits {
         deadline,
-        write_by: invocation.deadline,
+        write_by: invocation.hard_deadline,
     };
     let outcome = turn(state, &user, message, conversation, &choice, limits).await;
     match (outcome, lease) {
@@ -214,9 +214,9 @@ impl From<LlmError> for Failure {
 struct Limits {
     /// For the context and the provider (`CHAT_DEADLINE_MS`, within the invocation's).
     deadline: Instant,
-    /// For the turn's write, which may also use what the provider left of the invocation: its
-    /// retries (a timed-out write is retried until it is stored or found ours) must end while
-    /// an answer can still be sent, or the caller gets the gateway's bare timeout instead.
+    /// For the turn's write, which may also use the invocation's time beyond the work deadline:
+    /// its retries (a timed-out write is retried until it is stored or found ours) must end
+    /// while an answer can still be sent, or the caller gets the gateway's bare timeout.
     write_by: Instant,
 }
 
