@@ -5,14 +5,10 @@
 #   bench_load.sh LOCAL_API_BINARY CHAT_LOAD_BINARY LLM_LATENCY USERS SECONDS
 set -euo pipefail
 server=$1 load=$2 latency=$3 users=$4 seconds=$5
-stack_pid=$(pgrep -f "local_stack.py serve ${AWS_ENDPOINT_URL##*:}" | head -n1)
+source "$(dirname "$0")/local_api.sh"
+stack_pid=$(local_stack_pid)
 ulimit -n 65536 2>/dev/null || true
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # The deployed default operation timeout, so that saturation shows as it would in Lambda.
-AWS_OPERATION_TIMEOUT_MS=5000 LLM_PROVIDERS=echo ECHO_LATENCY_MS=$latency LOCAL_API_ADDR=127.0.0.1:$port \
-  RUST_LOG=off "$server" &
-server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+start_local_api "$server" AWS_OPERATION_TIMEOUT_MS=5000 ECHO_LATENCY_MS="$latency" RUST_LOG=off
 echo "--- LLM latency ${latency} ms, ${users} users, ${seconds} s"
-"$load" "http://127.0.0.1:$port" "$users" "${seconds}s" "$server_pid" "$stack_pid"
+"$load" "$url" "$users" "${seconds}s" "$server_pid" "$stack_pid"

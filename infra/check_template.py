@@ -11,7 +11,6 @@ SAM resolves `Auth.ApiKeyRequired` by substituting the parameter and testing the
 truth, which no linter checks; this is the check.
 """
 
-import copy
 import json
 import logging
 import sys
@@ -29,16 +28,12 @@ class NoManagedPolicies:
         return {}
 
 
-def methods(template):
-    """(path, method, security names) of every method of the REST API's generated body."""
+def rest_api_body(template):
+    """The OpenAPI body SAM generated for the template's one REST API."""
     apis = [r for r in template["Resources"].values() if r["Type"] == "AWS::ApiGateway::RestApi"]
     if len(apis) != 1:
         raise AssertionError(f"expected one REST API, found {len(apis)}")
-    body = apis[0]["Properties"]["Body"]
-    for path, operations in body["paths"].items():
-        for method, operation in operations.items():
-            names = {name for requirement in operation.get("security") or [] for name in requirement}
-            yield path, method, names, body
+    return apis[0]["Properties"]["Body"]
 
 
 def check(source, parameters):
@@ -46,22 +41,25 @@ def check(source, parameters):
     for resource in sam["Resources"].values():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://placeholder/code.zip"
-    template = transform(copy.deepcopy(sam), parameters, NoManagedPolicies())
+    template = transform(sam, parameters, NoManagedPolicies())
     keys_on = parameters.get("ApiKeys") == "required"
     problems = []
-    for path, method, names, body in methods(template):
-        route = f"{method.upper()} {path}"
-        if method == "options":
-            if names:
-                problems.append(f"{route}: a preflight must not need credentials, has {sorted(names)}")
-            continue
-        authorizer = "NONE" if path.startswith("/health") else "CognitoAuthorizer"
-        if authorizer not in names:
-            problems.append(f"{route}: expected authorizer {authorizer}, has {sorted(names)}")
-        if keys_on != ("api_key" in names):
-            problems.append(f"{route}: API key {'missing' if keys_on else 'demanded'} with ApiKeys={parameters.get('ApiKeys', '')!r}")
-        if keys_on and body.get("securityDefinitions", {}).get("api_key", {}).get("name") != "x-api-key":
-            problems.append("the api_key security definition is not the x-api-key header")
+    body = rest_api_body(template)
+    if keys_on and body.get("securityDefinitions", {}).get("api_key", {}).get("name") != "x-api-key":
+        problems.append("the api_key security definition is not the x-api-key header")
+    for path, operations in body["paths"].items():
+        for method, operation in operations.items():
+            route = f"{method.upper()} {path}"
+            names = {name for requirement in operation.get("security") or [] for name in requirement}
+            if method == "options":
+                if names:
+                    problems.append(f"{route}: a preflight must not need credentials, has {sorted(names)}")
+                continue
+            authorizer = "NONE" if path.startswith("/health") else "CognitoAuthorizer"
+            if authorizer not in names:
+                problems.append(f"{route}: expected authorizer {authorizer}, has {sorted(names)}")
+            if keys_on != ("api_key" in names):
+                problems.append(f"{route}: API key {'missing' if keys_on else 'demanded'} with ApiKeys={parameters.get('ApiKeys', '')!r}")
     resources = template["Resources"]
     for name in USAGE_PLAN:
         if resources.get(name, {}).get("Condition") != "UseApiKeys":

@@ -321,8 +321,9 @@ impl ConversationStore {
         conversation: &ConversationId,
         n: u16,
     ) -> Result<Vec<Message>, StoreError> {
+        // `query_page` reads at least one item, which is all the existence check needs.
         let page = PageRequest {
-            limit: n.max(1),
+            limit: n,
             cursor: None,
         };
         let mut messages = self

@@ -10,7 +10,7 @@
 //! Run by `make bench-chat` and `make bench-load`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -216,26 +216,25 @@ impl Tally {
         for message in stored {
             *copies.entry(message.content.as_str()).or_default() += 1;
         }
+        let stored_count = |messages: &[String]| {
+            messages
+                .iter()
+                .filter(|m| copies.contains_key(m.as_str()))
+                .count()
+        };
         self.answered += worker.answered.len();
         self.unconfirmed += worker.unconfirmed.len();
-        for message in &worker.answered {
-            if !copies.contains_key(message.as_str()) {
-                self.lost += 1;
-            }
-        }
-        for message in &worker.unconfirmed {
-            if copies.contains_key(message.as_str()) {
-                self.stored_unconfirmed += 1;
-            }
-        }
+        self.lost += worker.answered.len() - stored_count(&worker.answered);
+        self.stored_unconfirmed += stored_count(&worker.unconfirmed);
+        let sent: BTreeSet<&str> = worker
+            .answered
+            .iter()
+            .chain(&worker.unconfirmed)
+            .map(String::as_str)
+            .collect();
         for (message, count) in copies {
             self.duplicated += count - 1;
-            let known = worker
-                .answered
-                .iter()
-                .chain(&worker.unconfirmed)
-                .any(|m| m == message);
-            if !known {
+            if !sent.contains(message) {
                 self.unexpected += 1;
             }
         }

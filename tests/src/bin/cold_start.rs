@@ -79,11 +79,7 @@ async fn response(
     Path(id): Path<String>,
     body: String,
 ) -> StatusCode {
-    let _ = emulator
-        .outcomes
-        .send((Instant::now(), Outcome::Response { id, body }))
-        .await;
-    StatusCode::ACCEPTED
+    report(&emulator, Outcome::Response { id, body }).await
 }
 
 async fn error(
@@ -91,18 +87,16 @@ async fn error(
     Path(id): Path<String>,
     body: String,
 ) -> StatusCode {
-    let _ = emulator
-        .outcomes
-        .send((Instant::now(), Outcome::Error { id, body }))
-        .await;
-    StatusCode::ACCEPTED
+    report(&emulator, Outcome::Error { id, body }).await
 }
 
 async fn init_error(State(emulator): State<Arc<Emulator>>, body: String) -> StatusCode {
-    let _ = emulator
-        .outcomes
-        .send((Instant::now(), Outcome::InitError(body)))
-        .await;
+    report(&emulator, Outcome::InitError(body)).await
+}
+
+/// Hands what the runtime reported to the harness, stamped with its arrival.
+async fn report(emulator: &Emulator, outcome: Outcome) -> StatusCode {
+    let _ = emulator.outcomes.send((Instant::now(), outcome)).await;
     StatusCode::ACCEPTED
 }
 
