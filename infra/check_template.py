@@ -7,10 +7,24 @@ naming the problem, unless:
   - ApiKeys "required": every method but the preflights demands one (x-api-key header), and the
     usage plan, key and plan key exist only under that condition, bound to the API's stage.
 
+It also fails unless:
+  - API Gateway's own answers are the API's problem+json: every gateway response type is configured
+    (setting a fallback's status would otherwise change the status of every type left out) with the
+    status it states in its body, a body {type, title, status, detail, request_id} whose type is one
+    of the API's problem kinds, Content-Type application/problem+json, the CORS origin of the API's
+    Cors setting, the exposed headers, and Retry-After on every 429;
+  - every topic an alarm notifies is encrypted with a key of this template (not an AWS managed
+    alias/aws/... key, whose policy cannot let CloudWatch in) whose key policy allows
+    cloudwatch.amazonaws.com kms:Decrypt and kms:GenerateDataKey*, and a topic policy on it, if any,
+    lets cloudwatch.amazonaws.com publish;
+  - the user pool lets only administrators create users unless SelfSignUp is "true" (the condition
+    is evaluated with the template's defaults and the given parameters).
+
 SAM resolves `Auth.ApiKeyRequired` by substituting the parameter and testing the string for
-truth, which no linter checks; this is the check.
+truth, which no linter checks; this is the check. The rest is what a linter cannot know.
 """
 
+import fnmatch
 import json
 import logging
 import sys
@@ -19,6 +33,24 @@ from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
 USAGE_PLAN = {"ApiUsagePlan", "ApiKey", "ApiUsagePlanKey"}
+
+# Every gateway response type API Gateway has (its developer guide, "Gateway response types").
+GATEWAY_RESPONSE_TYPES = {
+    "ACCESS_DENIED", "API_CONFIGURATION_ERROR", "AUTHORIZER_CONFIGURATION_ERROR", "AUTHORIZER_FAILURE",
+    "BAD_REQUEST_BODY", "BAD_REQUEST_PARAMETERS", "DEFAULT_4XX", "DEFAULT_5XX", "EXPIRED_TOKEN",
+    "INTEGRATION_FAILURE", "INTEGRATION_TIMEOUT", "INVALID_API_KEY", "INVALID_SIGNATURE",
+    "MISSING_AUTHENTICATION_TOKEN", "QUOTA_EXCEEDED", "REQUEST_TOO_LARGE", "RESOURCE_NOT_FOUND",
+    "THROTTLED", "UNAUTHORIZED", "UNSUPPORTED_MEDIA_TYPE", "WAF_FILTERED",
+}
+PROBLEM_KINDS = {
+    "unauthorized", "forbidden", "not-found", "rate-limited", "unavailable", "payload-too-large",
+    "invalid-request", "internal",
+}
+PROBLEM_PREFIX = "urn:serverless-chat:problem:"
+# What browsers may read of an answer besides the CORS-safelisted headers; the functions send the same.
+EXPOSED_HEADERS = {"retry-after", "idempotent-replayed", "x-amzn-requestid"}
+HEADER = "gatewayresponse.header."
+CLOUDWATCH = "cloudwatch.amazonaws.com"
 
 
 class NoManagedPolicies:
@@ -34,6 +66,168 @@ def rest_api_body(template):
     if len(apis) != 1:
         raise AssertionError(f"expected one REST API, found {len(apis)}")
     return apis[0]["Properties"]["Body"]
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def gateway_response_problems(sam, body):
+    """API Gateway's own answers, as SAM wrote them into the API's OpenAPI body."""
+    api = next(r for r in sam["Resources"].values() if r["Type"] == "AWS::Serverless::Api")
+    origin = api["Properties"].get("Cors", {}).get("AllowOrigin")
+    responses = body.get("x-amazon-apigateway-gateway-responses") or {}
+    problems = [f"gateway response {name} is missing" for name in sorted(GATEWAY_RESPONSE_TYPES - set(responses))]
+    for name, response in sorted(responses.items()):
+        where = f"gateway response {name}"
+        parameters = response.get("responseParameters") or {}
+        headers = {key[len(HEADER):].lower(): value for key, value in parameters.items() if key.startswith(HEADER)}
+        status = response.get("statusCode")
+        if not (isinstance(status, str) and status.isdigit()):
+            problems.append(f"{where}: no status code of its own ({status!r}), so its body cannot state it")
+            continue
+        content_type = headers.get("content-type")
+        if content_type != "'application/problem+json'":
+            problems.append(f"{where}: Content-Type is {content_type!r}, not 'application/problem+json'")
+        allowed = headers.get("access-control-allow-origin")
+        if origin is None or allowed != origin:
+            problems.append(f"{where}: Access-Control-Allow-Origin is {allowed!r}, "
+                            f"not the API's Cors AllowOrigin {origin!r}")
+        exposed = headers.get("access-control-expose-headers")
+        exposed = {h.strip().lower() for h in exposed.strip("'").split(",")} if isinstance(exposed, str) else set()
+        if not EXPOSED_HEADERS <= exposed:
+            problems.append(f"{where}: Access-Control-Expose-Headers lacks {sorted(EXPOSED_HEADERS - exposed)}")
+        retry_after = headers.get("retry-after")
+        quoted = isinstance(retry_after, str) and len(retry_after) > 2 and retry_after[0] == retry_after[-1] == "'"
+        seconds = retry_after[1:-1] if quoted else ""
+        if status == "429" and not (seconds.isdigit() and int(seconds) > 0):
+            problems.append(f"{where}: a 429 without a Retry-After of some seconds (has {retry_after!r})")
+        templates = response.get("responseTemplates") or {}
+        if not templates:
+            problems.append(f"{where}: no body template")
+        for media_type, text in templates.items():
+            try:
+                problem = json.loads(text)
+            except (TypeError, ValueError) as err:
+                problems.append(f"{where}: the {media_type} template is not JSON ({err})")
+                continue
+            kind = str(problem.get("type", ""))
+            if not kind.startswith(PROBLEM_PREFIX) or kind[len(PROBLEM_PREFIX):] not in PROBLEM_KINDS:
+                problems.append(f"{where}: type {kind!r} is not one of the API's problem types")
+            if problem.get("status") != int(status):
+                problems.append(f"{where}: the body says status {problem.get('status')!r}, the answer is {status}")
+            if not all(isinstance(problem.get(field), str) and problem[field] for field in ("title", "detail")):
+                problems.append(f"{where}: the body needs a title and a detail")
+            if problem.get("request_id") != "$context.requestId":
+                problems.append(f"{where}: request_id is {problem.get('request_id')!r}, not $context.requestId")
+    return problems
+
+
+def key_behind(resources, reference):
+    """The logical id of the AWS::KMS::Key a KmsMasterKeyId names (directly or through an alias), else None."""
+    if isinstance(reference, dict) and "Fn::GetAtt" in reference:
+        name = as_list(reference["Fn::GetAtt"])[0].split(".")[0]
+    elif isinstance(reference, dict) and "Ref" in reference:
+        name = reference["Ref"]
+    else:
+        return None
+    resource = resources.get(name, {})
+    if resource.get("Type") == "AWS::KMS::Alias":
+        return key_behind(resources, resource["Properties"].get("TargetKeyId"))
+    return name if resource.get("Type") == "AWS::KMS::Key" else None
+
+
+def allows(statement, principal, actions):
+    """Whether one policy statement allows the service principal every one of the actions."""
+    if statement.get("Effect") != "Allow":
+        return False
+    granted = statement.get("Principal", {})
+    services = as_list(granted.get("Service", [])) if isinstance(granted, dict) else []
+    if principal not in services:
+        return False
+    patterns = [p.lower() for p in as_list(statement.get("Action", []))]
+    return all(any(fnmatch.fnmatchcase(action.lower(), p) for p in patterns) for action in actions)
+
+
+def alarm_topic_problems(resources):
+    """Every topic an alarm notifies can be published to by CloudWatch, key included."""
+    topics = set()
+    for alarm in resources.values():
+        if alarm["Type"] == "AWS::CloudWatch::Alarm":
+            for prop in ("AlarmActions", "OKActions", "InsufficientDataActions"):
+                for action in alarm["Properties"].get(prop, []):
+                    if isinstance(action, dict) and "Ref" in action:
+                        topics.add(action["Ref"])
+    problems = [] if topics else ["no alarm notifies a topic"]
+    for name in sorted(topics):
+        topic = resources.get(name, {})
+        if topic.get("Type") != "AWS::SNS::Topic":
+            problems.append(f"alarm action {name} is not a topic of this template")
+            continue
+        key = topic["Properties"].get("KmsMasterKeyId")
+        if key is None:
+            problems.append(f"{name} is not encrypted")
+            continue
+        if isinstance(key, str) and ("alias/aws/" in key):
+            problems.append(f"{name} is encrypted with the AWS managed key {key}, whose policy cannot let "
+                            "CloudWatch publish: alarms would never notify anyone")
+            continue
+        key_name = key_behind(resources, key)
+        if key_name is None:
+            problems.append(f"{name} is encrypted with {key!r}, not a key of this template "
+                            "(its policy cannot be checked)")
+            continue
+        statements = as_list(resources[key_name]["Properties"].get("KeyPolicy", {}).get("Statement", []))
+        if not any(allows(s, CLOUDWATCH, ["kms:Decrypt", "kms:GenerateDataKey"]) for s in statements):
+            problems.append(f"{name}'s key {key_name} has no key-policy statement allowing {CLOUDWATCH} "
+                            "kms:Decrypt and kms:GenerateDataKey*: alarms would never notify anyone")
+        for policy_name, policy in resources.items():
+            if policy["Type"] != "AWS::SNS::TopicPolicy" or {"Ref": name} not in policy["Properties"]["Topics"]:
+                continue
+            statements = as_list(policy["Properties"]["PolicyDocument"].get("Statement", []))
+            if not any(allows(s, CLOUDWATCH, ["sns:Publish"]) for s in statements):
+                problems.append(f"{policy_name} replaces {name}'s policy without letting {CLOUDWATCH} publish")
+    return problems
+
+
+def evaluate(value, parameters, conditions):
+    """A value with the parameters and conditions resolved (the few intrinsics conditions use)."""
+    if isinstance(value, dict) and len(value) == 1:
+        (function, argument), = value.items()
+        if function == "Ref" and argument in parameters:
+            return parameters[argument]
+        if function == "Condition":
+            return evaluate(conditions[argument], parameters, conditions)
+        if function == "Fn::If":
+            name, when_true, when_false = argument
+            chosen = when_true if evaluate(conditions[name], parameters, conditions) else when_false
+            return evaluate(chosen, parameters, conditions)
+        if function == "Fn::Equals":
+            left, right = (evaluate(v, parameters, conditions) for v in argument)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not evaluate(argument[0], parameters, conditions)
+        if function == "Fn::And":
+            return all(evaluate(v, parameters, conditions) for v in argument)
+        if function == "Fn::Or":
+            return any(evaluate(v, parameters, conditions) for v in argument)
+    return value
+
+
+def self_sign_up_problems(template, parameters):
+    values = {name: p.get("Default") for name, p in template.get("Parameters", {}).items()}
+    values.update(parameters)
+    if "SelfSignUp" not in values:
+        return ["the template has no SelfSignUp parameter"]
+    pool = template["Resources"].get("UserPool", {}).get("Properties", {})
+    setting = pool.get("AdminCreateUserConfig", {}).get("AllowAdminCreateUserOnly")
+    resolved = evaluate(setting, values, template.get("Conditions", {}))
+    admin_only = resolved is True or str(resolved).lower() == "true"
+    expected = str(values["SelfSignUp"]) != "true"
+    if admin_only != expected:
+        return [f"with SelfSignUp={str(values['SelfSignUp'])!r} the user pool's AllowAdminCreateUserOnly "
+                f"resolves to {resolved!r}, expected {expected}"]
+    return []
 
 
 def check(source, parameters):
@@ -67,6 +261,9 @@ def check(source, parameters):
     stages = resources.get("ApiUsagePlan", {}).get("Properties", {}).get("ApiStages", [])
     if stages != [{"ApiId": {"Ref": "ChatApi"}, "Stage": {"Ref": "ChatApiStage"}}]:
         problems.append(f"the usage plan must cover the API's one stage, has {stages}")
+    problems += gateway_response_problems(yaml_parse(source), body)
+    problems += alarm_topic_problems(resources)
+    problems += self_sign_up_problems(template, parameters)
     return problems
 
 
@@ -75,7 +272,8 @@ def main(path):
         source = file.read()
     logging.disable(logging.WARNING)  # samtranslator's own metrics chatter
     failed = False
-    for parameters in ({}, {"ApiKeys": "required"}, {"ApiKeys": "required", "ApiKeyDailyQuota": "1000"}):
+    for parameters in ({}, {"ApiKeys": "required"}, {"ApiKeys": "required", "ApiKeyDailyQuota": "1000"},
+                       {"SelfSignUp": "true"}):
         problems = check(source, parameters)
         setting = json.dumps(parameters)
         for problem in problems:

@@ -1,8 +1,8 @@
-//! Readiness checks of the dependencies: the table answers, the secret is readable.
+//! Readiness checks of the dependencies: the table answers, the secret exists.
 //!
 //! Each check is bounded by a timeout, so a hung dependency fails its check instead of hanging
-//! the caller. A secret's value is fetched to prove it is readable and dropped at once: it is never
-//! returned or logged.
+//! the caller. The secret is described, never read: readiness is an anonymous route, and its
+//! function holds no permission to read the provider keys.
 
 use std::{future::Future, time::Duration};
 
@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretError;
 
 use crate::{aws::AwsClients, config::Config};
 
@@ -57,7 +57,7 @@ pub async fn check(clients: &AwsClients, config: &Config) -> Readiness {
         .send();
     let secret = clients
         .secrets
-        .get_secret_value()
+        .describe_secret()
         .secret_id(&config.secret_id)
         .send();
     let (dynamodb, secrets) = tokio::join!(
@@ -69,9 +69,8 @@ pub async fn check(clients: &AwsClients, config: &Config) -> Readiness {
             })
         }),
         timed("secretsmanager", timeout, async {
-            // The value is dropped here; only the fact that it could be read matters.
             secret.await.map(drop).map_err(|err| {
-                classify(err, |e: &GetSecretValueError| {
+                classify(err, |e: &DescribeSecretError| {
                     e.is_resource_not_found_exception()
                 })
             })

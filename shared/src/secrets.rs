@@ -18,8 +18,6 @@ use std::{
 use secrecy::SecretString;
 use tokio::sync::Mutex;
 
-use crate::http::ApiError;
-
 /// Why the keys could not be read. Never carries a key.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -29,22 +27,12 @@ pub enum SecretsError {
     Malformed,
 }
 
-impl From<SecretsError> for ApiError {
-    fn from(err: SecretsError) -> Self {
-        ApiError::Unavailable {
-            detail: "the LLM provider keys are unavailable; retry shortly".to_owned(),
-            retry_after_secs: 5,
-            cause: Some(Box::new(err)),
-        }
-    }
-}
-
 /// The provider keys of one secret version, by name.
 #[derive(Clone, Default)]
-pub struct Keys(Arc<HashMap<String, SecretString>>);
+pub(crate) struct Keys(Arc<HashMap<String, SecretString>>);
 
 impl Keys {
-    pub fn get(&self, name: &str) -> Option<&SecretString> {
+    pub(crate) fn get(&self, name: &str) -> Option<&SecretString> {
         self.0.get(name)
     }
 
@@ -63,16 +51,6 @@ impl Keys {
             }
         }
         Ok(Self(Arc::new(keys)))
-    }
-
-    /// Keys given directly (tests, tools).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(Arc::new(
-            pairs
-                .into_iter()
-                .map(|(name, key)| (name.to_owned(), SecretString::from(key.to_owned())))
-                .collect(),
-        ))
     }
 }
 
@@ -110,7 +88,7 @@ impl ProviderKeys {
     }
 
     /// The current keys; `refresh` bypasses the cache (after a provider rejected a key).
-    pub async fn get(&self, refresh: bool) -> Result<Keys, SecretsError> {
+    pub(crate) async fn get(&self, refresh: bool) -> Result<Keys, SecretsError> {
         // One reader at a time: concurrent callers wait for one fetch instead of each making one.
         let mut cached = self.cached.lock().await;
         if let Some((fetched, keys)) = cached.as_ref() {

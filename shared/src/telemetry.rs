@@ -27,12 +27,12 @@ pub fn init() {
 }
 
 /// True exactly once per process: for the first invocation of an execution environment.
-pub fn take_cold_start() -> bool {
+pub(crate) fn take_cold_start() -> bool {
     COLD.swap(false, Ordering::Relaxed)
 }
 
 /// The one summary line of a request.
-pub fn request_summary(
+pub(crate) fn request_summary(
     request_id: &str,
     route: &str,
     status: u16,
@@ -61,11 +61,11 @@ pub fn request_summary(
 }
 
 /// The CloudWatch namespace of our metrics.
-pub const METRICS_NAMESPACE: &str = "ServerlessChat";
+pub(crate) const METRICS_NAMESPACE: &str = "ServerlessChat";
 
 /// One CloudWatch Embedded Metric Format record: CloudWatch turns the log line into metrics, with
 /// no API call from the function.
-pub fn metric_record(
+pub(crate) fn metric_record(
     dimensions: &[(&str, &str)],
     metrics: &[(&str, f64, &str)],
     timestamp_ms: u128,
@@ -96,27 +96,23 @@ pub fn metric_record(
     serde_json::Value::Object(record)
 }
 
-/// Whether metric records are written: in Lambda (where CloudWatch reads them), or when
-/// `METRICS=emf` asks for them elsewhere.
-fn metrics_enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
-            || std::env::var("METRICS").is_ok_and(|value| value == "emf")
-    })
+/// Where metrics go: `Some(function name)` when records are written, `None` when not.
+static METRICS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Turns metric records on (`Config::metrics`: in Lambda, where CloudWatch reads them, or when
+/// `METRICS=emf` asks for them) for `function_name`, once per process; the configuration loader
+/// calls it. Until then, and when off, no record is written.
+pub(crate) fn configure_metrics(enabled: bool, function_name: &str) {
+    let _ = METRICS.set(enabled.then(|| function_name.to_owned()));
 }
 
-/// The function's name for metric dimensions.
 fn function_name() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "local".to_owned())
-    })
+    METRICS.get().and_then(Option::as_deref).unwrap_or("local")
 }
 
 /// Writes an EMF record to stdout, where Lambda's log capture finds it.
 pub fn emit_metrics(dimensions: &[(&str, &str)], metrics: &[(&str, f64, &str)]) {
-    if !metrics_enabled() {
+    if !METRICS.get().is_some_and(Option::is_some) {
         return;
     }
     let now = std::time::SystemTime::now()

@@ -9,7 +9,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use shared::{aws::AwsClients, config::Config};
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use shared::{
+    aws::AwsClients,
+    config::Config,
+    domain::{ConversationId, MessageId, MessageText, UserId},
+    store::{keys, ConversationStore, Reply, TurnTarget},
+};
 
 pub mod bench;
 
@@ -55,24 +61,77 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos:x}-{}-{n}", std::process::id())
 }
 
+/// SDK clients for tests, the one way tests build them: the local stack's endpoint unless
+/// `endpoint` names another (a hung or proxied table), each call bounded by `operation_timeout`,
+/// and `interceptor` (a recorder) on both clients when given.
+pub async fn clients_at<I>(
+    endpoint: Option<&str>,
+    operation_timeout: std::time::Duration,
+    interceptor: Option<I>,
+) -> AwsClients
+where
+    I: Intercept + Clone + 'static,
+{
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(1))
+            .operation_timeout(operation_timeout)
+            .build(),
+    );
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk = loader.load().await;
+    let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk);
+    let mut secrets = aws_sdk_secretsmanager::config::Builder::from(&sdk);
+    if let Some(interceptor) = interceptor {
+        dynamodb = dynamodb.interceptor(interceptor.clone());
+        secrets = secrets.interceptor(interceptor);
+    }
+    AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+        secrets: aws_sdk_secretsmanager::Client::from_conf(secrets.build()),
+    }
+}
+
+/// No interceptor, for [`clients_at`].
+#[derive(Debug, Clone)]
+pub struct NoInterceptor;
+
+impl Intercept for NoInterceptor {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+}
+
 /// A fresh user: tests never share a partition.
-pub fn user() -> shared::identity::UserId {
-    shared::identity::UserId::parse(&unique("user")).expect("a valid user id")
+pub fn user() -> UserId {
+    UserId::parse(&unique("user")).expect("a valid user id")
+}
+
+/// A user's message, valid as the chat function would accept it.
+pub fn text(content: &str) -> MessageText {
+    MessageText::parse(content, 100_000).expect("a valid message")
+}
+
+/// A message id from its sequence number.
+pub fn message_id(seq: u64) -> MessageId {
+    MessageId::new(seq).expect("a valid message id")
 }
 
 /// A conversation store with its own SDK client, as a separate Lambda execution environment has.
-pub async fn store() -> shared::store::ConversationStore {
+pub async fn store() -> ConversationStore {
     let stack = stack().await;
-    shared::store::ConversationStore::from_config(&stack.config, &stack.clients)
+    ConversationStore::from_config(&stack.config, &stack.clients)
 }
 
 /// An assistant reply as a provider would have produced it.
-pub fn reply(content: &str) -> shared::store::Reply {
-    shared::store::Reply {
+pub fn reply(content: &str) -> Reply {
+    Reply {
         content: content.to_owned(),
         provider: "echo".to_owned(),
         model: "echo-1".to_owned(),
-        usage: shared::store::TokenUsage {
+        usage: shared::domain::TokenUsage {
             input_tokens: 3,
             output_tokens: 5,
         },
@@ -218,10 +277,15 @@ pub async fn private_table() -> String {
     name
 }
 
+/// A user id given as text, as the tests hold them.
+fn user_id(user: impl AsRef<str>) -> UserId {
+    UserId::parse(user.as_ref()).expect("a valid user id")
+}
+
 /// Every item of `user`'s partition in `table`, read directly.
 pub async fn partition_items(
     table: &str,
-    user: &str,
+    user: impl AsRef<str>,
 ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
     let stack = stack().await;
     let mut items = Vec::new();
@@ -235,7 +299,7 @@ pub async fn partition_items(
             .key_condition_expression("PK = :pk")
             .expression_attribute_values(
                 ":pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{user}")),
+                aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(&user_id(&user))),
             )
             .consistent_read(true)
             .set_exclusive_start_key(start)
@@ -251,13 +315,20 @@ pub async fn partition_items(
 }
 
 /// How many items `user`'s partition holds in `table`.
-pub async fn partition_count(table: &str, user: &str) -> usize {
+pub async fn partition_count(table: &str, user: impl AsRef<str>) -> usize {
     partition_items(table, user).await.len()
 }
 
 /// Writes messages `first..=last` of a conversation directly (setup for volume tests), shaped
 /// as `append_turn` writes them: odd seqs are the user's, even seqs the assistant's.
-pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u64, last: u64) {
+pub async fn seed_messages(
+    table: &str,
+    user: impl AsRef<str>,
+    conversation: &ConversationId,
+    first: u64,
+    last: u64,
+) {
+    let user = &user_id(user);
     use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
     let stack = stack().await;
     let s = |v: String| AttributeValue::S(v);
@@ -265,8 +336,8 @@ pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u
         .map(|seq| {
             let role = if seq % 2 == 1 { "user" } else { "assistant" };
             let put = PutRequest::builder()
-                .item("PK", s(format!("USER#{user}")))
-                .item("SK", s(format!("MSG#{conversation}#{seq:012}")))
+                .item("PK", s(keys::partition(user)))
+                .item("SK", s(keys::message(conversation, message_id(seq))))
                 .item("role", s(role.to_owned()))
                 .item("content", s(format!("message {seq}")))
                 .item("created_at", s("2026-11-27T06:00:00.000Z".to_owned()))
@@ -299,8 +370,8 @@ pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u
         .dynamodb
         .update_item()
         .table_name(table)
-        .key("PK", s(format!("USER#{user}")))
-        .key("SK", s(format!("CONV#{conversation}")))
+        .key("PK", s(keys::partition(user)))
+        .key("SK", s(keys::head(conversation)))
         .update_expression("SET message_count = :count")
         .expression_attribute_values(":count", AttributeValue::N(last.to_string()))
         .send()
@@ -311,34 +382,32 @@ pub async fn seed_messages(table: &str, user: &str, conversation: &str, first: u
 /// A conversation of `user` holding `prior` messages in `table` (the one `store` writes to): its first turn through the store (so the head
 /// is real), the rest batch-written by [`seed_messages`] in the shape `append_turn` writes.
 pub async fn conversation_with_history(
-    store: &shared::store::ConversationStore,
+    store: &ConversationStore,
     table: &str,
-    user: &shared::identity::UserId,
+    user: &UserId,
     prior: u64,
-) -> shared::store::ConversationId {
-    use shared::store::{ConversationId, TurnTarget};
+) -> ConversationId {
     let id = ConversationId::generate();
     let target = TurnTarget::New {
         id: id.clone(),
         title: format!("{prior} messages"),
     };
     store
-        .append_turn(user, &target, "question 0", &reply("answer 0"))
+        .append_turn(user, &target, &text("question 0"), &reply("answer 0"))
         .await
         .expect("first turn");
-    seed_messages(table, user.as_str(), id.as_str(), 3, prior).await;
+    seed_messages(table, user, &id, 3, prior).await;
     id
 }
 
 /// The user and conversation the sample events name (`events/*.json` share them), with that
 /// conversation freshly created: the user's earlier data is erased, then one turn is stored.
-pub async fn sample_conversation() -> (shared::identity::UserId, shared::store::ConversationId) {
-    use shared::store::{ConversationId, TurnTarget};
+pub async fn sample_conversation() -> (UserId, ConversationId) {
     let sample: serde_json::Value =
         serde_json::from_str(&event("history-list-messages.json")).expect("valid JSON");
     let owner = sample["requestContext"]["authorizer"]["claims"]["sub"]
         .as_str()
-        .and_then(shared::identity::UserId::parse)
+        .and_then(UserId::parse)
         .expect("the samples' user id is valid");
     let id = sample["pathParameters"]["id"]
         .as_str()
@@ -355,7 +424,7 @@ pub async fn sample_conversation() -> (shared::identity::UserId, shared::store::
         title: "sample".to_owned(),
     };
     store
-        .append_turn(&owner, &target, "q", &reply("a"))
+        .append_turn(&owner, &target, &text("q"), &reply("a"))
         .await
         .expect("the sample conversation");
     (owner, id)
@@ -377,20 +446,75 @@ pub async fn hung_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<(
     (address, task)
 }
 
-/// A proxy in front of the local stack that forwards every request except the DynamoDB
-/// operation `hung` (e.g. `TransactWriteItems`), which it accepts and never answers: a table
-/// that reads but whose writes of that kind time out. Lives until the returned task is aborted.
-pub async fn proxy_hanging(hung: &str) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+/// What a fault-injecting [`proxy`] does to one DynamoDB operation.
+#[derive(Clone)]
+pub enum Fault {
+    /// Accept it and never answer: it never reaches the table.
+    Hang,
+    /// Forward it, then never answer: the write lands, its answer is lost.
+    LoseAnswer,
+    /// Hold it until the gate opens, then forward it: the test orders it after other work.
+    Gate(Gate),
+}
+
+/// Holds requests until opened; tells when one has arrived.
+#[derive(Clone)]
+pub struct Gate {
+    arrived: std::sync::Arc<tokio::sync::Semaphore>,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            arrived: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+            open: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+impl Gate {
+    /// Waits until a request has arrived at the gate (each arrival is waited for once).
+    pub async fn arrived(&self) {
+        if let Ok(permit) = self.arrived.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// Lets every held request, and every later one, through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A proxy in front of the local stack that forwards every request, but does `fault` to the
+/// DynamoDB operation `operation` (e.g. `TransactWriteItems`). Lives until the returned task is
+/// aborted.
+pub async fn proxy(
+    operation: &str,
+    fault: Fault,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use axum::{body::Bytes, http::HeaderMap, response::IntoResponse};
     let target = std::env::var("AWS_ENDPOINT_URL").expect("the local stack's endpoint");
-    let hung_target = format!("DynamoDB_20120810.{hung}");
+    let faulty = format!("DynamoDB_20120810.{operation}");
     let client = reqwest::Client::new();
     let forward = move |method: axum::http::Method, headers: HeaderMap, body: Bytes| {
-        let (client, target, hung_target) = (client.clone(), target.clone(), hung_target.clone());
+        let (client, target, faulty, fault) = (
+            client.clone(),
+            target.clone(),
+            faulty.clone(),
+            fault.clone(),
+        );
         async move {
             let operation = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-            if operation == Some(hung_target.as_str()) {
-                std::future::pending::<()>().await;
+            let fault = (operation == Some(faulty.as_str())).then_some(fault);
+            match &fault {
+                Some(Fault::Hang) => std::future::pending::<()>().await,
+                Some(Fault::Gate(gate)) => {
+                    gate.arrived.add_permits(1);
+                    let _ = gate.open.subscribe().wait_for(|open| *open).await;
+                }
+                _ => {}
             }
             let mut request = client.request(method, &target).body(body);
             for (name, value) in &headers {
@@ -398,7 +522,7 @@ pub async fn proxy_hanging(hung: &str) -> (std::net::SocketAddr, tokio::task::Jo
                     request = request.header(name, value);
                 }
             }
-            match request.send().await {
+            let response = match request.send().await {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
@@ -406,7 +530,11 @@ pub async fn proxy_hanging(hung: &str) -> (std::net::SocketAddr, tokio::task::Jo
                     (status, headers, body).into_response()
                 }
                 Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            };
+            if matches!(fault, Some(Fault::LoseAnswer)) {
+                std::future::pending::<()>().await;
             }
+            response
         }
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -426,15 +554,106 @@ pub async fn dynamodb_at(
     address: std::net::SocketAddr,
     operation_timeout: std::time::Duration,
 ) -> aws_sdk_dynamodb::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://{address}"))
-        .region(aws_config::Region::new("us-east-1"))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(operation_timeout)
-                .build(),
-        )
-        .load()
-        .await;
-    aws_sdk_dynamodb::Client::new(&sdk)
+    let endpoint = format!("http://{address}");
+    clients_at(Some(&endpoint), operation_timeout, None::<NoInterceptor>)
+        .await
+        .dynamodb
+}
+
+/// One SDK call as a [`Recorder`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The IAM action (`dynamodb:Query`); a transaction is one call per item.
+    pub action: String,
+    /// `ConsistentRead` of a `GetItem` or `Query`.
+    pub consistent: Option<bool>,
+    /// `Limit` of a `Query`.
+    pub limit: Option<i32>,
+}
+
+/// Records every SDK call of the clients it is installed on ([`clients_at`]).
+#[derive(Debug, Clone, Default)]
+pub struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<Call>>>);
+
+impl Recorder {
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.0.lock().map(|calls| calls.clone()).unwrap_or_default()
+    }
+
+    /// The IAM actions of the calls so far.
+    pub fn actions(&self) -> std::collections::BTreeSet<String> {
+        self.calls().into_iter().map(|call| call.action).collect()
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "call-recorder"
+    }
+
+    fn read_before_serialization(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        use aws_sdk_dynamodb::operation::{
+            get_item::GetItemInput, query::QueryInput,
+            transact_write_items::TransactWriteItemsInput,
+        };
+        let Some(metadata) = cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+        else {
+            return Ok(());
+        };
+        let service = match metadata.service() {
+            "DynamoDB" => "dynamodb",
+            "Secrets Manager" | "SecretsManager" => "secretsmanager",
+            other => other,
+        };
+        let input = context.input();
+        let mut calls = self.0.lock().map_err(|_| "a poisoned recorder")?;
+        let call = |action: String| Call {
+            action,
+            consistent: None,
+            limit: None,
+        };
+        // A transaction is authorised per item: Put, Update, Delete, ConditionCheck.
+        if let Some(input) = input.downcast_ref::<TransactWriteItemsInput>() {
+            for item in input.transact_items() {
+                let action = if item.put().is_some() {
+                    "PutItem"
+                } else if item.update().is_some() {
+                    "UpdateItem"
+                } else if item.delete().is_some() {
+                    "DeleteItem"
+                } else {
+                    "ConditionCheckItem"
+                };
+                calls.push(call(format!("dynamodb:{action}")));
+            }
+        } else if let Some(input) = input.downcast_ref::<QueryInput>() {
+            calls.push(Call {
+                consistent: input.consistent_read(),
+                limit: input.limit(),
+                ..call("dynamodb:Query".to_owned())
+            });
+        } else if let Some(input) = input.downcast_ref::<GetItemInput>() {
+            calls.push(Call {
+                consistent: input.consistent_read(),
+                ..call("dynamodb:GetItem".to_owned())
+            });
+        } else {
+            calls.push(call(format!("{service}:{}", metadata.name())));
+        }
+        Ok(())
+    }
+}
+
+/// Clients on the local stack that record their calls.
+pub async fn recording_clients() -> (AwsClients, Recorder) {
+    let timeout = stack().await.config.aws_operation_timeout;
+    let recorder = Recorder::default();
+    let clients = clients_at(None, timeout, Some(recorder.clone())).await;
+    (clients, recorder)
 }

@@ -259,7 +259,8 @@ async fn a_ten_thousand_message_conversation_sends_only_the_last_n() {
     let (status, first) = h.chat(&user, json!({"message": "start"})).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let conversation = first["conversation_id"].as_str().unwrap();
-    e2e::seed_messages(&table, &user, conversation, 3, 10_000).await;
+    let id = shared::domain::ConversationId::parse(conversation).unwrap();
+    e2e::seed_messages(&table, &user, &id, 3, 10_000).await;
 
     let (status, answer) = h
         .chat(
@@ -717,7 +718,7 @@ async fn an_unknown_or_foreign_conversation_is_404_before_any_provider_call() {
     let conversation = first["conversation_id"].as_str().unwrap();
     for id in [
         conversation.to_owned(),
-        shared::store::ConversationId::generate().to_string(),
+        shared::domain::ConversationId::generate().to_string(),
     ] {
         let (status, _) = h
             .chat(
@@ -766,6 +767,16 @@ async fn state_with_table_at(endpoint: std::net::SocketAddr) -> State {
     })
     .expect("a valid chat configuration");
     State::new(&stack.config, chat_config, &clients).expect("the chat state")
+}
+
+/// A chat function (echo provider) on the local stack itself.
+async fn state_with_table_at_the_stack() -> State {
+    let stack = stack().await;
+    let chat_config = shared::config::ChatConfig::from_lookup(|name| {
+        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
+    })
+    .expect("a valid chat configuration");
+    State::new(&stack.config, chat_config, &stack.clients).expect("the chat state")
 }
 
 /// A chat request from `user` in an invocation with `left` before Lambda's deadline.
@@ -818,7 +829,7 @@ async fn a_turn_whose_write_cannot_finish_answers_before_the_lambda_deadline() {
 #[tokio::test]
 async fn an_unconfirmed_turn_keeps_its_idempotency_key_claimed() {
     // Reads and the key's claim reach the table; the turn's transaction never gets an answer.
-    let (address, proxy) = e2e::proxy_hanging("TransactWriteItems").await;
+    let (address, proxy) = e2e::proxy("TransactWriteItems", e2e::Fault::Hang).await;
     let state = state_with_table_at(address).await;
     let user = unique("unconfirmed");
     let key = [("idempotency-key", "turn-1")];
@@ -835,10 +846,88 @@ async fn an_unconfirmed_turn_keeps_its_idempotency_key_claimed() {
     let items = e2e::partition_items(&stack().await.config.table_name, &user).await;
     let record = items
         .iter()
-        .find(|item| item["SK"].as_s().is_ok_and(|sk| sk == "IDEM#turn-1"))
+        .find(|item| {
+            item["SK"].as_s().is_ok_and(|sk| {
+                let key = shared::store::IdempotencyKey::parse("turn-1").unwrap();
+                *sk == shared::store::keys::idempotency(&key)
+            })
+        })
         .expect("the idempotency record is kept");
     assert_eq!(
         record["status"].as_s().ok().map(String::as_str),
         Some("in_progress")
     );
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_any_deadline_ends_the_provider_not_the_process() {
+    // Without a fallback: the one provider asks for a pause of 2^64 - 1 seconds.
+    let h = harness(&[("LLM_PROVIDERS", "openai")]).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            openai_error(429, "rate_limit_exceeded")
+                .insert_header("retry-after", "18446744073709551615"),
+        )
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let started = Instant::now();
+    let (status, problem) = h.chat(&user, json!({"message": "hi"})).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert!(started.elapsed() < Duration::from_secs(5), "no pause taken");
+    assert_eq!(h.openai.received_requests().await.unwrap().len(), 1);
+    assert_eq!(h.stored(&user).await, 0);
+}
+
+#[tokio::test]
+async fn a_deleted_conversations_reply_is_not_replayed() {
+    let h = harness(&[("LLM_PROVIDERS", "echo")]).await;
+    let user = unique("u");
+    let (_, first) = h.chat(&user, json!({"message": "start"})).await;
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let body = json!({"message": "again", "conversation_id": conversation}).to_string();
+    let key = [("idempotency-key", "deleted-1")];
+    let (status, _) = h.chat_with(&user, &key, &body).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let owner = shared::domain::UserId::parse(&user).unwrap();
+    let id = shared::domain::ConversationId::parse(&conversation).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    e2e::store()
+        .await
+        .delete_conversation(&owner, &id, deadline)
+        .await
+        .unwrap();
+    // The same key and body: the conversation is gone, and so is its stored answer.
+    let (status, problem) = h.chat_with(&user, &key, &body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(h.stored(&user).await, 0, "nothing of it is kept");
+}
+
+#[tokio::test]
+async fn a_turn_whose_answer_was_lost_is_replayed_after_the_lease_never_stored_twice() {
+    // The turn's transaction reaches the table and lands; its answer never comes back.
+    let (address, proxy) = e2e::proxy("TransactWriteItems", e2e::Fault::LoseAnswer).await;
+    let lossy = state_with_table_at(address).await;
+    let user = unique("lost");
+    let key = [("idempotency-key", "lost-1")];
+    let left = Duration::from_millis(2_500);
+    let response = handle(&lossy, request_with_time_left(&user, &key, left)).await;
+    proxy.abort();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // The client retries after the first request's lease (its invocation's time) has run out.
+    tokio::time::sleep(left).await;
+    let healthy = state_with_table_at_the_stack().await;
+    let retry = handle(&healthy, request_with_time_left(&user, &key, left)).await;
+    let body = json_body(&retry);
+    assert_eq!(retry.status(), StatusCode::OK, "{body}");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true", "{body}");
+    assert_eq!(body["message_id"], "000000000002");
+    let items = e2e::partition_items(&stack().await.config.table_name, &user).await;
+    let messages = items
+        .iter()
+        .filter(|item| item.contains_key("role"))
+        .count();
+    assert_eq!(messages, 2, "one turn, stored once");
 }

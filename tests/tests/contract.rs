@@ -128,8 +128,110 @@ fn only_the_functions_that_read_provider_keys_may_read_the_secret() {
     for (name, binary, properties) in functions(&template) {
         let text = serde_norway::to_string(&properties["Policies"]).unwrap();
         let reads_secret = text.contains("secretsmanager:GetSecretValue");
-        // chat reads the keys; health proves the secret is readable.
-        let should = matches!(binary.as_str(), "chat" | "health");
+        // Only chat reads the keys; health only describes the secret (readiness is anonymous).
+        let should = binary == "chat";
         assert_eq!(reads_secret, should, "{name}");
+    }
+}
+
+/// A documented string schema: its pattern and lengths.
+struct Documented {
+    pattern: regex_lite::Regex,
+    min: usize,
+    max: usize,
+}
+
+impl Documented {
+    fn of(api: &Value, schema: &str, enforced: &str) -> Self {
+        let schema = &api["components"]["schemas"][schema];
+        let pattern = schema["pattern"].as_str().expect("a pattern");
+        assert_eq!(pattern, enforced, "the documented pattern is the code's");
+        let length = |name: &str| schema[name].as_u64().expect("a length") as usize;
+        Self {
+            pattern: regex_lite::Regex::new(pattern).expect("a valid pattern"),
+            min: length("minLength"),
+            max: length("maxLength"),
+        }
+    }
+
+    fn admits(&self, text: &str) -> bool {
+        let chars = text.chars().count();
+        self.pattern.is_match(text) && (self.min..=self.max).contains(&chars)
+    }
+}
+
+#[test]
+fn the_documented_patterns_are_the_ones_the_code_enforces() {
+    use shared::{
+        domain::{ConversationId, MessageId},
+        store::{Cursor, IdempotencyKey},
+    };
+    let api = yaml("infra/openapi.yaml");
+
+    let ids = Documented::of(&api, "ConversationId", ConversationId::PATTERN);
+    let generated = ConversationId::generate();
+    for sample in [
+        generated.as_str(),
+        &generated.as_str().to_lowercase(),
+        "7ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        "80000000000000000000000000",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAI",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA",
+        "",
+    ] {
+        assert_eq!(
+            ids.admits(sample),
+            ConversationId::parse(sample).is_some(),
+            "conversation id {sample:?}"
+        );
+    }
+
+    let messages = Documented::of(&api, "MessageId", MessageId::PATTERN);
+    for sample in [
+        "1",
+        "2",
+        "000000000002",
+        "999999999999",
+        "0",
+        "000000000000",
+        "0000000000001",
+        "-1",
+        "1.0",
+        "",
+        "12a",
+    ] {
+        assert_eq!(
+            messages.admits(sample),
+            MessageId::parse(sample).is_some(),
+            "message id {sample:?}"
+        );
+    }
+
+    let keys = Documented::of(&api, "IdempotencyKey", IdempotencyKey::PATTERN);
+    let long = "k".repeat(129);
+    for sample in [
+        "a",
+        "retry 7f3c-2a",
+        "~ !",
+        "",
+        "tab\there",
+        "ключ",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            keys.admits(sample),
+            IdempotencyKey::parse(sample).is_some(),
+            "idempotency key {sample:?}"
+        );
+    }
+
+    // A cursor is opaque: the pattern says its alphabet and size; every cursor the API makes fits
+    // it, and the code refuses whatever does not.
+    let cursors = Documented::of(&api, "Cursor", Cursor::PATTERN);
+    assert_eq!(cursors.max, Cursor::MAX_LEN);
+    let long = "A".repeat(Cursor::MAX_LEN + 1);
+    for outside in ["", "a+b/c=", "%%%", long.as_str()] {
+        assert!(!cursors.admits(outside));
+        assert!(Cursor::decode(outside).is_err(), "{outside:?}");
     }
 }

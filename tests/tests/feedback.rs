@@ -3,18 +3,22 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use e2e::{event, json_body, partition_count, reply, request_with, stack, store, user};
+use e2e::{
+    event, json_body, message_id, partition_count, reply, request_with, stack, store, text, user,
+};
 use feedback::{handle, State};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use shared::{
-    identity::UserId,
-    store::{ConversationId, Rating, TurnTarget},
+    config::FeedbackConfig,
+    domain::{Comment, ConversationId, Rating, UserId},
+    store::{keys, ConversationStore, TurnTarget},
 };
 
 async fn state() -> Arc<State> {
     let stack = stack().await;
-    Arc::new(State::new(&stack.config, &stack.clients))
+    let config = FeedbackConfig::from_lookup(|_| None).expect("the default configuration");
+    Arc::new(State::new(&stack.config, config, &stack.clients))
 }
 
 /// A conversation of one turn for `user`: its id (the reply is message 2).
@@ -28,7 +32,7 @@ async fn conversation(user: &UserId) -> ConversationId {
                 id: id.clone(),
                 title: "t".into(),
             },
-            "the question",
+            &text("the question"),
             &reply("the answer"),
         )
         .await
@@ -74,11 +78,11 @@ async fn feedback_items(user: &UserId) -> usize {
         .key_condition_expression("PK = :pk AND begins_with(SK, :fb)")
         .expression_attribute_values(
             ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{user}")),
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(user)),
         )
         .expression_attribute_values(
             ":fb",
-            aws_sdk_dynamodb::types::AttributeValue::S("FB#".into()),
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::feedback_on(None)),
         )
         .consistent_read(true)
         .send()
@@ -177,7 +181,7 @@ async fn only_the_callers_own_assistant_replies_can_be_rated() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(feedback_items(&owner).await, 0);
     assert_eq!(
-        partition_count(&stack().await.config.table_name, stranger.as_str()).await,
+        partition_count(&stack().await.config.table_name, &stranger).await,
         0
     );
 }
@@ -266,13 +270,20 @@ async fn erasure_and_conversation_deletion_remove_feedback() {
 
 #[tokio::test]
 async fn the_export_returns_exactly_the_days_asked_for_across_users() {
-    let store = store().await;
+    let stack = stack().await;
     let (ada, bob) = (user(), user());
-    // A day no other test writes on: feedback is stamped with it explicitly.
+    // A day no other test writes on: each feedback is given by a store whose clock reads it.
     let day = |d: u32| Utc.with_ymd_and_hms(2031, 3, d, 12, 0, 0).unwrap();
     let mut expected = Vec::new();
-    for (who, d, rating) in [(&ada, 10, 5u8), (&bob, 11, 2), (&ada, 12, 4), (&bob, 13, 1)] {
+    for (who, d, rating) in [
+        (&ada, 10, 5u64),
+        (&bob, 11, 2),
+        (&ada, 12, 4),
+        (&bob, 13, 1),
+    ] {
         let id = ConversationId::generate();
+        let store = ConversationStore::from_config(&stack.config, &stack.clients)
+            .with_clock(move || day(d));
         store
             .append_turn(
                 who,
@@ -280,19 +291,19 @@ async fn the_export_returns_exactly_the_days_asked_for_across_users() {
                     id: id.clone(),
                     title: "t".into(),
                 },
-                &format!("question {d}"),
+                &text(&format!("question {d}")),
                 &reply(&format!("answer {d}")),
             )
             .await
             .unwrap();
+        let comment = Comment::parse("noted", 100).unwrap();
         store
-            .rate_message_at(
+            .rate_message(
                 who,
                 &id,
-                2,
+                message_id(2),
                 Rating::new(rating).unwrap(),
-                Some("noted"),
-                day(d),
+                comment.as_ref(),
             )
             .await
             .unwrap();
@@ -301,7 +312,11 @@ async fn the_export_returns_exactly_the_days_asked_for_across_users() {
     let mut out = Vec::new();
     let from = day(11).date_naive();
     let to = day(12).date_naive();
-    let count = feedback_export::export(&store, from, to, Some("pepper"), &mut out)
+    let table = feedback_export::Table {
+        db: stack.clients.dynamodb.clone(),
+        name: stack.config.table_name.clone(),
+    };
+    let count = feedback_export::export(&table, from, to, Some("pepper"), &mut out)
         .await
         .unwrap();
     let lines: Vec<Value> = String::from_utf8(out)
@@ -318,14 +333,11 @@ async fn the_export_returns_exactly_the_days_asked_for_across_users() {
         assert_eq!(line["prompt"], format!("question {d}"));
         assert_eq!(line["reply"], format!("answer {d}"));
         assert_eq!(line["provider"], "echo");
-        assert_eq!(
-            line["user"],
-            feedback_export::pseudonym("pepper", who.as_str())
-        );
+        assert_eq!(line["user"], feedback_export::pseudonym("pepper", who));
         assert_ne!(line["user"], who.as_str(), "user ids are pseudonymised");
     }
     let mut raw = Vec::new();
-    feedback_export::export(&store, from, from, None, &mut raw)
+    feedback_export::export(&table, from, from, None, &mut raw)
         .await
         .unwrap();
     let line: Value =
@@ -356,4 +368,57 @@ async fn every_sample_event_gets_the_status_its_name_promises() {
     .await;
     assert_eq!(listed.status(), StatusCode::OK);
     assert_eq!(json_body(&listed)["feedback"][0]["rating"], 5);
+}
+
+#[tokio::test]
+async fn a_message_without_its_conversation_cannot_be_rated() {
+    // A reply left without its head (as a turn racing a deletion once could leave one).
+    let state = state().await;
+    let user = user();
+    let id = conversation(&user).await;
+    let stack = stack().await;
+    stack
+        .clients
+        .dynamodb
+        .delete_item()
+        .table_name(&stack.config.table_name)
+        .key(
+            "PK",
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(&user)),
+        )
+        .key(
+            "SK",
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::head(&id)),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = json!({"conversation_id": id.as_str(), "message_id": "2", "rating": 5}).to_string();
+    let (status, problem) = post(&state, Some(&user), &body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
+    assert_eq!(feedback_items(&user).await, 0);
+}
+
+#[tokio::test]
+async fn feedback_reads_the_rated_reply_consistently() {
+    // A reply stored a moment ago must be found: eventually consistent reads may miss it.
+    let (clients, recorder) = e2e::recording_clients().await;
+    let stack = stack().await;
+    let config = FeedbackConfig::from_lookup(|_| None).unwrap();
+    let state = State::new(&stack.config, config, &clients);
+    let user = user();
+    let id = conversation(&user).await;
+    let body = json!({"conversation_id": id.as_str(), "message_id": "2", "rating": 3}).to_string();
+    let (status, _) = post(&state, Some(&user), &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let reads: Vec<e2e::Call> = recorder
+        .calls()
+        .into_iter()
+        .filter(|call| call.action == "dynamodb:GetItem" || call.action == "dynamodb:Query")
+        .collect();
+    assert!(!reads.is_empty());
+    assert!(
+        reads.iter().all(|call| call.consistent == Some(true)),
+        "{reads:?}"
+    );
 }

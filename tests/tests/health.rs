@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
 use e2e::{event, stack, unique};
 use health::{handle, handle_event, EventError, State};
 use lambda_http::http::StatusCode;
@@ -33,19 +32,12 @@ async fn state_with(adjust: impl FnOnce(&mut Config)) -> State {
 
 /// Clients whose endpoint is `endpoint` instead of the local stack's.
 async fn clients_at(endpoint: &str, config: &Config) -> AwsClients {
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(config.aws_connect_timeout)
-                .build(),
-        )
-        .load()
-        .await;
-    AwsClients {
-        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-        secrets: aws_sdk_secretsmanager::Client::new(&sdk),
-    }
+    e2e::clients_at(
+        Some(endpoint),
+        config.aws_operation_timeout,
+        None::<e2e::NoInterceptor>,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -63,7 +55,8 @@ async fn liveness_event_answers_without_touching_dependencies() {
     let service = std::env::var("SERVICE_NAME").unwrap_or_else(|_| "serverless-chat".to_owned());
     assert_eq!(body["service"], service);
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(body["function"], "health");
+    // AWS_LAMBDA_FUNCTION_NAME in Lambda; outside it, "local".
+    assert_eq!(body["function"], "local");
     assert!(body["cold_start"].is_boolean());
     assert_eq!(response.headers()["content-type"], "application/json");
 }
@@ -225,4 +218,42 @@ async fn other_methods_and_routes_get_problem_answers() {
         body(&response)["request_id"],
         "5b0f7a2e-1c3d-4e5f-8a9b-0c1d2e3f4a5b"
     );
+}
+
+#[tokio::test]
+async fn readiness_describes_the_secret_and_serves_a_recent_result() {
+    // The route is anonymous: it must never read the keys, and a flood of calls must not become
+    // a flood of AWS calls.
+    let (clients, recorder) = e2e::recording_clients().await;
+    let config = stack().await.config;
+    assert_eq!(config.readiness_cache, Duration::from_secs(5));
+    let state = State::new(config, clients);
+    for _ in 0..10 {
+        let response = handle(&state, request("health-ready.json")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let actions: Vec<String> = recorder
+        .calls()
+        .into_iter()
+        .map(|call| call.action)
+        .collect();
+    assert_eq!(
+        actions.len(),
+        2,
+        "one check of each dependency for ten calls: {actions:?}"
+    );
+    assert!(actions.contains(&"secretsmanager:DescribeSecret".to_owned()));
+    assert!(actions.contains(&"dynamodb:DescribeTable".to_owned()));
+}
+
+#[tokio::test]
+async fn the_scheduled_probe_checks_afresh_every_time() {
+    let (clients, recorder) = e2e::recording_clients().await;
+    let state = State::new(stack().await.config, clients);
+    for _ in 0..2 {
+        handle_event(&state, lambda_event("health-schedule.json"))
+            .await
+            .expect("ready");
+    }
+    assert_eq!(recorder.calls().len(), 4, "two checks per probe");
 }

@@ -1,13 +1,13 @@
 //! The history function through its handler: sample events, isolation between users,
 //! validation, and erasure.
 
-use e2e::{api_request, event, json_body, reply, stack, store, user};
+use e2e::{api_request, event, json_body, reply, stack, store, text, user};
 use history::{handle, State};
 use lambda_http::http::StatusCode;
 use serde_json::Value;
 use shared::{
-    identity::UserId,
-    store::{ConversationId, TurnTarget},
+    domain::{ConversationId, UserId},
+    store::{keys, TurnTarget},
 };
 
 async fn state() -> State {
@@ -24,7 +24,7 @@ async fn conversation(user: &UserId, turns: usize) -> ConversationId {
         title: "a title".to_owned(),
     };
     store
-        .append_turn(user, &target, "q0", &reply("a0"))
+        .append_turn(user, &target, &text("q0"), &reply("a0"))
         .await
         .unwrap();
     for turn in 1..turns {
@@ -32,7 +32,7 @@ async fn conversation(user: &UserId, turns: usize) -> ConversationId {
             .append_turn(
                 user,
                 &TurnTarget::Existing(id.clone()),
-                &format!("q{turn}"),
+                &text(&format!("q{turn}")),
                 &reply(&format!("a{turn}")),
             )
             .await
@@ -359,7 +359,7 @@ async fn erasure_through_the_route_leaves_an_empty_partition() {
         .key_condition_expression("PK = :pk")
         .expression_attribute_values(
             ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{user}")),
+            aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(&user)),
         )
         .consistent_read(true)
         .send()
@@ -369,4 +369,74 @@ async fn erasure_through_the_route_leaves_an_empty_partition() {
     // Erasing nothing is fine too.
     let (status, _) = call(&state, "DELETE", "/history", None, None, Some(&user)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn a_cursor_that_is_not_a_cursor_object_is_refused() {
+    use base64::Engine;
+    let state = state().await;
+    let user = user();
+    let id = conversation(&user, 1).await;
+    // Valid base64 of JSON, but an array naming a real head: serde would read it as a cursor.
+    let array = format!(r#"[1,"{}"]"#, keys::head(&id));
+    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(array);
+    let (status, body) = call(
+        &state,
+        "GET",
+        "/conversations",
+        None,
+        Some(&format!("cursor={cursor}")),
+        Some(&user),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "cursor");
+}
+
+#[tokio::test]
+async fn every_listing_reads_one_item_more_than_its_page() {
+    // Real DynamoDB returns a LastEvaluatedKey whenever a Query stops at its Limit, even with
+    // nothing left: reading exactly a page would give a full last page a cursor to an empty one.
+    let (clients, recorder) = e2e::recording_clients().await;
+    let stack = stack().await;
+    let state = State::new(&stack.config, &clients);
+    let user = user();
+    let id = conversation(&user, 1).await;
+    for (resource, id) in [
+        ("/conversations", None),
+        ("/conversations/{id}/messages", Some(&id)),
+    ] {
+        let (status, _) = call(&state, "GET", resource, id, Some("limit=5"), Some(&user)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let limits: Vec<Option<i32>> = recorder
+        .calls()
+        .into_iter()
+        .filter(|call| call.action == "dynamodb:Query")
+        .map(|call| call.limit)
+        .collect();
+    assert_eq!(limits, [Some(6), Some(6)]);
+
+    let feedback_config = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
+    let (clients, recorder) = e2e::recording_clients().await;
+    let feedback = feedback::State::new(&stack.config, feedback_config, &clients);
+    let list = e2e::request_with(
+        "GET",
+        "/feedback",
+        &[],
+        Some("limit=5"),
+        Some(user.as_str()),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        feedback::handle(&feedback, list).await.status(),
+        StatusCode::OK
+    );
+    let limits: Vec<Option<i32>> = recorder
+        .calls()
+        .into_iter()
+        .map(|call| call.limit)
+        .collect();
+    assert_eq!(limits, [Some(6)]);
 }

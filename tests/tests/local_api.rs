@@ -116,7 +116,7 @@ fn the_dev_header_becomes_authorizer_claims_and_is_removed() {
 
     let request =
         lambda_http::request::from_str(&event.to_string()).expect("lambda_http parses it");
-    let user = shared::identity::caller(&request).expect("an identity");
+    let user = shared::http::caller(&request).expect("an identity");
     assert_eq!(user.as_str(), "user-42");
     assert_eq!(
         shared::http::route_of(&request),
@@ -135,7 +135,7 @@ fn without_the_dev_header_there_are_no_claims() {
     let event = event_for(HeaderMap::new(), None, b"");
     assert!(event["requestContext"].get("authorizer").is_none());
     let request = lambda_http::request::from_str(&event.to_string()).unwrap();
-    assert!(shared::identity::caller(&request).is_err());
+    assert!(shared::http::caller(&request).is_err());
 }
 
 #[tokio::test]
@@ -166,6 +166,13 @@ async fn the_dev_header_identifies_the_caller_of_history_routes() {
         origin.as_str()
     );
     assert_eq!(named.headers()["vary"], "Origin");
+    // What a browser script may read: when to retry, replays, the request id.
+    assert_eq!(
+        named.headers()["access-control-expose-headers"],
+        shared::http::EXPOSED_HEADERS
+    );
+    assert!(shared::http::EXPOSED_HEADERS.contains("Retry-After"));
+    assert!(shared::http::EXPOSED_HEADERS.contains("idempotent-replayed"));
     let body: Value = named.json().await.unwrap();
     assert_eq!(body["conversations"], serde_json::json!([]));
 

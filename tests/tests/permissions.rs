@@ -2,95 +2,12 @@
 //! the functions run their routes against the local stack with SDK clients that record every
 //! operation, and the recorded actions must equal the policy's, no more and no less.
 
-use std::{
-    collections::BTreeSet,
-    sync::{Arc, Mutex},
-};
+use std::collections::BTreeSet;
 
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
-use aws_smithy_runtime_api::client::{
-    interceptors::{context::BeforeSerializationInterceptorContextRef, Intercept},
-    orchestrator::Metadata,
-    runtime_components::RuntimeComponents,
-};
-use aws_smithy_types::config_bag::ConfigBag;
-use e2e::{chat_request, request_with, secret_with, stack, unique};
+use e2e::{chat_request, recording_clients, request_with, secret_with, stack, unique};
 use lambda_http::http::StatusCode;
 use serde_json::json;
-use shared::aws::AwsClients;
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
-
-/// Records the IAM action behind every SDK call.
-#[derive(Debug, Clone, Default)]
-struct Recorder(Arc<Mutex<BTreeSet<String>>>);
-
-impl Intercept for Recorder {
-    fn name(&self) -> &'static str {
-        "iam-action-recorder"
-    }
-
-    fn read_before_serialization(
-        &self,
-        context: &BeforeSerializationInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
-        let Some(metadata) = cfg.load::<Metadata>() else {
-            return Ok(());
-        };
-        let service = match metadata.service() {
-            "DynamoDB" => "dynamodb",
-            "Secrets Manager" | "SecretsManager" => "secretsmanager",
-            other => other,
-        };
-        let mut actions = self.0.lock().unwrap();
-        // A transaction is authorised per item: Put, Update, Delete, ConditionCheck.
-        if let Some(input) = context.input().downcast_ref::<TransactWriteItemsInput>() {
-            for item in input.transact_items() {
-                let action = if item.put().is_some() {
-                    "PutItem"
-                } else if item.update().is_some() {
-                    "UpdateItem"
-                } else if item.delete().is_some() {
-                    "DeleteItem"
-                } else {
-                    "ConditionCheckItem"
-                };
-                actions.insert(format!("dynamodb:{action}"));
-            }
-        } else {
-            actions.insert(format!("{service}:{}", metadata.name()));
-        }
-        Ok(())
-    }
-}
-
-impl Recorder {
-    fn actions(&self) -> BTreeSet<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-async fn recording_clients() -> (AwsClients, Recorder) {
-    stack().await; // fail early, and clearly, without the local stack
-    let recorder = Recorder::default();
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    let dynamodb = aws_sdk_dynamodb::config::Builder::from(&sdk)
-        .interceptor(recorder.clone())
-        .build();
-    let secrets = aws_sdk_secretsmanager::config::Builder::from(&sdk)
-        .interceptor(recorder.clone())
-        .build();
-    (
-        AwsClients {
-            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
-            secrets: aws_sdk_secretsmanager::Client::from_conf(secrets),
-        },
-        recorder,
-    )
-}
 
 /// The actions of a function's policy in the template, by binary name.
 fn granted(binary: &str) -> BTreeSet<String> {
@@ -186,7 +103,8 @@ async fn every_function_is_granted_exactly_what_it_uses() {
 
     // feedback: rate twice (create, replace), list.
     let (clients, recorder) = recording_clients().await;
-    let feedback = feedback::State::new(&base, &clients);
+    let feedback_config = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
+    let feedback = feedback::State::new(&base, feedback_config, &clients);
     let body = json!({"conversation_id": conversation, "message_id": "2", "rating": 4}).to_string();
     for expected in [StatusCode::CREATED, StatusCode::OK] {
         let req = request_with(

@@ -3,12 +3,12 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use e2e::{reply, stack, store, user};
+use e2e::{message_id, reply, stack, store, text, user};
 use shared::{
-    identity::UserId,
+    domain::{ConversationId, Role, UserId},
     store::{
-        ConversationId, ConversationStore, Cursor, Message, Order, PageRequest, Role, StoreError,
-        TurnTarget,
+        keys, Admission, ConversationStore, Cursor, IdempotencyKey, Message, Order, PageRequest,
+        StoreError, TurnTarget,
     },
 };
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
@@ -80,7 +80,7 @@ async fn append_concurrently(
                     .append_turn(
                         &user,
                         &TurnTarget::Existing(id),
-                        &format!("question {turn}"),
+                        &text(&format!("question {turn}")),
                         &reply(&format!("answer {turn}")),
                     )
                     .await
@@ -101,7 +101,7 @@ async fn assert_whole(store: &ConversationStore, user: &UserId, id: &Conversatio
     let (messages, _) = read_all(store, user, id, 100, Order::Oldest).await;
     // The first turn created the conversation ("question first").
     assert_eq!(messages.len(), 2 * (turns + 1), "messages stored");
-    let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+    let seqs: Vec<u64> = messages.iter().map(|m| m.id.seq()).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(
         seqs, expected,
@@ -137,7 +137,7 @@ async fn start_conversation(store: &ConversationStore, user: &UserId) -> Convers
         .append_turn(
             user,
             &new_conversation("first"),
-            "question first",
+            &text("question first"),
             &reply("answer first"),
         )
         .await
@@ -192,12 +192,12 @@ async fn a_thousand_messages_read_in_pages_of_37_in_both_orders() {
         pages, 28,
         "1000 / 37 rounded up; the last page has no cursor"
     );
-    let seqs: Vec<u64> = oldest_first.iter().map(|m| m.seq).collect();
+    let seqs: Vec<u64> = oldest_first.iter().map(|m| m.id.seq()).collect();
     assert_eq!(seqs, (1..=1000).collect::<Vec<u64>>());
 
     let (newest_first, pages) = read_all(&store, &user, &id, 37, Order::Newest).await;
     assert_eq!(pages, 28);
-    let seqs: Vec<u64> = newest_first.iter().map(|m| m.seq).collect();
+    let seqs: Vec<u64> = newest_first.iter().map(|m| m.id.seq()).collect();
     assert_eq!(seqs, (1..=1000).rev().collect::<Vec<u64>>());
 }
 
@@ -207,7 +207,12 @@ async fn an_exact_multiple_of_the_page_size_ends_without_an_empty_page() {
     let user = user();
     let id = start_conversation(&store, &user).await;
     store
-        .append_turn(&user, &TurnTarget::Existing(id.clone()), "q", &reply("a"))
+        .append_turn(
+            &user,
+            &TurnTarget::Existing(id.clone()),
+            &text("q"),
+            &reply("a"),
+        )
         .await
         .unwrap();
     let (messages, pages) = read_all(&store, &user, &id, 2, Order::Oldest).await;
@@ -224,14 +229,14 @@ async fn recent_messages_are_the_last_n_oldest_first() {
             .append_turn(
                 &user,
                 &TurnTarget::Existing(id.clone()),
-                &format!("question {turn}"),
+                &text(&format!("question {turn}")),
                 &reply(&format!("answer {turn}")),
             )
             .await
             .unwrap();
     }
     let recent = store.recent_messages(&user, &id, 3).await.unwrap();
-    let seqs: Vec<u64> = recent.iter().map(|m| m.seq).collect();
+    let seqs: Vec<u64> = recent.iter().map(|m| m.id.seq()).collect();
     assert_eq!(seqs, [10, 11, 12]);
     assert_eq!(recent[2].content, "answer 4");
     assert_eq!(recent[2].provider.as_deref(), Some("echo"));
@@ -254,7 +259,7 @@ async fn a_turn_on_an_unknown_or_foreign_conversation_is_not_found_and_stores_no
         .append_turn(
             &stranger,
             &TurnTarget::Existing(id.clone()),
-            "q",
+            &text("q"),
             &reply("a"),
         )
         .await;
@@ -263,7 +268,7 @@ async fn a_turn_on_an_unknown_or_foreign_conversation_is_not_found_and_stores_no
         .append_turn(
             &owner,
             &TurnTarget::Existing(ConversationId::generate()),
-            "q",
+            &text("q"),
             &reply("a"),
         )
         .await;
@@ -282,10 +287,12 @@ async fn a_new_conversation_id_is_never_reused() {
     let user = user();
     let target = new_conversation("taken");
     store
-        .append_turn(&user, &target, "q", &reply("a"))
+        .append_turn(&user, &target, &text("q"), &reply("a"))
         .await
         .unwrap();
-    let again = store.append_turn(&user, &target, "q2", &reply("a2")).await;
+    let again = store
+        .append_turn(&user, &target, &text("q2"), &reply("a2"))
+        .await;
     assert!(
         matches!(again, Err(StoreError::Conflict { .. })),
         "{again:?}"
@@ -305,7 +312,12 @@ async fn retention_stamps_items_and_reads_skip_expired_ones() {
     );
     let user = user();
     let turn = store
-        .append_turn(&user, &new_conversation("kept a day"), "q", &reply("a"))
+        .append_turn(
+            &user,
+            &new_conversation("kept a day"),
+            &text("q"),
+            &reply("a"),
+        )
         .await
         .unwrap();
     let id = turn.conversation_id;
@@ -320,20 +332,25 @@ async fn retention_stamps_items_and_reads_skip_expired_ones() {
     }
 
     // Make the first message look expired, as DynamoDB may keep it for a while past its time.
-    set_expiry(&user, &format!("MSG#{id}#000000000001"), now - 10).await;
+    set_expiry(&user, &keys::message(&id, message_id(1)), now - 10).await;
     let recent = store.recent_messages(&user, &id, 10).await.unwrap();
-    assert_eq!(recent.iter().map(|m| m.seq).collect::<Vec<_>>(), [2]);
+    assert_eq!(recent.iter().map(|m| m.id.seq()).collect::<Vec<_>>(), [2]);
     let (listed, _) = read_all(&store, &user, &id, 10, Order::Oldest).await;
     assert_eq!(listed.len(), 1);
 
     // An expired head makes the whole conversation unknown, and a turn cannot revive it.
-    set_expiry(&user, &format!("CONV#{id}"), now - 10).await;
+    set_expiry(&user, &keys::head(&id), now - 10).await;
     assert!(matches!(
         store.conversation(&user, &id).await,
         Err(StoreError::NotFound)
     ));
     let revive = store
-        .append_turn(&user, &TurnTarget::Existing(id.clone()), "q", &reply("a"))
+        .append_turn(
+            &user,
+            &TurnTarget::Existing(id.clone()),
+            &text("q"),
+            &reply("a"),
+        )
         .await;
     assert!(matches!(revive, Err(StoreError::NotFound)));
     let listed = store
@@ -354,14 +371,14 @@ async fn deleting_a_conversation_removes_its_messages_and_feedback_only() {
             .append_turn(
                 &user,
                 &TurnTarget::Existing(doomed.clone()),
-                "q",
+                &text("q"),
                 &reply("a"),
             )
             .await
             .unwrap();
     }
-    put_raw(&user, &format!("FB#{doomed}#000000000002")).await;
-    put_raw(&user, &format!("FB#{kept}#000000000002")).await;
+    put_raw(&user, &keys::feedback(&doomed, message_id(2))).await;
+    put_raw(&user, &keys::feedback(&kept, message_id(2))).await;
 
     let deleted = store
         .delete_conversation(&user, &doomed, deadline())
@@ -395,8 +412,12 @@ async fn erasure_removes_every_kind_of_item_beyond_one_batch() {
         ids.push(start_conversation(&store, &user).await);
     }
     for (n, id) in ids.iter().enumerate() {
-        put_raw(&user, &format!("FB#{id}#000000000002")).await;
-        put_raw(&user, &format!("IDEM#key-{n}")).await;
+        put_raw(&user, &keys::feedback(id, message_id(2))).await;
+        put_raw(
+            &user,
+            &keys::idempotency(&shared::store::IdempotencyKey::parse(&format!("key-{n}")).unwrap()),
+        )
+        .await;
     }
     let bystanders = start_conversation(&store, &bystander).await;
     assert_eq!(partition_items(&user).await.len(), 26 * 5);
@@ -417,18 +438,159 @@ async fn an_erasure_past_its_deadline_says_how_far_it_got() {
         .erase_user(&user, Instant::now() - Duration::from_millis(1))
         .await
         .expect_err("no time left");
+    // Heads go first: the one head is what remained when time ran out.
     assert!(
         matches!(
             err,
             StoreError::Incomplete {
                 deleted: 0,
-                remaining: 3
+                remaining: 1
             }
         ),
         "{err:?}"
     );
     assert!(err.to_string().contains("deleted 0"), "{err}");
     assert_eq!(partition_items(&user).await.len(), 3);
+}
+
+/// A store whose turn transactions wait at `gate` until the test opens it.
+async fn gated_store() -> (ConversationStore, e2e::Gate, tokio::task::JoinHandle<()>) {
+    let stack = stack().await;
+    let gate = e2e::Gate::default();
+    let (address, proxy) = e2e::proxy("TransactWriteItems", e2e::Fault::Gate(gate.clone())).await;
+    let db = e2e::dynamodb_at(address, Duration::from_secs(60)).await;
+    let store = ConversationStore::new(db, stack.config.table_name.clone(), None);
+    (store, gate, proxy)
+}
+
+/// A turn that reserved its numbers before a deletion and writes after it: the deletion wins, the
+/// turn stores nothing, and nothing of the conversation is left.
+async fn race_a_turn_against(
+    delete: impl AsyncFnOnce(&ConversationStore, &UserId, &ConversationId),
+) {
+    let store = store().await;
+    let user = user();
+    let id = start_conversation(&store, &user).await;
+    let (gated, gate, proxy) = gated_store().await;
+    let turn = {
+        let (user, id) = (user.clone(), id.clone());
+        tokio::spawn(async move {
+            gated
+                .append_turn(
+                    &user,
+                    &TurnTarget::Existing(id),
+                    &text("late"),
+                    &reply("late"),
+                )
+                .await
+        })
+    };
+    gate.arrived().await; // the turn has reserved its numbers; its transaction waits
+    delete(&store, &user, &id).await;
+    gate.open();
+    let result = turn.await.expect("the turn ran");
+    proxy.abort();
+    assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
+    let left: Vec<String> = partition_items(&user)
+        .await
+        .iter()
+        .map(|item| item["SK"].as_s().unwrap().clone())
+        .filter(|sort_key| sort_key.contains(id.as_str()))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_turn_racing_the_deletion_of_its_conversation_leaves_nothing_behind() {
+    race_a_turn_against(async |store, user, id| {
+        store
+            .delete_conversation(user, id, deadline())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_turn_racing_an_erasure_leaves_nothing_behind() {
+    race_a_turn_against(async |store, user, _| {
+        store.erase_user(user, deadline()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_conversation_deletes_the_idempotency_records_of_its_turns() {
+    let store = store().await;
+    let user = user();
+    let doomed = start_conversation(&store, &user).await;
+    let kept = start_conversation(&store, &user).await;
+    for (n, id) in [&doomed, &kept].into_iter().enumerate() {
+        let key = IdempotencyKey::parse(&format!("key-{n}")).unwrap();
+        let far = std::time::SystemTime::now() + Duration::from_secs(60);
+        let Admission::Run(Some(lease)) =
+            store.admit(&user, Some(&key), "hash", far).await.unwrap()
+        else {
+            panic!("a fresh key is claimed");
+        };
+        store
+            .append_turn_completing(
+                &user,
+                &TurnTarget::Existing(id.clone()),
+                &text("q"),
+                &reply("a"),
+                &lease,
+                &|_| "{}".to_owned(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .delete_conversation(&user, &doomed, deadline())
+        .await
+        .unwrap();
+    let records: Vec<String> = partition_items(&user)
+        .await
+        .iter()
+        .map(|item| item["SK"].as_s().unwrap().clone())
+        .filter(|sort_key| sort_key.starts_with(keys::idempotency_records()))
+        .collect();
+    let kept_key = keys::idempotency(&IdempotencyKey::parse("key-1").unwrap());
+    assert_eq!(records, [kept_key], "only the kept conversation's record");
+}
+
+/// The one test that pins the stored layout on purpose: a change of key scheme must be a
+/// decision (existing tables hold these keys), not an accident.
+#[tokio::test]
+async fn the_stored_key_layout_is_pinned() {
+    let store = store().await;
+    let user = user();
+    let id = start_conversation(&store, &user).await;
+    let key = IdempotencyKey::parse("pinned").unwrap();
+    let far = std::time::SystemTime::now() + Duration::from_secs(60);
+    store.admit(&user, Some(&key), "hash", far).await.unwrap();
+    let mut sort_keys: Vec<String> = partition_items(&user)
+        .await
+        .iter()
+        .map(|item| {
+            assert_eq!(item["PK"].as_s().unwrap(), &format!("USER#{user}"));
+            item["SK"].as_s().unwrap().clone()
+        })
+        .collect();
+    sort_keys.sort();
+    assert_eq!(
+        sort_keys,
+        [
+            format!("CONV#{id}"),
+            "IDEM#pinned".to_owned(),
+            format!("MSG#{id}#000000000001"),
+            format!("MSG#{id}#000000000002"),
+        ]
+    );
+    assert_eq!(
+        keys::feedback(&id, message_id(2)),
+        format!("FB#{id}#000000000002")
+    );
 }
 
 // Raw table access, to look at and arrange what the store does not expose.
@@ -441,7 +603,7 @@ fn chrono_now() -> i64 {
 }
 
 async fn partition_items(user: &UserId) -> Vec<HashMap<String, AttributeValue>> {
-    e2e::partition_items(&stack().await.config.table_name, user.as_str()).await
+    e2e::partition_items(&stack().await.config.table_name, user).await
 }
 
 async fn put_raw(user: &UserId, sort_key: &str) {
@@ -451,7 +613,7 @@ async fn put_raw(user: &UserId, sort_key: &str) {
         .dynamodb
         .put_item()
         .table_name(&stack.config.table_name)
-        .item("PK", AttributeValue::S(format!("USER#{user}")))
+        .item("PK", AttributeValue::S(keys::partition(user)))
         .item("SK", AttributeValue::S(sort_key.to_owned()))
         .send()
         .await
@@ -465,7 +627,7 @@ async fn set_expiry(user: &UserId, sort_key: &str, at: i64) {
         .dynamodb
         .update_item()
         .table_name(&stack.config.table_name)
-        .key("PK", AttributeValue::S(format!("USER#{user}")))
+        .key("PK", AttributeValue::S(keys::partition(user)))
         .key("SK", AttributeValue::S(sort_key.to_owned()))
         .update_expression("SET expires_at = :at")
         .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
@@ -482,7 +644,7 @@ async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
     let store = ConversationStore::new(db, "any", None);
     let started = std::time::Instant::now();
     let result = store
-        .append_turn(&user(), &new_conversation("t"), "q", &reply("a"))
+        .append_turn(&user(), &new_conversation("t"), &text("q"), &reply("a"))
         .await;
     hold.abort();
     // Every attempt timed out, so nobody knows whether one landed: the error says so.

@@ -1,11 +1,6 @@
-use lambda_http::{service_fn, Error, Request};
-
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
     let state = chat::State::from_env().await?;
-    lambda_http::run(service_fn(|req: Request| async {
-        Ok::<_, std::convert::Infallible>(chat::handle(&state, req).await)
-    }))
-    .await
+    shared::http::event::run(|req| chat::handle(&state, req)).await
 }

@@ -8,19 +8,16 @@ use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::{
     aws::AwsClients,
-    config::{Config, ConfigError},
+    config::{Config, ConfigError, FeedbackConfig},
+    domain::{Comment, ConversationId, MessageId, Rating, UserId},
     http::{self, ApiError, Invocation},
-    identity::{self, UserId},
-    store::{ConversationId, ConversationStore, Feedback, Page, PageRequest, Rating, Written},
+    store::{ConversationStore, Feedback, Page, Written},
     telemetry,
 };
 
-/// The longest comment, in characters.
-pub const MAX_COMMENT_CHARS: usize = 2_000;
-/// Feedback bodies are small; anything larger is refused before parsing.
-const MAX_BODY_BYTES: usize = 16 * 1024;
-
 pub struct State {
+    config: FeedbackConfig,
+    budget: std::time::Duration,
     store: ConversationStore,
 }
 
@@ -28,11 +25,13 @@ impl State {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
         let clients = AwsClients::load(&config).await;
-        Ok(Self::new(&config, &clients))
+        Ok(Self::new(&config, FeedbackConfig::from_env()?, &clients))
     }
 
-    pub fn new(config: &Config, clients: &AwsClients) -> Self {
+    pub fn new(config: &Config, feedback: FeedbackConfig, clients: &AwsClients) -> Self {
         Self {
+            config: feedback,
+            budget: config.work_budget,
             store: ConversationStore::from_config(config, clients),
         }
     }
@@ -43,19 +42,47 @@ impl State {
 struct FeedbackRequest {
     conversation_id: String,
     message_id: String,
-    rating: u8,
+    rating: u64,
     #[serde(default)]
     comment: Option<String>,
 }
 
+/// Feedback as the API shows it.
 #[derive(Serialize)]
-struct FeedbackList {
-    feedback: Vec<Feedback>,
+struct FeedbackView<'a> {
+    conversation_id: &'a ConversationId,
+    message_id: MessageId,
+    rating: Rating,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<&'a str>,
+    created_at: &'a str,
+    updated_at: &'a str,
+}
+
+impl<'a> From<&'a Feedback> for FeedbackView<'a> {
+    fn from(feedback: &'a Feedback) -> Self {
+        Self {
+            conversation_id: &feedback.conversation_id,
+            message_id: feedback.message_id,
+            rating: feedback.rating,
+            comment: feedback.comment.as_deref(),
+            created_at: &feedback.created_at,
+            updated_at: &feedback.updated_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FeedbackList<'a> {
+    feedback: Vec<FeedbackView<'a>>,
     next_cursor: Option<String>,
 }
 
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    http::serve(req, |req, invocation| route(state, req, invocation)).await
+    http::serve(req, state.budget, |req, invocation| {
+        route(state, req, invocation)
+    })
+    .await
 }
 
 async fn route(
@@ -64,7 +91,7 @@ async fn route(
     _invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
     http::route(&req, &[("POST", "/feedback"), ("GET", "/feedback")])?;
-    let user = identity::caller(&req)?;
+    let user = http::caller(&req)?;
     if req.method().as_str() == "POST" {
         rate(state, &req, &user).await
     } else {
@@ -74,35 +101,21 @@ async fn route(
 
 async fn rate(state: &State, req: &Request, user: &UserId) -> Result<Response<Body>, ApiError> {
     http::query_params(req, &[])?;
-    let body: FeedbackRequest = http::json_body(req, MAX_BODY_BYTES)?;
-    let conversation = ConversationId::from_input(&body.conversation_id, "conversation_id")?;
-    let seq = message_seq(&body.message_id)?;
-    let rating = Rating::new(body.rating)
-        .ok_or_else(|| ApiError::bad_request("rating", "must be a whole number from 1 to 5"))?;
+    let body: FeedbackRequest = http::json_body(req, state.config.max_body_bytes)?;
+    let conversation = http::conversation_id(&body.conversation_id, "conversation_id")?;
+    let message = http::message_id(&body.message_id, "message_id")?;
+    let rating = Rating::new(body.rating).map_err(http::invalid("rating"))?;
     let comment = body
         .comment
         .as_deref()
-        .map(str::trim)
-        .filter(|comment| !comment.is_empty());
-    if let Some(comment) = comment {
-        let chars = comment.chars().count();
-        if chars > MAX_COMMENT_CHARS {
-            return Err(ApiError::bad_request(
-                "comment",
-                format!("is {chars} characters long; the limit is {MAX_COMMENT_CHARS}"),
-            ));
-        }
-    }
+        .map(|raw| Comment::parse(raw, state.config.max_comment_chars))
+        .transpose()
+        .map_err(http::invalid("comment"))?
+        .flatten();
     let (written, feedback) = state
         .store
-        .rate_message(user, &conversation, seq, rating, comment)
-        .await
-        .map_err(|err| match err {
-            shared::store::StoreError::NotFound => {
-                ApiError::NotFound("message not found".to_owned())
-            }
-            other => other.into(),
-        })?;
+        .rate_message(user, &conversation, message, rating, comment.as_ref())
+        .await?;
     telemetry::emit_metrics(
         &[
             (
@@ -117,16 +130,15 @@ async fn rate(state: &State, req: &Request, user: &UserId) -> Result<Response<Bo
         Written::Created => StatusCode::CREATED,
         Written::Replaced => StatusCode::OK,
     };
-    Ok(http::json(status, &feedback))
+    Ok(http::json(status, &FeedbackView::from(&feedback)))
 }
 
 async fn list(state: &State, req: &Request, user: &UserId) -> Result<Response<Body>, ApiError> {
     let params = http::query_params(req, &["conversation_id", "limit", "cursor"])?;
-    let page =
-        PageRequest::from_params(params.get("limit").copied(), params.get("cursor").copied())?;
+    let page = http::page_request(&params)?;
     let conversation = params
         .get("conversation_id")
-        .map(|id| ConversationId::from_input(id, "conversation_id"))
+        .map(|id| http::conversation_id(id, "conversation_id"))
         .transpose()?;
     let Page { items, next } = state
         .store
@@ -135,18 +147,8 @@ async fn list(state: &State, req: &Request, user: &UserId) -> Result<Response<Bo
     Ok(http::json(
         StatusCode::OK,
         &FeedbackList {
-            feedback: items,
+            feedback: items.iter().map(FeedbackView::from).collect(),
             next_cursor: next.map(|cursor| cursor.encode()),
         },
     ))
-}
-
-/// A message id as the API returns it (its sequence number); leading zeros are optional.
-fn message_seq(id: &str) -> Result<u64, ApiError> {
-    id.parse::<u64>()
-        .ok()
-        .filter(|seq| *seq >= 1 && id.len() <= 12 && id.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| {
-            ApiError::bad_request("message_id", "must be a message id as returned by the API")
-        })
 }

@@ -1,29 +1,33 @@
 //! The health function: liveness, readiness, and the scheduled readiness probe, in one binary.
 //!
 //! - `GET /health` touches no dependency: it answers while the process can.
-//! - `GET /health/ready` checks DynamoDB and Secrets Manager, each within a bounded time.
+//! - `GET /health/ready` checks DynamoDB and Secrets Manager, each within a bounded time; the
+//!   result is served for `READINESS_CACHE_MS` before the dependencies are asked again, so an
+//!   anonymous flood of calls is not a flood of AWS calls.
 //! - An EventBridge `Scheduled Event` runs the same checks, logs one line, and fails the
 //!   invocation when a check fails, so Lambda's own `Errors` metric counts probe failures.
 
-use std::convert::Infallible;
+use std::time::Instant;
 
 use aws_lambda_events::event::cloudwatch_events::CloudWatchEvent;
-use lambda_http::{http::StatusCode, request::LambdaRequest, Adapter, Body, Request, Response};
-use lambda_runtime::{Diagnostic, LambdaEvent, Service};
+use lambda_http::{http::StatusCode, Body, Request, Response};
+use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
 use shared::{
     aws::AwsClients,
     config::{Config, ConfigError},
-    http::{self, ApiError, Invocation},
+    http::{self, event, ApiError, Invocation},
     readiness::{self, Readiness},
 };
+use tokio::sync::Mutex;
 
 /// What the function builds once per execution environment.
 pub struct State {
     config: Config,
     clients: AwsClients,
-    function_name: String,
+    /// The last readiness result, and when it was checked.
+    readiness: Mutex<Option<(Instant, Readiness)>>,
 }
 
 impl State {
@@ -35,13 +39,25 @@ impl State {
     }
 
     pub fn new(config: Config, clients: AwsClients) -> Self {
-        let function_name =
-            std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "health".to_owned());
         Self {
             config,
             clients,
-            function_name,
+            readiness: Mutex::new(None),
         }
+    }
+
+    /// The dependencies' readiness, checked at most once per `READINESS_CACHE_MS`.
+    async fn readiness(&self) -> Readiness {
+        // Callers wait for one check instead of each making one.
+        let mut cached = self.readiness.lock().await;
+        if let Some((at, readiness)) = cached.as_ref() {
+            if at.elapsed() < self.config.readiness_cache {
+                return readiness.clone();
+            }
+        }
+        let readiness = readiness::check(&self.clients, &self.config).await;
+        *cached = Some((Instant::now(), readiness.clone()));
+        readiness
     }
 }
 
@@ -67,6 +83,14 @@ impl From<EventError> for Diagnostic {
     }
 }
 
+impl From<event::EventError> for EventError {
+    fn from(err: event::EventError) -> Self {
+        match err {
+            event::EventError::Unsupported(err) => Self::Unsupported(err),
+        }
+    }
+}
+
 /// The Lambda entry point: a scheduled event runs the probe, anything else must be an API
 /// Gateway request.
 pub async fn handle_event(state: &State, event: LambdaEvent<Value>) -> Result<Value, EventError> {
@@ -78,23 +102,16 @@ pub async fn handle_event(state: &State, event: LambdaEvent<Value>) -> Result<Va
             .await
             .map(|report| serde_json::json!(report));
     }
-    let request: LambdaRequest =
-        serde_json::from_value(payload).map_err(EventError::Unsupported)?;
-    // lambda_http's own adapter turns the request and our response into API Gateway's shapes.
-    let mut adapter = Adapter::from(lambda_http::service_fn(|req: Request| async move {
-        Ok::<_, Infallible>(handle(state, req).await)
-    }));
-    let response = adapter.call(LambdaEvent::new(request, context)).await;
-    let response = match response {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    Ok(serde_json::to_value(response).unwrap_or(Value::Null))
+    let handler = |req: Request| handle(state, req);
+    Ok(event::invoke(&handler, LambdaEvent::new(payload, context)).await?)
 }
 
 /// The HTTP routes of the function; the local API server calls this directly.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    http::serve(req, |req, invocation| route(state, req, invocation)).await
+    http::serve(req, state.config.work_budget, |req, invocation| {
+        route(state, req, invocation)
+    })
+    .await
 }
 
 async fn route(
@@ -106,7 +123,7 @@ async fn route(
     if route == "/health" {
         return Ok(http::json(StatusCode::OK, &liveness(state, &invocation)));
     }
-    let readiness = readiness::check(&state.clients, &state.config).await;
+    let readiness = state.readiness().await;
     let status = if readiness.is_ready() {
         StatusCode::OK
     } else {
@@ -129,7 +146,7 @@ fn liveness<'a>(state: &'a State, invocation: &Invocation) -> Liveness<'a> {
         status: "ok",
         service: &state.config.service_name,
         version: env!("CARGO_PKG_VERSION"),
-        function: &state.function_name,
+        function: &state.config.function_name,
         cold_start: invocation.cold_start,
     }
 }
@@ -165,6 +182,7 @@ async fn probe<'a>(
     state: &'a State,
     event: &CloudWatchEvent,
 ) -> Result<ReadinessBody<'a>, EventError> {
+    // The probe always asks the dependencies themselves.
     let readiness = readiness::check(&state.clients, &state.config).await;
     let body = ReadinessBody::new(state, readiness);
     let checks = serde_json::to_string(&body.checks).unwrap_or_default();

@@ -2,23 +2,25 @@
 //!
 //! - `GET /conversations?limit&cursor`: the caller's conversations, newest first.
 //! - `GET /conversations/{id}/messages?limit&cursor&order`: one conversation's messages.
-//! - `DELETE /conversations/{id}`: one conversation, with its messages and feedback.
+//! - `DELETE /conversations/{id}`: one conversation, with its messages, feedback and idempotency
+//!   records.
 //! - `DELETE /history`: everything the caller has stored.
 //!
 //! Another user's conversation is answered exactly like one that does not exist.
 
-use lambda_http::{http::StatusCode, Body, Request, RequestExt, Response};
+use lambda_http::{http::StatusCode, Body, Request, Response};
 use serde::Serialize;
 use shared::{
     aws::AwsClients,
     config::{Config, ConfigError},
+    domain::{ConversationId, MessageId, Role, TokenUsage, UserId},
     http::{self, ApiError, Invocation},
-    identity::{self, UserId},
-    store::{Conversation, ConversationId, ConversationStore, Message, Order, Page, PageRequest},
+    store::{Conversation, ConversationStore, Message, Order, Page},
 };
 
 /// What the function builds once per execution environment.
 pub struct State {
+    budget: std::time::Duration,
     store: ConversationStore,
 }
 
@@ -31,6 +33,7 @@ impl State {
 
     pub fn new(config: &Config, clients: &AwsClients) -> Self {
         Self {
+            budget: config.work_budget,
             store: ConversationStore::from_config(config, clients),
         }
     }
@@ -38,7 +41,10 @@ impl State {
 
 /// The function's HTTP routes; the Lambda runtime and the local API server both call this.
 pub async fn handle(state: &State, req: Request) -> Response<Body> {
-    http::serve(req, |req, invocation| route(state, req, invocation)).await
+    http::serve(req, state.budget, |req, invocation| {
+        route(state, req, invocation)
+    })
+    .await
 }
 
 async fn route(
@@ -55,13 +61,13 @@ async fn route(
             ("DELETE", "/history"),
         ],
     )?;
-    let user = identity::caller(&req)?;
+    let user = http::caller(&req)?;
     match route {
         "/conversations" => list_conversations(state, &req, &user).await,
         "/conversations/{id}/messages" => list_messages(state, &req, &user).await,
         "/conversations/{id}" => {
             http::query_params(&req, &[])?;
-            let id = conversation_id(&req)?;
+            let id = http::path_conversation_id(&req)?;
             state
                 .store
                 .delete_conversation(&user, &id, invocation.deadline.into())
@@ -84,15 +90,68 @@ async fn route(
     }
 }
 
+/// A conversation as the API shows it.
 #[derive(Serialize)]
-struct Conversations {
-    conversations: Vec<Conversation>,
+struct ConversationView<'a> {
+    id: &'a ConversationId,
+    title: &'a str,
+    created_at: &'a str,
+    updated_at: &'a str,
+    message_count: u64,
+}
+
+impl<'a> From<&'a Conversation> for ConversationView<'a> {
+    fn from(conversation: &'a Conversation) -> Self {
+        Self {
+            id: &conversation.id,
+            title: &conversation.title,
+            created_at: &conversation.created_at,
+            updated_at: &conversation.updated_at,
+            message_count: conversation.message_count,
+        }
+    }
+}
+
+/// A message as the API shows it.
+#[derive(Serialize)]
+struct MessageView<'a> {
+    id: MessageId,
+    seq: u64,
+    role: Role,
+    content: &'a str,
+    created_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<TokenUsage>,
+}
+
+impl<'a> From<&'a Message> for MessageView<'a> {
+    fn from(message: &'a Message) -> Self {
+        Self {
+            id: message.id,
+            seq: message.id.seq(),
+            role: message.role,
+            content: &message.content,
+            created_at: &message.created_at,
+            provider: message.provider.as_deref(),
+            model: message.model.as_deref(),
+            usage: message.usage,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Conversations<'a> {
+    conversations: Vec<ConversationView<'a>>,
     next_cursor: Option<String>,
 }
 
 #[derive(Serialize)]
-struct Messages {
-    messages: Vec<Message>,
+struct Messages<'a> {
+    messages: Vec<MessageView<'a>>,
     next_cursor: Option<String>,
 }
 
@@ -102,13 +161,12 @@ async fn list_conversations(
     user: &UserId,
 ) -> Result<Response<Body>, ApiError> {
     let params = http::query_params(req, &["limit", "cursor"])?;
-    let page =
-        PageRequest::from_params(params.get("limit").copied(), params.get("cursor").copied())?;
+    let page = http::page_request(&params)?;
     let Page { items, next } = state.store.list_conversations(user, &page).await?;
     Ok(http::json(
         StatusCode::OK,
         &Conversations {
-            conversations: items,
+            conversations: items.iter().map(ConversationView::from).collect(),
             next_cursor: next.map(|cursor| cursor.encode()),
         },
     ))
@@ -120,27 +178,19 @@ async fn list_messages(
     user: &UserId,
 ) -> Result<Response<Body>, ApiError> {
     let params = http::query_params(req, &["limit", "cursor", "order"])?;
-    let page =
-        PageRequest::from_params(params.get("limit").copied(), params.get("cursor").copied())?;
+    let page = http::page_request(&params)?;
     let order = match params.get("order").copied() {
         None | Some("asc") => Order::Oldest,
         Some("desc") => Order::Newest,
         Some(_) => return Err(ApiError::bad_request("order", "must be asc or desc")),
     };
-    let id = conversation_id(req)?;
+    let id = http::path_conversation_id(req)?;
     let Page { items, next } = state.store.list_messages(user, &id, &page, order).await?;
     Ok(http::json(
         StatusCode::OK,
         &Messages {
-            messages: items,
+            messages: items.iter().map(MessageView::from).collect(),
             next_cursor: next.map(|cursor| cursor.encode()),
         },
     ))
-}
-
-fn conversation_id(req: &Request) -> Result<ConversationId, ApiError> {
-    let id = req
-        .path_parameters_ref()
-        .and_then(|params| params.first("id"));
-    ConversationId::from_input(id.unwrap_or_default(), "id")
 }

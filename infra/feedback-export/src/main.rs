@@ -10,7 +10,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use chrono::NaiveDate;
-use shared::{aws::AwsClients, store::ConversationStore};
+use shared::aws::AwsClients;
 
 struct Args {
     table: String,
@@ -69,9 +69,12 @@ async fn main() -> ExitCode {
         }
     };
     let clients = AwsClients::with_timeouts(Duration::from_secs(2), Duration::from_secs(30)).await;
-    let store = ConversationStore::new(clients.dynamodb, &args.table, None);
+    let table = feedback_export::Table {
+        db: clients.dynamodb,
+        name: args.table.clone(),
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match feedback_export::export(&store, args.from, args.to, args.salt.as_deref(), &mut out).await
+    match feedback_export::export(&table, args.from, args.to, args.salt.as_deref(), &mut out).await
     {
         Ok(count) => {
             eprintln!(

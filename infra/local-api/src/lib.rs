@@ -1,8 +1,9 @@
 //! A local stand-in for API Gateway (REST API, Lambda proxy integration).
 //!
 //! Each HTTP request becomes the event API Gateway would send (resource, path parameters,
-//! single- and multi-value headers and query, request context), parsed by lambda_http's own
-//! deserializer, and handed to the function's handler in-process: the functions run unchanged.
+//! single- and multi-value headers and query, request context), converted exactly as the
+//! functions convert their events in Lambda (`shared::http::event`), and handed to the function's
+//! handler in-process: the functions run unchanged.
 //!
 //! It also plays the authorizer: the development header `X-Dev-User: <id>` becomes
 //! `requestContext.authorizer.claims.sub`. The header is removed before the function sees the
@@ -130,7 +131,11 @@ impl Functions {
         let clients = shared::aws::AwsClients::load(&config).await;
         Ok(Self {
             chat: chat::State::new(&config, shared::config::ChatConfig::from_env()?, &clients)?,
-            feedback: feedback::State::new(&config, &clients),
+            feedback: feedback::State::new(
+                &config,
+                shared::config::FeedbackConfig::from_env()?,
+                &clients,
+            ),
             history: history::State::new(&config, &clients),
             health: health::State::new(config, clients),
         })
@@ -249,7 +254,7 @@ async fn invoke(
         body: &body,
         request_id: &request_id,
     });
-    let response = match lambda_http::request::from_str(&event.to_string()) {
+    let response = match shared::http::event::request(event) {
         Ok(request) => into_http(app.functions.call(function, request).await),
         Err(err) => {
             tracing::error!(error = %err, "the event we built did not parse");
@@ -289,7 +294,10 @@ pub fn proxy_event(req: &ProxyRequest<'_>) -> Value {
     let mut multi_headers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut user = None;
     for (name, value) in req.headers {
-        let Ok(value) = value.to_str() else { continue };
+        // API Gateway passes any header value on, bytes beyond ASCII included; so do we, and
+        // the function judges it (a non-ASCII Idempotency-Key is a 400, not a silent drop).
+        let value = String::from_utf8_lossy(value.as_bytes());
+        let value = value.as_ref();
         if name.as_str() == DEV_USER_HEADER {
             user = Some(value.to_owned());
             continue;

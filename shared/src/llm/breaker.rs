@@ -7,11 +7,11 @@ use std::{
 };
 
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerConfig {
+pub(super) struct BreakerConfig {
     /// Consecutive failures that open the breaker.
-    pub failures: u32,
+    pub(super) failures: u32,
     /// How long an open breaker refuses calls before it lets one probe through.
-    pub cool_down: Duration,
+    pub(super) cool_down: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,13 +30,13 @@ enum State {
 }
 
 #[derive(Debug)]
-pub struct Breaker {
+pub(super) struct Breaker {
     config: BreakerConfig,
     state: Mutex<State>,
 }
 
 impl Breaker {
-    pub fn new(config: BreakerConfig) -> Self {
+    pub(super) fn new(config: BreakerConfig) -> Self {
         Self {
             config,
             state: Mutex::new(State::Closed { failures: 0 }),
@@ -45,7 +45,7 @@ impl Breaker {
 
     /// Whether a call may go ahead now. When an open breaker's cool-down has passed, the caller
     /// that gets `true` is the probe.
-    pub fn try_acquire(&self) -> bool {
+    pub(super) fn try_acquire(&self) -> bool {
         let mut state = self.lock();
         let now = Instant::now();
         match *state {
@@ -60,11 +60,11 @@ impl Breaker {
         }
     }
 
-    pub fn success(&self) {
+    pub(super) fn success(&self) {
         *self.lock() = State::Closed { failures: 0 };
     }
 
-    pub fn failure(&self) {
+    pub(super) fn failure(&self) {
         let mut state = self.lock();
         let open = State::Open {
             until: Instant::now() + self.config.cool_down,
@@ -78,7 +78,7 @@ impl Breaker {
     }
 
     /// When a call will next be let through, if the breaker refuses calls now.
-    pub fn refusing_until(&self) -> Option<Instant> {
+    pub(super) fn refusing_until(&self) -> Option<Instant> {
         match *self.lock() {
             State::Open { until } | State::HalfOpen { since: until } if Instant::now() < until => {
                 Some(until)
@@ -88,7 +88,7 @@ impl Breaker {
     }
 
     /// `closed`, `open` or `half_open`, for logs and tests.
-    pub fn state(&self) -> &'static str {
+    pub(super) fn state(&self) -> &'static str {
         match *self.lock() {
             State::Closed { .. } => "closed",
             State::Open { .. } => "open",

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use super::{BoxFuture, Call, Completion, Provider, ProviderError, Speaker};
-use crate::store::TokenUsage;
+use super::{BoxFuture, Call, Completion, Provider, ProviderError, Role};
+use crate::domain::TokenUsage;
 
-pub struct Echo {
+pub(super) struct Echo {
     latency: Duration,
 }
 
 impl Echo {
-    pub fn new(latency: Duration) -> Self {
+    pub(super) fn new(latency: Duration) -> Self {
         Self { latency }
     }
 }
@@ -34,7 +34,7 @@ impl Provider for Echo {
                 .messages
                 .iter()
                 .rev()
-                .find(|message| message.speaker == Speaker::User)
+                .find(|message| message.role == Role::User)
                 .map_or("", |message| message.content.as_str());
             let words = |text: &str| text.split_whitespace().count() as u64;
             let input_tokens = call.messages.iter().map(|m| words(&m.content)).sum::<u64>()

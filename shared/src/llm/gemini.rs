@@ -3,17 +3,17 @@
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{post_json, BoxFuture, Call, Completion, Provider, ProviderError, Speaker};
-use crate::store::TokenUsage;
+use super::{post_json, BoxFuture, Call, Completion, Provider, ProviderError, Role};
+use crate::domain::TokenUsage;
 
-pub struct Gemini {
+pub(super) struct Gemini {
     http: reqwest::Client,
     /// E.g. `https://generativelanguage.googleapis.com/v1beta`.
     base_url: String,
 }
 
 impl Gemini {
-    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
+    pub(super) fn new(http: reqwest::Client, base_url: &str) -> Self {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -92,9 +92,9 @@ impl Provider for Gemini {
                 .messages
                 .iter()
                 .map(|message| Content {
-                    role: Some(match message.speaker {
-                        Speaker::User => "user",
-                        Speaker::Assistant => "model",
+                    role: Some(match message.role {
+                        Role::User => "user",
+                        Role::Assistant => "model",
                     }),
                     parts: vec![Part {
                         text: &message.content,

@@ -11,33 +11,27 @@ use std::{future::Future, pin::Pin, time::Duration};
 
 use secrecy::SecretString;
 
-pub use breaker::{Breaker, BreakerConfig};
-pub use echo::Echo;
-pub use gemini::Gemini;
-pub use openai::OpenAi;
-pub use resilient::{Answer, Choice, Llm, LlmConfig, LlmError, ProviderSettings};
+use breaker::BreakerConfig;
+use echo::Echo;
+use gemini::Gemini;
+use openai::OpenAi;
+pub use resilient::{Answer, Choice, Llm, LlmError};
+use resilient::{LlmConfig, ProviderSettings};
 
-use crate::store::TokenUsage;
+use crate::domain::{Role, TokenUsage};
 
 /// A boxed future, so that providers can live behind `dyn Provider`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Who said a message of the context.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Speaker {
-    User,
-    Assistant,
-}
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One message of the context sent to a provider, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextMessage {
-    pub speaker: Speaker,
+    pub role: Role,
     pub content: String,
 }
 
 /// One call to a provider.
-pub struct Call<'a> {
+struct Call<'a> {
     pub model: &'a str,
     pub system: Option<&'a str>,
     /// The conversation so far and the new user message, oldest first.
@@ -50,14 +44,14 @@ pub struct Call<'a> {
 
 /// A provider's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
+struct Completion {
     pub text: String,
     pub usage: TokenUsage,
 }
 
 /// How a provider call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
+enum ProviderError {
     /// The provider refused our key (HTTP 401).
     #[error("the provider rejected the API key")]
     Unauthorized,
@@ -106,7 +100,7 @@ impl ProviderError {
 }
 
 /// An LLM provider.
-pub trait Provider: Send + Sync {
+trait Provider: Send + Sync {
     /// The name clients use (`openai`, `gemini`, `echo`).
     fn name(&self) -> &str;
     /// The name of this provider's key in the keys secret; `None` if it needs no key.
@@ -143,6 +137,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .to_str()
         .ok()?
         .trim();
+    // Any number of seconds, however large: callers cap every pause at their deadline.
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }

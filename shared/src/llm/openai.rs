@@ -3,17 +3,17 @@
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{post_json, BoxFuture, Call, Completion, Provider, ProviderError, Speaker};
-use crate::store::TokenUsage;
+use super::{post_json, BoxFuture, Call, Completion, Provider, ProviderError, Role};
+use crate::domain::TokenUsage;
 
-pub struct OpenAi {
+pub(super) struct OpenAi {
     http: reqwest::Client,
     /// Up to and including `/v1`, e.g. `https://api.openai.com/v1`.
     base_url: String,
 }
 
 impl OpenAi {
-    pub fn new(http: reqwest::Client, base_url: &str) -> Self {
+    pub(super) fn new(http: reqwest::Client, base_url: &str) -> Self {
         Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -78,9 +78,9 @@ impl Provider for OpenAi {
                 });
             }
             messages.extend(call.messages.iter().map(|message| WireMessage {
-                role: match message.speaker {
-                    Speaker::User => "user",
-                    Speaker::Assistant => "assistant",
+                role: match message.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
                 },
                 content: &message.content,
             }));

@@ -6,33 +6,36 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Breaker, BreakerConfig, Call, ContextMessage, Provider, ProviderError};
+use super::{
+    breaker::{Breaker, BreakerConfig},
+    Call, ContextMessage, Provider, ProviderError,
+};
 use crate::{
-    http::ApiError,
+    backoff::full_jitter,
+    domain::TokenUsage,
     secrets::{Keys, ProviderKeys, SecretsError},
-    store::TokenUsage,
 };
 
 /// A provider with the models clients may ask it for; the first is its default.
-pub struct ProviderSettings {
-    pub provider: Arc<dyn Provider>,
-    pub models: Vec<String>,
+pub(super) struct ProviderSettings {
+    pub(super) provider: Arc<dyn Provider>,
+    pub(super) models: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
-pub struct LlmConfig {
+pub(super) struct LlmConfig {
     /// Used when a request names no provider.
-    pub default_provider: String,
+    pub(super) default_provider: String,
     /// Tried in this order when the chosen provider fails or its breaker is open.
-    pub fallback: Vec<String>,
-    pub system_prompt: Option<String>,
+    pub(super) fallback: Vec<String>,
+    pub(super) system_prompt: Option<String>,
     /// Attempts per provider for transient failures.
-    pub max_attempts: u32,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
+    pub(super) max_attempts: u32,
+    pub(super) backoff_base: Duration,
+    pub(super) backoff_cap: Duration,
     /// The longest a single provider request may take.
-    pub request_timeout: Duration,
-    pub breaker: BreakerConfig,
+    pub(super) request_timeout: Duration,
+    pub(super) breaker: BreakerConfig,
 }
 
 /// A provider's answer, and who gave it.
@@ -60,23 +63,6 @@ pub enum LlmError {
     Unavailable { retry_after: Duration, last: String },
 }
 
-impl From<LlmError> for ApiError {
-    fn from(err: LlmError) -> Self {
-        match err {
-            LlmError::Invalid { field, detail } => ApiError::bad_request(field, detail),
-            LlmError::Keys(err) => err.into(),
-            LlmError::Rejected { provider } => ApiError::BadGateway {
-                detail: format!("the LLM provider {provider} rejected the request"),
-            },
-            LlmError::Unavailable { retry_after, .. } => ApiError::Unavailable {
-                detail: "no LLM provider can answer right now; retry later".to_owned(),
-                retry_after_secs: u32::try_from(retry_after.as_secs().max(1)).unwrap_or(u32::MAX),
-                cause: Some(Box::new(err)),
-            },
-        }
-    }
-}
-
 /// The provider and model a request will use.
 #[derive(Debug, Clone)]
 pub struct Choice {
@@ -99,7 +85,11 @@ pub struct Llm {
 }
 
 impl Llm {
-    pub fn new(providers: Vec<ProviderSettings>, config: LlmConfig, keys: ProviderKeys) -> Self {
+    pub(super) fn new(
+        providers: Vec<ProviderSettings>,
+        config: LlmConfig,
+        keys: ProviderKeys,
+    ) -> Self {
         let slots = providers
             .into_iter()
             .map(|settings| Slot {
@@ -333,8 +323,13 @@ impl Llm {
                     reason,
                     retry_after,
                 }) if attempt < self.config.max_attempts => {
-                    let pause = retry_after.unwrap_or_else(|| self.backoff(attempt));
-                    if Instant::now() + pause >= deadline {
+                    let pause = retry_after.unwrap_or_else(|| {
+                        full_jitter(self.config.backoff_base, self.config.backoff_cap, attempt)
+                    });
+                    // A provider may ask for any pause (`Retry-After: 18446744073709551615`):
+                    // one that would end past the deadline is not taken, and no sum overflows.
+                    let resume = Instant::now().checked_add(pause);
+                    if resume.is_none_or(|resume| resume >= deadline) {
                         return Err(ProviderError::Transient {
                             reason,
                             retry_after,
@@ -345,16 +340,6 @@ impl Llm {
                 Err(err) => return Err(err),
             }
         }
-    }
-
-    /// Full jitter: a random pause up to the capped exponential bound.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let bound = self
-            .config
-            .backoff_base
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-            .min(self.config.backoff_cap);
-        bound.mul_f64(fastrand::f64())
     }
 }
 

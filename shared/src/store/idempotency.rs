@@ -1,49 +1,60 @@
-//! Idempotency records: `IDEM#<key>` in the caller's partition, so that a retried request is
-//! answered from its first run instead of being run twice.
+//! The idempotency lifecycle: `IDEM#<key>` records in the caller's partition, so that a retried
+//! request is answered from its first run instead of being run twice.
 //!
-//! A request claims its key with a conditional put (the key is free, expired, or held by an
-//! owner whose lease ran out). A claimed key is completed with the response, or released when the
-//! request fails so that a retry can run. The payload hash is compared on every path: the same key
-//! with another payload is refused, whether the record is in progress or completed.
+//! 1. [`ConversationStore::admit`] claims the key with a conditional put (the key is free,
+//!    expired, or held by an owner whose lease ran out) or finds the answer of the first run.
+//! 2. The turn's own transaction completes the record with the answer
+//!    ([`ConversationStore::append_turn_completing`]): the turn and its answer land together or
+//!    not at all, and a write whose lease was taken over stores nothing.
+//! 3. After a failure, [`ConversationStore::abandon`] gives the key back so that a retry can run,
+//!    unless the turn's write may have landed: then the key stays claimed until its lease ends.
+//!
+//! The payload fingerprint is compared on every path: the same key with another request is
+//! refused, whether the record is in progress or completed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::{
-    operation::put_item::PutItemError, types::ReturnValuesOnConditionCheckFailure,
+    operation::put_item::PutItemError,
+    types::{ReturnValuesOnConditionCheckFailure, Update},
 };
 
 use super::{
-    conversations::{classify, n, s, text},
+    error::classify,
+    items::{n, s, text},
     keys, ConversationStore, StoreError,
 };
-use crate::identity::UserId;
+use crate::domain::{ConversationId, UserId};
 
 /// How long a completed answer is replayed.
-pub const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const RECORD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// A client's idempotency key: 1 to 128 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// The form the API documents (`infra/openapi.yaml` carries the same pattern; a test compares).
+    pub const PATTERN: &'static str = r"^[\x20-\x7E]{1,128}$";
+
     pub fn parse(raw: &str) -> Option<Self> {
         let valid =
             (1..=128).contains(&raw.len()) && raw.bytes().all(|b| (0x20..=0x7e).contains(&b));
         valid.then(|| Self(raw.to_owned()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
-/// What claiming a key found.
+/// May the request run?
 #[derive(Debug, PartialEq, Eq)]
-pub enum Claim {
-    /// The key is ours until the lease ends: run the request, then complete or release.
-    Started(Lease),
-    /// The same request already completed: here is its response.
+pub enum Admission {
+    /// Yes; with a key, the lease proves the claim until the request completes or abandons it.
+    Run(Option<Lease>),
+    /// The same request completed before: here is its answer.
     Replay(String),
-    /// The same request is still running elsewhere.
-    InProgress,
-    /// The key was used with a different payload.
-    Mismatch,
 }
 
 /// Proof of holding a key.
@@ -59,29 +70,34 @@ fn epoch(at: SystemTime) -> (u64, u128) {
 }
 
 impl ConversationStore {
-    /// Claims `key` for a request with `payload_hash`, held until `lease_until` (the request's
-    /// deadline: a record whose owner died frees itself then).
-    pub async fn claim_idempotency_key(
+    /// Admits a request with `key` (none: no idempotency) and the `fingerprint` of its payload.
+    /// A claimed key is held until `lease_until`, the request's deadline: a record whose owner
+    /// died frees itself then. A key in use is [`StoreError::KeyInProgress`], a key used with
+    /// another payload [`StoreError::KeyReused`].
+    pub async fn admit(
         &self,
         user: &UserId,
-        key: &IdempotencyKey,
-        payload_hash: &str,
+        key: Option<&IdempotencyKey>,
+        fingerprint: &str,
         lease_until: SystemTime,
-    ) -> Result<Claim, StoreError> {
-        let now = SystemTime::now();
+    ) -> Result<Admission, StoreError> {
+        let Some(key) = key else {
+            return Ok(Admission::Run(None));
+        };
+        let now = SystemTime::from(self.now());
         let (now_secs, now_millis) = epoch(now);
         let (expires_at, _) = epoch(now + RECORD_LIFETIME);
         let (_, lease_millis) = epoch(lease_until);
-        let sort_key = format!("IDEM#{}", key.0);
-        let token = format!("{:032x}", fastrand::u128(..));
+        let sort_key = keys::idempotency(key);
+        let token = crate::tokens::random_token();
         let result = self
-            .db()
+            .db
             .put_item()
-            .table_name(self.table())
+            .table_name(&self.table)
             .item("PK", s(keys::partition(user)))
             .item("SK", s(&sort_key))
             .item("status", s("in_progress"))
-            .item("payload_hash", s(payload_hash))
+            .item("payload_hash", s(fingerprint))
             .item("token", s(&token))
             .item("lease_until", n(lease_millis))
             .item("expires_at", n(expires_at))
@@ -96,7 +112,7 @@ impl ConversationStore {
             .send()
             .await;
         let existing = match result {
-            Ok(_) => return Ok(Claim::Started(Lease { sort_key, token })),
+            Ok(_) => return Ok(Admission::Run(Some(Lease { sort_key, token }))),
             Err(err) => match err.as_service_error() {
                 // DynamoDB returns the item that failed the condition (ALL_OLD), so no read is
                 // needed, and chat is not granted GetItem for one.
@@ -110,83 +126,76 @@ impl ConversationStore {
                 _ => return Err(classify(err)),
             },
         };
-        if text(&existing, "payload_hash")? != payload_hash {
-            return Ok(Claim::Mismatch);
+        if text(&existing, "payload_hash")? != fingerprint {
+            return Err(StoreError::KeyReused);
         }
-        Ok(
-            match (text(&existing, "status")?, text(&existing, "response")) {
-                ("completed", Ok(response)) => Claim::Replay(response.to_owned()),
-                _ => Claim::InProgress,
-            },
-        )
+        match (text(&existing, "status")?, text(&existing, "response")) {
+            ("completed", Ok(response)) => Ok(Admission::Replay(response.to_owned())),
+            _ => Err(StoreError::KeyInProgress),
+        }
     }
 
-    /// Stores the response of a claimed request, to be replayed for 24 hours.
-    pub async fn complete_idempotency_key(
+    /// After a request failed: gives its key back so that a retry can run, unless the turn's
+    /// write `may_have_been_stored` (then the key stays claimed until its lease ends, a retry
+    /// meanwhile is told to wait, and after it the record itself tells whether the turn landed).
+    pub async fn abandon(&self, user: &UserId, lease: Option<Lease>, may_have_been_stored: bool) {
+        let Some(lease) = lease else { return };
+        if may_have_been_stored {
+            tracing::warn!("the turn's write was not confirmed; its Idempotency-Key stays claimed until the lease ends");
+            return;
+        }
+        let result = self
+            .db
+            .delete_item()
+            .table_name(&self.table)
+            .key("PK", s(keys::partition(user)))
+            .key("SK", s(&lease.sort_key))
+            .condition_expression("#token = :token")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(&lease.token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            // Our lease ran out and another request holds the key now: it is theirs to settle.
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) => {
+                let err = classify(err);
+                tracing::error!(error = %err, "could not release the idempotency record; it frees itself when its lease ends");
+            }
+        }
+    }
+
+    /// The part of a turn's transaction that completes the record with `answer`: only while the
+    /// lease is still ours. The record names its conversation, so that deleting the conversation
+    /// deletes the record too.
+    pub(super) fn completion(
         &self,
         user: &UserId,
         lease: &Lease,
-        response: &str,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .db()
-            .update_item()
-            .table_name(self.table())
+        conversation: &ConversationId,
+        answer: String,
+    ) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
             .key("PK", s(keys::partition(user)))
             .key("SK", s(&lease.sort_key))
-            .update_expression("SET #status = :completed, #response = :response REMOVE lease_until")
+            .update_expression(
+                "SET #status = :completed, #response = :response, conversation_id = :conversation REMOVE lease_until",
+            )
             .condition_expression("#token = :token")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#response", "response")
             .expression_attribute_names("#token", "token")
             .expression_attribute_values(":completed", s("completed"))
-            .expression_attribute_values(":response", s(response))
+            .expression_attribute_values(":response", s(answer))
+            .expression_attribute_values(":conversation", s(conversation.as_str()))
             .expression_attribute_values(":token", s(&lease.token))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                // Our lease ran out and another request took the key over; its answer stands.
-                tracing::warn!("idempotency record was taken over before completion");
-                Ok(())
-            }
-            Err(err) => Err(classify(err)),
-        }
-    }
-
-    /// Gives a claimed key back after a failure, so that a retry can run.
-    pub async fn release_idempotency_key(
-        &self,
-        user: &UserId,
-        lease: &Lease,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .db()
-            .delete_item()
-            .table_name(self.table())
-            .key("PK", s(keys::partition(user)))
-            .key("SK", s(&lease.sort_key))
-            .condition_expression("#token = :token")
-            .expression_attribute_names("#token", "token")
-            .expression_attribute_values(":token", s(&lease.token))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(err) => Err(classify(err)),
-        }
+            .build()
+            .map_err(|err| StoreError::Internal(Box::new(err)))
     }
 }
 

@@ -1,93 +1,107 @@
-//! Ids, the table's key scheme, and pagination cursors.
+//! The table's key scheme, and pagination cursors. Every key is built and parsed here, nowhere
+//! else:
 //!
 //! ```text
-//! PK = USER#<user>   SK = CONV#<conversation>                 conversation head
-//! PK = USER#<user>   SK = MSG#<conversation>#<seq, 12 digits>   one message
-//! PK = USER#<user>   SK = FB#<conversation>#<seq, 12 digits>    feedback on one message
-//! PK = USER#<user>   SK = IDEM#<key>                            idempotency record
+//! PK = USER#<user>   SK = CONV#<conversation>                   conversation head
+//! PK = USER#<user>   SK = MSG#<conversation>#<message id>         one message
+//! PK = USER#<user>   SK = FB#<conversation>#<message id>          feedback on one message
+//! PK = USER#<user>   SK = IDEM#<key>                              idempotency record
+//! GSI1PK = FB#<yyyy-mm-dd>   GSI1SK = <updated_at>#<user>#<conversation>#<message id>   feedback by day
 //! ```
-//! Sequence numbers are zero-padded so that key order is numeric order.
+//! Message ids are zero-padded to 12 digits, so that key order is numeric order.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::UserId;
+use super::IdempotencyKey;
+use crate::domain::{ConversationId, MessageId, UserId};
 
-/// Digits of a zero-padded sequence number in a sort key.
-const SEQ_DIGITS: usize = 12;
+const USER: &str = "USER#";
+const HEAD: &str = "CONV#";
+const MESSAGE: &str = "MSG#";
+const FEEDBACK: &str = "FB#";
+const IDEMPOTENCY: &str = "IDEM#";
 
-/// A conversation's id: a ULID in its canonical 26-character form, so ids sort by creation time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConversationId(String);
+/// The index that lists feedback by day, and its key attributes.
+pub const DAY_INDEX: &str = "GSI1";
+pub const DAY_INDEX_PK: &str = "GSI1PK";
+pub const DAY_INDEX_SK: &str = "GSI1SK";
 
-impl ConversationId {
-    /// A new, time-sortable id.
-    pub fn generate() -> Self {
-        Self(ulid::Ulid::generate().to_string())
-    }
-
-    /// Accepts only the canonical form (upper-case Crockford base32), so that one conversation
-    /// has exactly one key.
-    pub fn parse(raw: &str) -> Option<Self> {
-        let parsed = ulid::Ulid::from_string(raw).ok()?;
-        let canonical = parsed.to_string();
-        (canonical == raw).then_some(Self(canonical))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// [`Self::parse`] for a request input: a 400 naming `field` when it is not an id.
-    pub fn from_input(raw: &str, field: &str) -> Result<Self, crate::http::ApiError> {
-        Self::parse(raw).ok_or_else(|| {
-            crate::http::ApiError::bad_request(
-                field,
-                "must be a conversation id (26 characters, as returned by the API)",
-            )
-        })
-    }
-}
-
-impl std::fmt::Display for ConversationId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
+/// A user's partition.
 pub fn partition(user: &UserId) -> String {
-    format!("USER#{user}")
+    format!("{USER}{user}")
 }
 
-pub const HEAD_PREFIX: &str = "CONV#";
+/// The user whose partition this is.
+pub fn user_of(partition: &str) -> Option<UserId> {
+    partition.strip_prefix(USER).and_then(UserId::parse)
+}
+
+/// The prefix of every conversation head.
+pub fn heads() -> &'static str {
+    HEAD
+}
 
 pub fn head(conversation: &ConversationId) -> String {
-    format!("{HEAD_PREFIX}{conversation}")
+    format!("{HEAD}{conversation}")
 }
 
-pub fn message_prefix(conversation: &ConversationId) -> String {
-    format!("MSG#{conversation}#")
+/// The conversation whose head this sort key is.
+pub fn conversation_of_head(sort_key: &str) -> Option<ConversationId> {
+    sort_key.strip_prefix(HEAD).and_then(ConversationId::parse)
 }
 
-pub fn message(conversation: &ConversationId, seq: u64) -> String {
-    format!("MSG#{conversation}#{seq:0SEQ_DIGITS$}")
+/// The prefix of a conversation's messages.
+pub fn messages(conversation: &ConversationId) -> String {
+    format!("{MESSAGE}{conversation}#")
 }
 
-pub fn feedback_prefix(conversation: &ConversationId) -> String {
-    format!("FB#{conversation}#")
+pub fn message(conversation: &ConversationId, id: MessageId) -> String {
+    format!("{MESSAGE}{conversation}#{id}")
 }
 
-/// The id of a message as the API shows it: its sequence number, zero-padded.
-pub fn message_id(seq: u64) -> String {
-    format!("{seq:0SEQ_DIGITS$}")
+/// The prefix of the caller's feedback: on one conversation, or on all of them.
+pub fn feedback_on(conversation: Option<&ConversationId>) -> String {
+    match conversation {
+        Some(conversation) => format!("{FEEDBACK}{conversation}#"),
+        None => FEEDBACK.to_owned(),
+    }
 }
 
-/// The sequence number at the end of a message or feedback sort key.
-pub fn seq_of(sort_key: &str) -> Option<u64> {
+pub fn feedback(conversation: &ConversationId, id: MessageId) -> String {
+    format!("{FEEDBACK}{conversation}#{id}")
+}
+
+/// The prefix of every idempotency record.
+pub fn idempotency_records() -> &'static str {
+    IDEMPOTENCY
+}
+
+pub fn idempotency(key: &IdempotencyKey) -> String {
+    format!("{IDEMPOTENCY}{}", key.as_str())
+}
+
+/// The message id at the end of a message or feedback sort key.
+pub fn message_id_of(sort_key: &str) -> Option<MessageId> {
     let (_, digits) = sort_key.rsplit_once('#')?;
-    (digits.len() == SEQ_DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
+    (digits.len() == MessageId::DIGITS)
+        .then(|| MessageId::parse(digits))
         .flatten()
+}
+
+/// The day index's partition for feedback given on `day`.
+pub fn feedback_day(day: chrono::NaiveDate) -> String {
+    format!("{FEEDBACK}{}", day.format("%Y-%m-%d"))
+}
+
+/// The day index's sort key: by time, then whose and on what.
+pub fn feedback_day_order(
+    updated_at: &str,
+    user: &UserId,
+    conversation: &ConversationId,
+    id: MessageId,
+) -> String {
+    format!("{updated_at}#{user}#{conversation}#{id}")
 }
 
 /// An opaque pagination cursor: where a listing resumes.
@@ -101,6 +115,7 @@ pub struct Cursor {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CursorWire {
     v: u8,
     sk: String,
@@ -112,16 +127,24 @@ struct CursorWire {
 pub struct InvalidCursor;
 
 impl Cursor {
+    /// The form the API documents (`infra/openapi.yaml` carries the same pattern; a test compares).
+    pub const PATTERN: &'static str = "^[A-Za-z0-9_-]+$";
+    pub const MAX_LEN: usize = 512;
+
     pub(crate) fn after(sort_key: String) -> Self {
         Self { sort_key }
     }
 
-    /// Decodes a cursor from its text (URL-safe base64 of a small JSON document).
+    /// Decodes a cursor from its text: URL-safe base64 of a small JSON object.
     pub fn decode(text: &str) -> Result<Self, InvalidCursor> {
-        if text.is_empty() || text.len() > 512 {
+        if text.is_empty() || text.len() > Self::MAX_LEN {
             return Err(InvalidCursor);
         }
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| InvalidCursor)?;
+        // Serde would also build the struct from a JSON array; a cursor is an object.
+        if bytes.first() != Some(&b'{') {
+            return Err(InvalidCursor);
+        }
         let wire: CursorWire = serde_json::from_slice(&bytes).map_err(|_| InvalidCursor)?;
         if wire.v != 1 {
             return Err(InvalidCursor);
@@ -139,30 +162,23 @@ impl Cursor {
 
     /// The sort key to resume after, if it is a head key.
     pub(crate) fn head_key(&self) -> Result<&str, InvalidCursor> {
-        let id = self
-            .sort_key
-            .strip_prefix(HEAD_PREFIX)
-            .ok_or(InvalidCursor)?;
-        ConversationId::parse(id).ok_or(InvalidCursor)?;
+        conversation_of_head(&self.sort_key).ok_or(InvalidCursor)?;
         Ok(&self.sort_key)
     }
 
-    /// The sort key to resume after, if it is a feedback or message key under `prefix`.
+    /// The sort key to resume after, if it is a message or feedback key under `prefix`.
     pub(crate) fn within(&self, prefix: &str) -> Result<&str, InvalidCursor> {
-        if self.sort_key.starts_with(prefix) && seq_of(&self.sort_key).is_some() {
-            Ok(&self.sort_key)
-        } else {
-            Err(InvalidCursor)
-        }
-    }
-
-    /// The sort key to resume after, if it is a message key of `conversation`.
-    pub(crate) fn message_key(&self, conversation: &ConversationId) -> Result<&str, InvalidCursor> {
-        let rest = self
-            .sort_key
-            .strip_prefix(&message_prefix(conversation))
-            .ok_or(InvalidCursor)?;
-        (rest.len() == SEQ_DIGITS && rest.bytes().all(|b| b.is_ascii_digit()))
+        let rest = self.sort_key.strip_prefix(prefix).ok_or(InvalidCursor)?;
+        // Directly under the prefix: `<conversation>#<id>` for all feedback, `<id>` for one
+        // conversation's items.
+        let id = rest.rsplit_once('#').map_or(rest, |(conversation, id)| {
+            if ConversationId::parse(conversation).is_some() {
+                id
+            } else {
+                ""
+            }
+        });
+        (id.len() == MessageId::DIGITS && MessageId::parse(id).is_some())
             .then_some(self.sort_key.as_str())
             .ok_or(InvalidCursor)
     }
@@ -172,55 +188,74 @@ impl Cursor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn message_keys_sort_numerically() {
-        let id = ConversationId::generate();
-        assert!(message(&id, 9) < message(&id, 10));
-        assert!(message(&id, 99_999) < message(&id, 100_000));
-        assert_eq!(seq_of(&message(&id, 42)), Some(42));
-        assert_eq!(message_id(7), "000000000007");
+    fn id(seq: u64) -> MessageId {
+        MessageId::new(seq).unwrap()
     }
 
     #[test]
-    fn only_canonical_ulids_are_conversation_ids() {
-        let id = ConversationId::generate();
-        assert_eq!(ConversationId::parse(id.as_str()), Some(id.clone()));
-        assert_eq!(ConversationId::parse(&id.as_str().to_lowercase()), None);
-        assert_eq!(ConversationId::parse("not-an-id"), None);
-        assert_eq!(ConversationId::parse(""), None);
-        assert_eq!(ConversationId::parse(&format!("{id}#MSG")), None);
+    fn message_keys_sort_numerically_and_parse_back() {
+        let c = ConversationId::generate();
+        assert!(message(&c, id(9)) < message(&c, id(10)));
+        assert!(message(&c, id(99_999)) < message(&c, id(100_000)));
+        assert_eq!(message_id_of(&message(&c, id(42))), Some(id(42)));
+        assert_eq!(message_id_of(&feedback(&c, id(42))), Some(id(42)));
+        assert!(message(&c, id(1)).starts_with(&messages(&c)));
+        assert!(feedback(&c, id(1)).starts_with(&feedback_on(Some(&c))));
+        assert!(feedback_on(Some(&c)).starts_with(&feedback_on(None)));
+        assert_eq!(conversation_of_head(&head(&c)), Some(c.clone()));
+        let user = UserId::parse("u-1").unwrap();
+        assert_eq!(user_of(&partition(&user)), Some(user));
     }
 
     #[test]
     fn cursors_round_trip_and_stay_in_their_listing() {
         let a = ConversationId::generate();
         let b = ConversationId::generate();
-        let cursor = Cursor::after(message(&a, 5));
+        let cursor = Cursor::after(message(&a, id(5)));
         let decoded = Cursor::decode(&cursor.encode()).unwrap();
         assert_eq!(decoded, cursor);
-        assert_eq!(decoded.message_key(&a), Ok(message(&a, 5).as_str()));
-        assert_eq!(decoded.message_key(&b), Err(InvalidCursor));
+        assert_eq!(
+            decoded.within(&messages(&a)),
+            Ok(message(&a, id(5)).as_str())
+        );
+        assert_eq!(decoded.within(&messages(&b)), Err(InvalidCursor));
         assert_eq!(decoded.head_key(), Err(InvalidCursor));
 
         let head_cursor = Cursor::decode(&Cursor::after(head(&a)).encode()).unwrap();
         assert!(head_cursor.head_key().is_ok());
-        assert_eq!(head_cursor.message_key(&a), Err(InvalidCursor));
+        assert_eq!(head_cursor.within(&messages(&a)), Err(InvalidCursor));
+
+        let all_feedback = Cursor::after(feedback(&a, id(2)));
+        assert!(all_feedback.within(&feedback_on(None)).is_ok());
+        assert!(all_feedback.within(&feedback_on(Some(&a))).is_ok());
+        assert!(all_feedback.within(&feedback_on(Some(&b))).is_err());
     }
 
     #[test]
     fn tampered_cursors_are_refused() {
         assert_eq!(Cursor::decode("%%%"), Err(InvalidCursor));
         assert_eq!(Cursor::decode(""), Err(InvalidCursor));
-        let not_json = URL_SAFE_NO_PAD.encode(b"hello");
-        assert_eq!(Cursor::decode(&not_json), Err(InvalidCursor));
+        let encode = |json: &[u8]| URL_SAFE_NO_PAD.encode(json);
+        assert_eq!(Cursor::decode(&encode(b"hello")), Err(InvalidCursor));
         // A well-formed cursor naming another user's partition still only carries a sort key;
         // one that names something other than a head is refused for the conversation listing.
-        let forged = URL_SAFE_NO_PAD.encode(br#"{"v":1,"sk":"USER#victim"}"#);
+        let forged = Cursor::decode(&encode(br#"{"v":1,"sk":"USER#victim"}"#)).unwrap();
+        assert_eq!(forged.head_key(), Err(InvalidCursor));
         assert_eq!(
-            Cursor::decode(&forged).unwrap().head_key(),
+            Cursor::decode(&encode(br#"{"v":2,"sk":"CONV#x"}"#)),
             Err(InvalidCursor)
         );
-        let future = URL_SAFE_NO_PAD.encode(br#"{"v":2,"sk":"CONV#x"}"#);
-        assert_eq!(Cursor::decode(&future), Err(InvalidCursor));
+        // Serde reads structs from arrays too; a cursor must be an object.
+        let head = head(&ConversationId::generate());
+        let array = format!(r#"[1,"{head}"]"#);
+        assert_eq!(
+            Cursor::decode(&encode(array.as_bytes())),
+            Err(InvalidCursor)
+        );
+        let extra = format!(r#"{{"v":1,"sk":"{head}","x":0}}"#);
+        assert_eq!(
+            Cursor::decode(&encode(extra.as_bytes())),
+            Err(InvalidCursor)
+        );
     }
 }

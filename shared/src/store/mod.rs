@@ -1,60 +1,105 @@
-//! The conversation store: DynamoDB, one table, one partition per user.
+//! The conversation store: DynamoDB, one table, one partition per user. It knows nothing of HTTP;
+//! its errors are [`StoreError`]s, which the HTTP layer maps to answers in one place.
 //!
 //! Writers never lock and never overwrite each other. A turn reserves its two sequence numbers
 //! with an atomic `ADD` on the conversation head, then puts both messages in one transaction with
-//! `attribute_not_exists(SK)`; concurrent turns therefore never conflict, and each user message
-//! is directly followed by its own reply. Every read is a `Query` on the caller's partition.
+//! `attribute_not_exists(SK)`, a check that the head still exists, and (with an idempotency key)
+//! the completion of the request's idempotency record: concurrent turns never conflict, each user
+//! message is directly followed by its own reply, a deleted conversation takes no new turn, and a
+//! turn is stored at most once per key. Every read is a `Query` or `GetItem` on the caller's
+//! partition. See `docs/ARCHITECTURE.md` for the whole picture.
 
-mod conversations;
+mod deletion;
+mod error;
 mod feedback;
 mod idempotency;
+mod items;
 pub mod keys;
+mod meter;
+mod paging;
+mod turns;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use serde::Serialize;
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
 
-pub use conversations::{Consumption, ConversationStore};
-pub use feedback::{DayFeedback, Feedback, IndexPosition, Rating, Written, DAY_INDEX};
-pub use idempotency::{Claim, IdempotencyKey, Lease};
-pub use keys::{ConversationId, Cursor, InvalidCursor};
+pub use error::StoreError;
+pub use feedback::Written;
+pub use idempotency::{Admission, IdempotencyKey, Lease};
+pub use keys::{Cursor, InvalidCursor};
+#[cfg(feature = "metering")]
+pub use meter::Consumption;
 
-use crate::http::{ApiError, BoxError};
+use crate::domain::{ConversationId, MessageId, MessageText, Rating, Role, TokenUsage};
 
 /// Page sizes of the listings.
 pub const DEFAULT_PAGE_SIZE: u16 = 20;
 pub const MAX_PAGE_SIZE: u16 = 100;
 
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    User,
-    Assistant,
+/// What "now" is for the store: the system clock, or a fixed time in tests and tools.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// The conversation store. Build it once per execution environment; it borrows nothing per call.
+pub struct ConversationStore {
+    db: Client,
+    table: String,
+    retention: Option<Duration>,
+    clock: Clock,
+    meter: meter::Meter,
 }
 
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Assistant => "assistant",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "user" => Some(Self::User),
-            "assistant" => Some(Self::Assistant),
-            _ => None,
-        }
+impl std::fmt::Debug for ConversationStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConversationStore")
+            .field("table", &self.table)
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
     }
 }
 
-/// Tokens an LLM call consumed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TokenUsage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
+impl ConversationStore {
+    /// `retention`: how long stored items are kept (`None`: forever).
+    pub fn new(db: Client, table: impl Into<String>, retention: Option<Duration>) -> Self {
+        Self {
+            db,
+            table: table.into(),
+            retention,
+            clock: Arc::new(Utc::now),
+            meter: meter::Meter::default(),
+        }
+    }
+
+    /// The store of a function's configuration: its table and retention.
+    pub fn from_config(config: &crate::config::Config, clients: &crate::aws::AwsClients) -> Self {
+        Self::new(
+            clients.dynamodb.clone(),
+            &config.table_name,
+            config.retention(),
+        )
+    }
+
+    /// The same store with another clock (tests and tools that need another day).
+    pub fn with_clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The DynamoDB work this store has done so far (benchmarks only).
+    #[cfg(feature = "metering")]
+    pub fn consumption(&self) -> Consumption {
+        self.meter.consumption()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+
+    /// When an item written at `now` expires, if the store has a retention.
+    fn expires_at(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.retention
+            .map(|keep| now.timestamp() + i64::try_from(keep.as_secs()).unwrap_or(i64::MAX / 2))
+    }
 }
 
 /// The assistant's side of a turn.
@@ -74,6 +119,14 @@ pub enum TurnTarget {
 }
 
 impl TurnTarget {
+    /// A new conversation for a first message, titled by it.
+    pub fn new_for(message: &MessageText) -> Self {
+        Self::New {
+            id: ConversationId::generate(),
+            title: message.title(),
+        }
+    }
+
     pub fn id(&self) -> &ConversationId {
         match self {
             Self::New { id, .. } | Self::Existing(id) => id,
@@ -85,35 +138,46 @@ impl TurnTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTurn {
     pub conversation_id: ConversationId,
-    pub user_seq: u64,
-    pub assistant_seq: u64,
+    pub user_message: MessageId,
+    pub reply_message: MessageId,
     pub created_at: String,
 }
 
-/// A conversation's head.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A conversation's head, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
-    pub id: String,
+    pub id: ConversationId,
     pub title: String,
     pub created_at: String,
     pub updated_at: String,
     pub message_count: u64,
 }
 
-/// One message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One message, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pub id: String,
-    pub seq: u64,
+    pub id: MessageId,
     pub role: Role,
     pub content: String,
     pub created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Who produced a reply (absent on the user's messages).
     pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+}
+
+/// Feedback on one reply, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub rating: Rating,
+    pub comment: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Who produced the rated reply.
+    pub provider: Option<String>,
+    pub model: Option<String>,
 }
 
 /// The order of a message listing.
@@ -132,30 +196,6 @@ pub struct PageRequest {
     pub cursor: Option<Cursor>,
 }
 
-impl PageRequest {
-    /// Reads the `limit` and `cursor` query parameters; a bad value is a 400 naming it.
-    pub fn from_params(limit: Option<&str>, cursor: Option<&str>) -> Result<Self, ApiError> {
-        let limit = match limit {
-            None => DEFAULT_PAGE_SIZE,
-            Some(text) => text
-                .parse::<u16>()
-                .ok()
-                .filter(|limit| (1..=MAX_PAGE_SIZE).contains(limit))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "limit",
-                        format!("must be a whole number from 1 to {MAX_PAGE_SIZE}"),
-                    )
-                })?,
-        };
-        let cursor = cursor
-            .map(Cursor::decode)
-            .transpose()
-            .map_err(|err| ApiError::bad_request("cursor", err.to_string()))?;
-        Ok(Self { limit, cursor })
-    }
-}
-
 impl Default for PageRequest {
     fn default() -> Self {
         Self {
@@ -171,68 +211,3 @@ pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<Cursor>,
 }
-
-/// The store's errors.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The conversation does not exist in the caller's partition (or it is someone else's).
-    #[error("conversation not found")]
-    NotFound,
-    /// Writers kept colliding after every retry.
-    #[error("the write kept conflicting after {attempts} attempts")]
-    Conflict { attempts: u32 },
-    #[error(transparent)]
-    InvalidCursor(#[from] InvalidCursor),
-    /// A deletion could not finish before the deadline; a retry continues where it stopped.
-    #[error("deleted {deleted} items before the deadline; {remaining} or more remain")]
-    Incomplete { deleted: usize, remaining: usize },
-    /// DynamoDB throttled us or failed transiently, after the SDK's own retries.
-    #[error("the table is unavailable")]
-    Unavailable(#[source] BoxError),
-    /// A turn's write was sent but never confirmed (it kept timing out, or time ran out): it may
-    /// have been stored.
-    #[error("the turn's write was not confirmed; it may have been stored")]
-    Unconfirmed,
-    /// An item in the table does not have the shape we write.
-    #[error("malformed item in the table: {0}")]
-    Corrupt(String),
-    #[error("the table rejected the request")]
-    Internal(#[source] BoxError),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::NotFound => ApiError::NotFound("conversation not found".to_owned()),
-            StoreError::InvalidCursor(err) => ApiError::bad_request("cursor", err.to_string()),
-            StoreError::Conflict { .. } => ApiError::Unavailable {
-                detail: "too many concurrent writes to this conversation; retry shortly".to_owned(),
-                retry_after_secs: 1,
-                cause: Some(Box::new(err)),
-            },
-            StoreError::Incomplete { .. } => ApiError::Unavailable {
-                detail: format!("{err}; repeat the request to finish"),
-                retry_after_secs: 1,
-                cause: None,
-            },
-            StoreError::Unavailable(_) => ApiError::Unavailable {
-                detail: "the conversation store is unavailable; retry shortly".to_owned(),
-                retry_after_secs: 2,
-                cause: Some(Box::new(err)),
-            },
-            StoreError::Unconfirmed => ApiError::Unavailable {
-                detail:
-                    "the conversation store did not confirm the turn; it may have been stored: \
-                         retry with the same Idempotency-Key"
-                        .to_owned(),
-                retry_after_secs: 1,
-                cause: None,
-            },
-            StoreError::Corrupt(_) | StoreError::Internal(_) => ApiError::internal(err),
-        }
-    }
-}
-
-/// How long items live: `RETENTION_DAYS`, or forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention(pub Option<Duration>);

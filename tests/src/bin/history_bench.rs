@@ -19,7 +19,7 @@ use e2e::{
     conversation_with_history, stack, unique,
 };
 use serde_json::{json, Value};
-use shared::{identity::UserId, store::ConversationStore};
+use shared::{domain::UserId, store::ConversationStore};
 
 const HISTORIES: [u64; 2] = [10, 10_000];
 /// Enough turns that the 20-message context window holds only the benchmark's own turns.

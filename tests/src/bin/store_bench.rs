@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use e2e::{
     bench::{self, percentile},
-    conversation_with_history, reply, stack, unique,
+    conversation_with_history, reply, stack, text, unique,
 };
 use shared::{
-    identity::UserId,
-    store::{ConversationId, ConversationStore, TurnTarget},
+    domain::{ConversationId, UserId},
+    store::{ConversationStore, TurnTarget},
 };
 
 const TURNS: usize = 30;
@@ -47,7 +47,7 @@ async fn turn_once(
         .append_turn(
             user,
             &TurnTarget::Existing(id.clone()),
-            &format!("question {turn}"),
+            &text(&format!("question {turn}")),
             &reply("an answer of some length"),
         )
         .await

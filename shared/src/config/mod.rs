@@ -3,7 +3,11 @@
 //! A missing or malformed variable fails the cold start with an error that names it, so a
 //! misconfigured deployment is visible in the first log line instead of in the first request.
 
+mod vars;
+
 use std::time::Duration;
+
+use vars::Vars;
 
 /// A configuration problem, naming the variable concerned.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,6 +31,9 @@ pub struct Config {
     pub service_name: String,
     /// `HEALTH_CHECK_TIMEOUT_MS`: how long one readiness check may take before it counts as failed.
     pub health_check_timeout: Duration,
+    /// `READINESS_CACHE_MS`: how long a readiness result is served before the dependencies are
+    /// checked again (the route is anonymous: a flood of calls must not become a flood of checks).
+    pub readiness_cache: Duration,
     /// `AWS_CONNECT_TIMEOUT_MS`: connect timeout of the AWS SDK clients.
     pub aws_connect_timeout: Duration,
     /// `AWS_OPERATION_TIMEOUT_MS`: the longest one AWS call may take, its retries included, so
@@ -34,6 +41,17 @@ pub struct Config {
     pub aws_operation_timeout: Duration,
     /// `RETENTION_DAYS`: how long conversations are kept; 0 keeps them forever.
     pub retention_days: u64,
+    /// `WORK_BUDGET_MS`: the time an invocation's work may take (reads, the provider); the rest
+    /// of the invocation, up to API Gateway's 29 s or the Lambda deadline, is for finishing a
+    /// write and answering.
+    pub work_budget: Duration,
+    /// `CORS_ALLOW_ORIGIN`: the one browser origin the API answers (never `*`); none when unset.
+    pub cors_allow_origin: Option<String>,
+    /// Whether CloudWatch metric records are written: in Lambda (`AWS_LAMBDA_FUNCTION_NAME` is
+    /// set) or when `METRICS=emf` asks for them elsewhere.
+    pub metrics: bool,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, or `local` outside Lambda.
+    pub function_name: String,
 }
 
 impl Config {
@@ -44,9 +62,13 @@ impl Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment.
+    /// Reads the configuration from the process environment, and applies its process-wide parts
+    /// (the CORS origin of every answer, the metric records) for this execution environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let config = Self::from_lookup(|name| std::env::var(name).ok())?;
+        crate::http::set_allowed_origin(config.cors_allow_origin.as_deref());
+        crate::telemetry::configure_metrics(config.metrics, &config.function_name);
+        Ok(config)
     }
 
     /// Reads the configuration through `lookup`, which returns a variable's value if it is set.
@@ -59,9 +81,17 @@ impl Config {
                 .optional("SERVICE_NAME")?
                 .unwrap_or_else(|| "serverless-chat".to_owned()),
             health_check_timeout: vars.millis("HEALTH_CHECK_TIMEOUT_MS", 2_000, 50..=20_000)?,
+            readiness_cache: vars.millis("READINESS_CACHE_MS", 5_000, 0..=300_000)?,
             aws_connect_timeout: vars.millis("AWS_CONNECT_TIMEOUT_MS", 1_000, 50..=10_000)?,
             aws_operation_timeout: vars.millis("AWS_OPERATION_TIMEOUT_MS", 5_000, 100..=60_000)?,
             retention_days: vars.number("RETENTION_DAYS", 0, 0..=36_500)?,
+            work_budget: vars.millis("WORK_BUDGET_MS", 25_000, 1_000..=900_000)?,
+            cors_allow_origin: vars.optional("CORS_ALLOW_ORIGIN")?,
+            metrics: vars.optional("AWS_LAMBDA_FUNCTION_NAME")?.is_some()
+                || vars.optional("METRICS")?.as_deref() == Some("emf"),
+            function_name: vars
+                .optional("AWS_LAMBDA_FUNCTION_NAME")?
+                .unwrap_or_else(|| "local".to_owned()),
         })
     }
 }
@@ -97,8 +127,6 @@ pub struct ChatConfig {
     pub context_messages: u16,
     /// `HISTORY_CONTEXT_CHARS`: the most characters of earlier messages sent.
     pub context_chars: usize,
-    /// `CHAT_DEADLINE_MS`: the longest a chat request may take (under API Gateway's 29 s).
-    pub deadline: Duration,
     /// `LLM_CONNECT_TIMEOUT_MS` and `LLM_REQUEST_TIMEOUT_MS`.
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -111,6 +139,30 @@ pub struct ChatConfig {
     pub breaker_cool_down: Duration,
     /// `SECRET_CACHE_TTL_SECS`.
     pub secret_ttl: Duration,
+}
+
+/// Settings of the feedback function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackConfig {
+    /// `MAX_COMMENT_CHARS`: the longest comment on a reply.
+    pub max_comment_chars: usize,
+    /// `FEEDBACK_MAX_BODY_BYTES`: larger feedback bodies are refused before parsing.
+    pub max_body_bytes: usize,
+}
+
+impl FeedbackConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(lookup);
+        Ok(Self {
+            max_comment_chars: vars.number("MAX_COMMENT_CHARS", 2_000, 1..=100_000)? as usize,
+            max_body_bytes: vars.number("FEEDBACK_MAX_BODY_BYTES", 16 * 1024, 1_024..=1_048_576)?
+                as usize,
+        })
+    }
 }
 
 const KNOWN_PROVIDERS: [&str; 3] = ["openai", "gemini", "echo"];
@@ -172,7 +224,6 @@ impl ChatConfig {
             max_body_bytes: vars.number("MAX_BODY_BYTES", 32 * 1024, 1_024..=1_048_576)? as usize,
             context_messages: vars.number("HISTORY_CONTEXT_MESSAGES", 20, 0..=100)? as u16,
             context_chars: vars.number("HISTORY_CONTEXT_CHARS", 16_000, 0..=1_000_000)? as usize,
-            deadline: vars.millis("CHAT_DEADLINE_MS", 25_000, 1_000..=900_000)?,
             connect_timeout: vars.millis("LLM_CONNECT_TIMEOUT_MS", 2_000, 50..=30_000)?,
             request_timeout: vars.millis("LLM_REQUEST_TIMEOUT_MS", 20_000, 100..=900_000)?,
             max_attempts: vars.number("LLM_MAX_ATTEMPTS", 3, 1..=10)? as u32,
@@ -187,85 +238,6 @@ impl ChatConfig {
             )?),
             providers,
         })
-    }
-}
-
-/// Typed access to environment-like variables; every error names the variable.
-pub struct Vars<F>(pub F);
-
-impl<F: Fn(&str) -> Option<String>> Vars<F> {
-    /// A variable that is set to something other than blanks, trimmed.
-    pub fn optional(&self, var: &'static str) -> Result<Option<String>, ConfigError> {
-        match (self.0)(var) {
-            None => Ok(None),
-            Some(value) if value.trim().is_empty() => Err(ConfigError::Invalid {
-                var,
-                reason: "is empty".to_owned(),
-            }),
-            Some(value) => Ok(Some(value.trim().to_owned())),
-        }
-    }
-
-    /// A variable that must be set and non-empty.
-    pub fn required(&self, var: &'static str) -> Result<String, ConfigError> {
-        self.optional(var)?.ok_or(ConfigError::Missing { var })
-    }
-
-    /// A whole number within `range`, or `default` when unset.
-    pub fn number(
-        &self,
-        var: &'static str,
-        default: u64,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> Result<u64, ConfigError> {
-        let Some(text) = self.optional(var)? else {
-            return Ok(default);
-        };
-        let value: u64 = text.parse().map_err(|_| ConfigError::Invalid {
-            var,
-            reason: format!("{text:?} is not a whole number"),
-        })?;
-        if !range.contains(&value) {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: format!("{value} is outside {}..={}", range.start(), range.end()),
-            });
-        }
-        Ok(value)
-    }
-
-    /// A comma-separated list, without blanks; `default` when unset.
-    pub fn list(&self, var: &'static str, default: &str) -> Result<Vec<String>, ConfigError> {
-        let text = (self.0)(var).unwrap_or_else(|| default.to_owned());
-        Ok(text
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect())
-    }
-
-    /// An http(s) URL.
-    pub fn url(&self, var: &'static str, default: &str) -> Result<String, ConfigError> {
-        let url = self.optional(var)?.unwrap_or_else(|| default.to_owned());
-        if url.starts_with("https://") || url.starts_with("http://") {
-            Ok(url)
-        } else {
-            Err(ConfigError::Invalid {
-                var,
-                reason: format!("{url:?} is not an http(s) URL"),
-            })
-        }
-    }
-
-    /// A duration given in milliseconds.
-    pub fn millis(
-        &self,
-        var: &'static str,
-        default: u64,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> Result<Duration, ConfigError> {
-        self.number(var, default, range).map(Duration::from_millis)
     }
 }
 
@@ -290,6 +262,25 @@ mod tests {
         assert_eq!(config.service_name, "serverless-chat");
         assert_eq!(config.health_check_timeout, Duration::from_secs(2));
         assert_eq!(config.retention(), None);
+        assert_eq!(config.work_budget, Duration::from_secs(25));
+        assert_eq!(config.cors_allow_origin, None);
+        assert!(!config.metrics);
+        assert_eq!(config.function_name, "local");
+    }
+
+    #[test]
+    fn metrics_are_on_in_lambda_or_when_asked_for() {
+        let required = [("TABLE_NAME", "chat"), ("SECRET_ID", "keys")];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut pairs = required.to_vec();
+            pairs.push(extra);
+            config(&pairs).unwrap()
+        };
+        let lambda = with(("AWS_LAMBDA_FUNCTION_NAME", "chat-fn"));
+        assert!(lambda.metrics);
+        assert_eq!(lambda.function_name, "chat-fn");
+        assert!(with(("METRICS", "emf")).metrics);
+        assert!(!with(("METRICS", "off")).metrics);
     }
 
     fn chat(pairs: &[(&str, &str)]) -> Result<ChatConfig, ConfigError> {
@@ -308,7 +299,6 @@ mod tests {
         assert!(config.fallback.is_empty());
         assert_eq!(config.max_message_chars, 8_000);
         assert_eq!(config.context_messages, 20);
-        assert_eq!(config.deadline, Duration::from_secs(25));
     }
 
     #[test]

@@ -1,0 +1,85 @@
+//! Successful answers, and the headers every answer carries.
+
+use std::sync::OnceLock;
+
+use lambda_http::{
+    http::{header, HeaderValue, StatusCode},
+    Body, Response,
+};
+use serde::Serialize;
+
+/// The response headers a browser script may read besides the CORS-safelisted ones (the same list
+/// as the API's gateway responses in `template.yaml`).
+pub const EXPOSED_HEADERS: &str = "Retry-After,idempotent-replayed,x-amzn-RequestId";
+
+/// The answer header that marks a replayed idempotent answer.
+const REPLAYED: &str = "idempotent-replayed";
+
+static ALLOWED_ORIGIN: OnceLock<Option<HeaderValue>> = OnceLock::new();
+
+/// Sets the one browser origin the API answers (`CORS_ALLOW_ORIGIN`), once per process; the
+/// configuration loader calls it. API Gateway answers preflights; a proxy integration must add
+/// the header to every response itself.
+pub(crate) fn set_allowed_origin(origin: Option<&str>) {
+    let value = origin
+        .filter(|origin| !origin.is_empty() && *origin != "*")
+        .and_then(|origin| HeaderValue::from_str(origin).ok());
+    // The first configuration of the process wins, as each execution environment has one.
+    let _ = ALLOWED_ORIGIN.set(value);
+}
+
+/// A JSON response. Responses may carry user data, so no cache may keep them.
+pub fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    body_response(status, body, "application/json")
+}
+
+/// `204 No Content`.
+pub fn no_content() -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    add_common_headers(&mut response);
+    response
+}
+
+/// The stored answer of an idempotent request's first run, marked as a replay.
+pub fn replay(stored: String) -> Response<Body> {
+    let mut response = Response::new(Body::Text(stored));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    add_common_headers(&mut response);
+    response
+}
+
+pub(super) fn body_response(
+    status: StatusCode,
+    body: &impl Serialize,
+    content_type: &'static str,
+) -> Response<Body> {
+    // Serializing our own response types cannot fail (no maps with non-string keys, no I/O).
+    let text = serde_json::to_string(body).unwrap_or_else(|_| "{}".to_owned());
+    let mut response = Response::new(Body::Text(text));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    add_common_headers(&mut response);
+    response
+}
+
+fn add_common_headers(response: &mut Response<Body>) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(Some(origin)) = ALLOWED_ORIGIN.get() {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+}

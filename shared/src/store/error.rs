@@ -1,0 +1,106 @@
+//! The store's errors, and how an SDK failure becomes one.
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+
+use super::InvalidCursor;
+use crate::BoxError;
+
+/// What can go wrong in the store. The HTTP layer maps each to an answer (`http::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The conversation does not exist in the caller's partition (or it is someone else's).
+    #[error("conversation not found")]
+    NotFound,
+    /// The message does not exist, is not a reply, or is in a conversation the caller lacks.
+    #[error("message not found")]
+    MessageNotFound,
+    /// Writers kept colliding after every retry.
+    #[error("the write kept conflicting after {attempts} attempts")]
+    Conflict { attempts: u32 },
+    #[error(transparent)]
+    InvalidCursor(#[from] InvalidCursor),
+    /// A deletion could not finish before the deadline; a retry continues where it stopped.
+    #[error("deleted {deleted} items before the deadline; {remaining} or more remain")]
+    Incomplete { deleted: usize, remaining: usize },
+    /// DynamoDB throttled us or failed transiently, after the SDK's own retries.
+    #[error("the table is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A turn's write was sent but never confirmed (it kept timing out, or time ran out): it may
+    /// have been stored.
+    #[error("the turn's write was not confirmed; it may have been stored")]
+    Unconfirmed,
+    /// The idempotency key is held by a request that is still running.
+    #[error("a request with this Idempotency-Key is still in progress")]
+    KeyInProgress,
+    /// The idempotency key was used with another request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
+    /// The request's lease on its idempotency key ran out and a retry took the key over; this
+    /// request stored nothing.
+    #[error("a newer request with this Idempotency-Key took over; this one stored nothing")]
+    LeaseLost,
+    /// An item in the table does not have the shape we write.
+    #[error("malformed item in the table: {0}")]
+    Corrupt(String),
+    #[error("the table rejected the request")]
+    Internal(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Whether the failed operation may nevertheless have been stored.
+    pub fn may_have_been_stored(&self) -> bool {
+        matches!(self, Self::Unconfirmed)
+    }
+}
+
+/// Throttling and transient failures that outlived the SDK's retries are `Unavailable` (503);
+/// anything else is an internal error.
+pub(super) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => is_transient_code(service.err().code()),
+        _ => false,
+    };
+    let cause: BoxError = Box::new(err);
+    if transient {
+        StoreError::Unavailable(cause)
+    } else {
+        StoreError::Internal(cause)
+    }
+}
+
+/// Service error codes worth trying again later.
+fn is_transient_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ProvisionedThroughputExceededException"
+                | "RequestLimitExceeded"
+                | "ThrottlingException"
+                | "InternalServerError"
+                | "ServiceUnavailable"
+        )
+    )
+}
+
+/// A single-item write that collided with a transaction in flight on the same item: the same
+/// write may be tried again at once.
+pub(super) fn is_transaction_conflict<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .is_some_and(|e| e.code() == Some("TransactionConflictException"))
+}
+
+/// A call whose outcome is unknown: it may or may not have been carried out.
+pub(super) fn is_timeout<E, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) => true,
+        SdkError::DispatchFailure(failure) => failure.is_timeout(),
+        _ => false,
+    }
+}

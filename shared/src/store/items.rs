@@ -1,0 +1,115 @@
+//! Items as DynamoDB holds them: attribute helpers, and the decoding of each kind of item into
+//! its record. What a turn writes is encoded in `turns.rs`, feedback in `feedback.rs`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{keys, Conversation, Feedback, Message, StoreError};
+use crate::domain::{Rating, Role, TokenUsage};
+
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// Reads skip items whose retention has passed: DynamoDB deletes expired items late.
+pub(super) const NOT_EXPIRED: &str = "attribute_not_exists(expires_at) OR expires_at > :now";
+
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+pub(super) fn n(value: impl std::fmt::Display) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The timestamp format of every stored time (RFC 3339, milliseconds, UTC).
+pub(super) fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(super) fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .and_then(|value| value.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing or not a string")))
+}
+
+pub(super) fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
+    item.get(name)
+        .and_then(|value| value.as_n().ok())
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing or not a number")))
+}
+
+fn optional(item: &Item, name: &str) -> Option<String> {
+    text(item, name).ok().map(str::to_owned)
+}
+
+pub(super) fn sort_key(item: &Item) -> Result<String, StoreError> {
+    text(item, "SK").map(str::to_owned)
+}
+
+pub(super) fn is_expired(item: &Item, now: i64) -> bool {
+    item.get("expires_at")
+        .and_then(|value| value.as_n().ok())
+        .and_then(|value| value.parse::<i64>().ok())
+        .is_some_and(|expires_at| expires_at <= now)
+}
+
+pub(super) fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {
+    let sort_key = text(item, "SK")?;
+    let id = keys::conversation_of_head(sort_key)
+        .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} is not a conversation head")))?;
+    Ok(Conversation {
+        id,
+        title: text(item, "title")?.to_owned(),
+        created_at: text(item, "created_at")?.to_owned(),
+        updated_at: text(item, "updated_at")?.to_owned(),
+        message_count: number(item, "message_count")?,
+    })
+}
+
+pub(super) fn message_from(item: &Item) -> Result<Message, StoreError> {
+    let sort_key = text(item, "SK")?;
+    let id = keys::message_id_of(sort_key)
+        .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} is not a message key")))?;
+    let role = Role::parse(text(item, "role")?)
+        .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} has an unknown role")))?;
+    let usage = match (number(item, "input_tokens"), number(item, "output_tokens")) {
+        (Ok(input_tokens), Ok(output_tokens)) => Some(TokenUsage {
+            input_tokens,
+            output_tokens,
+        }),
+        _ => None,
+    };
+    Ok(Message {
+        id,
+        role,
+        content: text(item, "content")?.to_owned(),
+        created_at: text(item, "created_at")?.to_owned(),
+        provider: optional(item, "provider"),
+        model: optional(item, "model"),
+        usage,
+    })
+}
+
+/// Feedback, from its item in the table or in the day index.
+pub(super) fn feedback_from(item: &Item) -> Result<Feedback, StoreError> {
+    let sort_key = text(item, "SK")?;
+    let message_id = keys::message_id_of(sort_key)
+        .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} is not a feedback key")))?;
+    let conversation_id = crate::domain::ConversationId::parse(text(item, "conversation_id")?)
+        .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} names no conversation")))?;
+    let rating = Rating::new(number(item, "rating")?)
+        .map_err(|_| StoreError::Corrupt(format!("{sort_key} has a rating out of range")))?;
+    Ok(Feedback {
+        conversation_id,
+        message_id,
+        rating,
+        comment: optional(item, "comment"),
+        created_at: text(item, "created_at")?.to_owned(),
+        updated_at: text(item, "updated_at")?.to_owned(),
+        provider: optional(item, "provider"),
+        model: optional(item, "model"),
+    })
+}

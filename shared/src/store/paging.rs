@@ -1,0 +1,204 @@
+//! Reads: a conversation's head, the listings, and the LLM's context. Every listing is a `Query`
+//! on the caller's partition that reads one item more than the page, so that a cursor is given
+//! only when another item exists (DynamoDB returns `LastEvaluatedKey` whenever it stops at the
+//! `Limit`, even with nothing left, which would cost the client an empty last page).
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{
+    error::classify,
+    items::{self, n, s, sort_key, Item, NOT_EXPIRED},
+    keys,
+    meter::{ask, Work},
+    Conversation, ConversationStore, Cursor, Message, Order, Page, PageRequest, StoreError,
+};
+use crate::domain::{ConversationId, UserId};
+
+/// Where a page of the listing under `prefix` resumes: after its cursor's key, which must be an
+/// item key directly under `prefix`.
+pub(super) fn resume_within<'a>(
+    page: &'a PageRequest,
+    prefix: &str,
+) -> Result<Option<&'a str>, StoreError> {
+    Ok(page
+        .cursor
+        .as_ref()
+        .map(|cursor| cursor.within(prefix))
+        .transpose()?)
+}
+
+/// Items of one `Query`, and where the listing goes on.
+pub(super) struct RawPage {
+    items: Vec<Item>,
+    next: Option<Cursor>,
+}
+
+impl RawPage {
+    pub(super) fn map<T>(
+        self,
+        convert: impl Fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Page<T>, StoreError> {
+        Ok(Page {
+            items: self.items.iter().map(convert).collect::<Result<_, _>>()?,
+            next: self.next,
+        })
+    }
+}
+
+impl ConversationStore {
+    /// The last `n` messages of a conversation, oldest first: one `Query` from the newest end with
+    /// `Limit`, so its cost does not depend on the length of the history. A conversation always
+    /// holds its first turn, so no visible message means no such conversation of this caller
+    /// ([`StoreError::NotFound`]); its head is not read (the turn's write checks it anyway).
+    pub async fn recent_messages(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+        n: u16,
+    ) -> Result<Vec<Message>, StoreError> {
+        // At least one item is read, which is all the existence check needs.
+        let raw = self
+            .query_page(
+                user,
+                &keys::messages(conversation),
+                None,
+                n.max(1),
+                false,
+                false,
+            )
+            .await?;
+        let mut messages = raw.map(items::message_from)?.items;
+        if messages.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        messages.truncate(usize::from(n));
+        messages.reverse();
+        Ok(messages)
+    }
+
+    /// A conversation's head; [`StoreError::NotFound`] if the caller has no such conversation.
+    pub async fn conversation(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+    ) -> Result<Conversation, StoreError> {
+        let item = self
+            .live_item(user, keys::head(conversation))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        items::conversation_from(&item)
+    }
+
+    /// One item of the caller's partition, read consistently (what was just written is there);
+    /// `None` when it does not exist or its retention has passed.
+    pub(super) async fn live_item(
+        &self,
+        user: &UserId,
+        sort_key: String,
+    ) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", s(keys::partition(user)))
+            .key("SK", s(sort_key))
+            .consistent_read(true)
+            .return_consumed_capacity(ask())
+            .send()
+            .await
+            .map_err(classify)?;
+        self.meter.record(Work::Read, output.consumed_capacity());
+        let Some(item) = output.item else {
+            return Ok(None);
+        };
+        self.meter.items(1);
+        Ok((!items::is_expired(&item, self.now().timestamp())).then_some(item))
+    }
+
+    /// The caller's conversations, newest first (ids sort by creation time).
+    pub async fn list_conversations(
+        &self,
+        user: &UserId,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>, StoreError> {
+        let start = page.cursor.as_ref().map(Cursor::head_key).transpose()?;
+        let raw = self
+            .query_page(user, keys::heads(), start, page.limit, false, true)
+            .await?;
+        raw.map(items::conversation_from)
+    }
+
+    /// A conversation's messages in `order`; [`StoreError::NotFound`] for an unknown conversation.
+    pub async fn list_messages(
+        &self,
+        user: &UserId,
+        conversation: &ConversationId,
+        page: &PageRequest,
+        order: Order,
+    ) -> Result<Page<Message>, StoreError> {
+        let prefix = keys::messages(conversation);
+        let start = resume_within(page, &prefix)?;
+        let forward = order == Order::Oldest;
+        let (head, messages) = tokio::join!(
+            self.conversation(user, conversation),
+            self.query_page(user, &prefix, start, page.limit, forward, true)
+        );
+        head?;
+        messages?.map(items::message_from)
+    }
+
+    /// One page of a `Query` on the caller's partition, within `prefix`, skipping expired items.
+    /// With `paginate`, one item more than the page is read, so that the last page carries no
+    /// cursor.
+    pub(super) async fn query_page(
+        &self,
+        user: &UserId,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u16,
+        forward: bool,
+        paginate: bool,
+    ) -> Result<RawPage, StoreError> {
+        let partition = keys::partition(user);
+        let limit = usize::from(limit.max(1));
+        let read = if paginate { limit + 1 } else { limit };
+        let mut query = self
+            .db
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .filter_expression(NOT_EXPIRED)
+            .expression_attribute_values(":pk", s(&partition))
+            .expression_attribute_values(":prefix", s(prefix))
+            .expression_attribute_values(":now", n(self.now().timestamp()))
+            .scan_index_forward(forward)
+            .consistent_read(true)
+            .limit(i32::try_from(read).unwrap_or(i32::MAX))
+            .return_consumed_capacity(ask());
+        if let Some(sort_key) = start_after {
+            query = query
+                .exclusive_start_key("PK", s(&partition))
+                .exclusive_start_key("SK", AttributeValue::S(sort_key.to_owned()));
+        }
+        let output = query.send().await.map_err(classify)?;
+        self.meter.record(Work::Read, output.consumed_capacity());
+        self.meter
+            .items(u64::try_from(output.scanned_count()).unwrap_or(0));
+        let mut items = output.items().to_vec();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(sort_key).transpose()?.map(Cursor::after)
+        } else if paginate {
+            // Fewer than asked for were returned, yet the read stopped early: expired items were
+            // filtered out, or the 1 MB page limit was reached. Resume after what was read.
+            output
+                .last_evaluated_key()
+                .map(sort_key)
+                .transpose()?
+                .map(Cursor::after)
+        } else {
+            None
+        };
+        Ok(RawPage { items, next })
+    }
+}

@@ -1,0 +1,146 @@
+//! What a hostile client sends: header values from which `lambda_http` cannot build a request URI
+//! (it would panic, and with `panic = "abort"` kill the execution environment), through each
+//! function's Lambda entry point and through the local API server; and header bytes beyond ASCII.
+
+use std::time::Duration;
+
+use e2e::{event, stack};
+use lambda_runtime::{Context, LambdaEvent};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The headers that made every function panic.
+const HOSTILE: [(&str, &str); 2] = [("X-Forwarded-Proto", "1"), ("Host", "[")];
+
+/// Sample event `name` with the hostile headers, single- and multi-valued, and without its
+/// Idempotency-Key (tests run concurrently; this one must not wait for another's key).
+fn hostile(name: &str) -> LambdaEvent<Value> {
+    let mut event: Value = serde_json::from_str(&event(name)).expect("valid JSON");
+    for field in ["headers", "multiValueHeaders"] {
+        if let Some(headers) = event[field].as_object_mut() {
+            headers.remove("Idempotency-Key");
+        }
+    }
+    for (name, value) in HOSTILE {
+        event["headers"][name] = json!(value);
+        event["multiValueHeaders"][name] = json!([value]);
+    }
+    LambdaEvent::new(event, Context::default())
+}
+
+/// The status of an API Gateway response document.
+fn status(answer: &Value) -> u64 {
+    answer["statusCode"].as_u64().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn chat_answers_an_event_with_hostile_headers() {
+    let stack = stack().await;
+    let config = shared::config::ChatConfig::from_lookup(|name| {
+        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
+    })
+    .unwrap();
+    let state = chat::State::new(&stack.config, config, &stack.clients).unwrap();
+    let handler = |req| chat::handle(&state, req);
+    let answer = shared::http::event::invoke(&handler, hostile("chat-post.json"))
+        .await
+        .expect("served");
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(answer["body"].as_str().unwrap().contains("echo: "));
+}
+
+#[tokio::test]
+async fn history_answers_an_event_with_hostile_headers() {
+    let stack = stack().await;
+    let state = history::State::new(&stack.config, &stack.clients);
+    let handler = |req| history::handle(&state, req);
+    let answer = shared::http::event::invoke(&handler, hostile("history-list-conversations.json"))
+        .await
+        .expect("served");
+    assert_eq!(status(&answer), 200, "{answer}");
+}
+
+#[tokio::test]
+async fn feedback_answers_an_event_with_hostile_headers() {
+    let stack = stack().await;
+    let config = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
+    let state = feedback::State::new(&stack.config, config, &stack.clients);
+    let handler = |req| feedback::handle(&state, req);
+    let answer = shared::http::event::invoke(&handler, hostile("feedback-get.json"))
+        .await
+        .expect("served");
+    assert_eq!(status(&answer), 200, "{answer}");
+}
+
+#[tokio::test]
+async fn health_answers_an_event_with_hostile_headers() {
+    let stack = stack().await;
+    let state = health::State::new(stack.config, stack.clients);
+    let answer = health::handle_event(&state, hostile("health-get.json"))
+        .await
+        .expect("served");
+    assert_eq!(status(&answer), 200, "{answer}");
+}
+
+/// Starts the local API server on a free port; returns its address.
+async fn local_server() -> std::net::SocketAddr {
+    stack().await;
+    let functions = local_api::Functions::from_env()
+        .await
+        .expect("configuration from make test");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(local_api::serve(
+        listener,
+        functions,
+        std::future::pending(),
+    ));
+    address
+}
+
+/// Sends `request` as raw bytes and reads the whole answer (the server closes after it).
+async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut answer))
+        .await
+        .expect("the server answers")
+        .expect("the connection is not dropped");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn the_local_server_answers_hostile_headers_and_keeps_serving() {
+    let address = local_server().await;
+    let request = "GET /conversations HTTP/1.1\r\nHost: [\r\nX-Forwarded-Proto: 1\r\n\
+                   X-Dev-User: hostile-1\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(address, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Still alive for the next caller.
+    let next = reqwest::get(format!("http://{address}/health"))
+        .await
+        .unwrap();
+    assert_eq!(next.status(), 200);
+}
+
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_naming_the_header() {
+    let address = local_server().await;
+    let body = r#"{"message":"hello"}"#;
+    let mut request = format!(
+        "POST /chat HTTP/1.1\r\nHost: localhost\r\nX-Dev-User: hostile-2\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\
+         Idempotency-Key: ",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice("ключ".as_bytes());
+    request.extend_from_slice(b"\r\n\r\n");
+    request.extend_from_slice(body.as_bytes());
+    let answer = raw_exchange(address, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let (_, json) = answer.split_once("\r\n\r\n").unwrap();
+    let problem: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(problem["field"], "Idempotency-Key", "{problem}");
+}
