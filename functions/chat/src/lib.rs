@@ -151,7 +151,7 @@ async fn route(
         Admission::Run(lease) => lease,
     };
     match run(state, &turn, lease.as_ref(), &invocation).await {
-        Ok(answer) => Ok(http::json(StatusCode::OK, &answer)),
+        Ok(answer) => Ok(http::json_text(StatusCode::OK, answer)),
         Err(err) => {
             let may_have_been_stored =
                 matches!(&err, Failure::Store(err) if err.may_have_been_stored());
@@ -198,7 +198,7 @@ async fn run(
     turn: &Turn,
     lease: Option<&Lease>,
     invocation: &Invocation,
-) -> Result<serde_json::Value, Failure> {
+) -> Result<String, Failure> {
     let (target, history) = match &turn.conversation {
         Some(id) => {
             let history = state
@@ -256,7 +256,7 @@ async fn run(
     let stored = tokio::time::timeout_at(invocation.hard_deadline.into(), write)
         .await
         .map_err(|_| StoreError::Unconfirmed)??;
-    Ok(serde_json::to_value(ChatAnswer::of(&stored, &reply)).unwrap_or_default())
+    Ok(to_text(&stored))
 }
 
 /// What makes two requests "the same" for idempotency.

@@ -16,5 +16,5 @@ pub use input::{
     path_conversation_id, query_params,
 };
 pub(crate) use response::set_allowed_origin;
-pub use response::{json, no_content, replay, EXPOSED_HEADERS};
+pub use response::{json, json_text, no_content, replay, EXPOSED_HEADERS};
 pub use serve::{route, route_of, serve, Invocation};

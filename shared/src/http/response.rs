@@ -41,17 +41,25 @@ pub fn no_content() -> Response<Body> {
     response
 }
 
-/// The stored answer of an idempotent request's first run, marked as a replay.
-pub fn replay(stored: String) -> Response<Body> {
-    let mut response = Response::new(Body::Text(stored));
-    *response.status_mut() = StatusCode::OK;
-    let headers = response.headers_mut();
-    headers.insert(
+/// A JSON response whose body is already serialised (an answer that is also stored).
+pub fn json_text(status: StatusCode, text: String) -> Response<Body> {
+    let mut response = Response::new(Body::Text(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(REPLAYED, HeaderValue::from_static("true"));
     add_common_headers(&mut response);
+    response
+}
+
+/// The stored answer of an idempotent request's first run, marked as a replay: the same bytes
+/// as the first answer.
+pub fn replay(stored: String) -> Response<Body> {
+    let mut response = json_text(StatusCode::OK, stored);
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
     response
 }
 
@@ -71,7 +79,7 @@ pub(super) fn body_response(
     response
 }
 
-fn add_common_headers(response: &mut Response<Body>) {
+pub(super) fn add_common_headers<B>(response: &mut Response<B>) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(Some(origin)) = ALLOWED_ORIGIN.get() {
