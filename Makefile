@@ -21,13 +21,14 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test sam-validate bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
+.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
 	@echo "make test    formatting, lints, template lint, then every test against a fresh local stack"
 	@echo "make bench-store  what a chat turn costs the store, with 10 and 10,000 prior messages"
 	@echo "make bench-chat   POST /chat through the local API server (echo provider) at concurrency 1 and 50"
+	@echo "make bench-stream streamed POST /chat: added time to first delta, CPU per token, memory for 20 and 2,000 tokens"
 	@echo "make bench-history  a chat turn through the local API server with 10 and 10,000 prior messages"
 	@echo "make bench-cold   init time, first response, warm p50/p99 and peak RSS of each function's release binary"
 	@echo "make bench-load   chat at 1, 10, 100 and 1,000 users with 0 and 1,000 ms of LLM latency"
@@ -74,6 +75,10 @@ bench-store: $(VENV_DONE)
 bench-chat: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
 	env $(LOCAL_ENV) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
+
+bench-stream: $(VENV_DONE)
+	cargo build --release -p local-api -p e2e --bin local-api --bin stream-bench
+	env $(LOCAL_ENV) $(STACK) run -- infra/bench_stream.sh target/release/local-api target/release/stream-bench
 
 bench-history: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin history-bench

@@ -18,7 +18,16 @@ It also fails unless:
     cloudwatch.amazonaws.com kms:Decrypt and kms:GenerateDataKey*, and a topic policy on it, if any,
     lets cloudwatch.amazonaws.com publish;
   - the user pool lets only administrators create users unless SelfSignUp is "true" (the condition
-    is evaluated with the template's defaults and the given parameters).
+    is evaluated with the template's defaults and the given parameters);
+  - POST /chat streams and nothing else does: its integration is a Lambda proxy integration with
+    responseTransferMode STREAM and the response-streaming-invocations URI of ChatFunction (API
+    Gateway then calls InvokeWithResponseStream), under the Cognito user-pool authorizer; its
+    integration timeout is above the buffered 29 s, within the 15 minutes API Gateway allows, and
+    not shorter than the function's own timeout; the function's streaming work budget
+    (STREAM_WORK_BUDGET_MS) leaves its final write and answer room before the function times out;
+    API Gateway may invoke the function on that route (lambda:InvokeFunction, which
+    InvokeWithResponseStream requires); no other method streams (neither the STREAM mode nor a
+    response-streaming-invocations URI). docs/STREAMING.md has the sources.
 
 SAM resolves `Auth.ApiKeyRequired` by substituting the parameter and testing the string for
 truth, which no linter checks; this is the check. The rest is what a linter cannot know.
@@ -51,6 +60,22 @@ PROBLEM_PREFIX = "urn:serverless-chat:problem:"
 EXPOSED_HEADERS = {"retry-after", "idempotent-replayed", "x-amzn-requestid"}
 HEADER = "gatewayresponse.header."
 CLOUDWATCH = "cloudwatch.amazonaws.com"
+
+# The one streamed route and its function. API Gateway's Lambda proxy integration streams when its
+# responseTransferMode is STREAM and it calls Lambda's InvokeWithResponseStream (API version
+# 2021-11-15) instead of Invoke (2015-03-31).
+STREAMED_ROUTE = ("/chat", "post")
+STREAMING_FUNCTION = "ChatFunction"
+STREAM_URI = ("arn:{partition}:apigateway:${{AWS::Region}}:lambda:path/2021-11-15/functions/"
+              "${{" + STREAMING_FUNCTION + ".Arn}}/response-streaming-invocations")
+STREAM_URIS = {STREAM_URI.format(partition=p) for p in ("aws", "${AWS::Partition}")}
+BUFFERED_TIMEOUT_MS = 29_000  # a buffered integration's limit without a quota increase
+MAX_STREAM_TIMEOUT_MS = 900_000  # a streamed response lasts at most 15 minutes
+STREAM_BUDGET = "STREAM_WORK_BUDGET_MS"
+# What a streamed turn needs after its work budget: the final write (one AWS operation, at most
+# AWS_OPERATION_TIMEOUT_MS) and the 0.5 s the functions keep back from the Lambda deadline.
+ANSWER_MARGIN_MS = 500
+DEFAULT_AWS_OPERATION_TIMEOUT_MS = 5_000
 
 
 class NoManagedPolicies:
@@ -230,6 +255,91 @@ def self_sign_up_problems(template, parameters):
     return []
 
 
+def sub_text(value):
+    """The text of a URI: a plain string, or the string of an Fn::Sub; else its JSON."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        value = value["Fn::Sub"]
+        value = value[0] if isinstance(value, list) else value
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def as_number(value):
+    """An environment variable's or a property's whole number, or None when it is not a literal one."""
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def streaming_problems(template, body):
+    """POST /chat streams from ChatFunction within sound timeouts, behind Cognito; nothing else streams."""
+    problems = []
+    resources = template["Resources"]
+    path, method = STREAMED_ROUTE
+    route = f"{method.upper()} {path}"
+    operation = body["paths"].get(path, {}).get(method)
+    if operation is None:
+        return [f"{route} is missing from the API"]
+    names = {name for requirement in operation.get("security") or [] for name in requirement}
+    authorizers = body.get("securityDefinitions", {})
+    if not any(authorizers.get(name, {}).get("x-amazon-apigateway-authtype") == "cognito_user_pools"
+               for name in names):
+        problems.append(f"{route}: no Cognito user-pool authorizer (has {sorted(names)})")
+    integration = operation.get("x-amazon-apigateway-integration") or {}
+    if integration.get("type") != "aws_proxy":
+        problems.append(f"{route}: integration type {integration.get('type')!r}, not aws_proxy")
+    if integration.get("responseTransferMode") != "STREAM":
+        problems.append(f"{route}: responseTransferMode is {integration.get('responseTransferMode')!r}, "
+                        "not STREAM (set ResponseTransferMode: RESPONSE_STREAM on the Api event)")
+    uri = sub_text(integration.get("uri"))
+    if uri not in STREAM_URIS:
+        problems.append(f"{route}: integration URI {uri!r} is not {STREAM_URI.format(partition='aws')!r}")
+    function = resources.get(STREAMING_FUNCTION, {}).get("Properties", {})
+    seconds = as_number(function.get("Timeout", 3))  # Lambda's default timeout is 3 s
+    if seconds is None:
+        return problems + [f"{STREAMING_FUNCTION}: Timeout must be a literal number of seconds, "
+                           f"has {function.get('Timeout')!r}"]
+    function_ms = seconds * 1000
+    timeout = integration.get("timeoutInMillis")
+    if not (isinstance(timeout, int) and BUFFERED_TIMEOUT_MS < timeout <= MAX_STREAM_TIMEOUT_MS):
+        problems.append(f"{route}: integration timeout {timeout!r} ms: a streamed answer needs more than "
+                        f"the buffered {BUFFERED_TIMEOUT_MS} ms, at most {MAX_STREAM_TIMEOUT_MS} ms")
+    elif timeout < function_ms:
+        problems.append(f"{route}: integration timeout {timeout} ms is shorter than {STREAMING_FUNCTION}'s "
+                        f"{function_ms} ms: API Gateway would cut streams the function is still writing")
+    variables = function.get("Environment", {}).get("Variables", {})
+    budget = as_number(variables.get(STREAM_BUDGET))
+    operation_ms = as_number(variables.get("AWS_OPERATION_TIMEOUT_MS", DEFAULT_AWS_OPERATION_TIMEOUT_MS))
+    for name, value in ((STREAM_BUDGET, budget), ("AWS_OPERATION_TIMEOUT_MS", operation_ms)):
+        if value is None:
+            problems.append(f"{STREAMING_FUNCTION}: {name} must be set to literal milliseconds, "
+                            f"has {variables.get(name)!r}")
+    if budget is not None and operation_ms is not None and budget + operation_ms + ANSWER_MARGIN_MS > function_ms:
+        problems.append(f"{STREAMING_FUNCTION}: {STREAM_BUDGET} {budget} ms + a final write of {operation_ms} ms "
+                        f"+ {ANSWER_MARGIN_MS} ms does not fit in its timeout of {function_ms} ms")
+    allowed = [
+        r["Properties"] for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"].get("FunctionName") == {"Ref": STREAMING_FUNCTION}
+        and r["Properties"].get("Principal") == "apigateway.amazonaws.com"
+        and r["Properties"].get("Action") == "lambda:InvokeFunction"
+        and sub_text(r["Properties"].get("SourceArn")).endswith(f"/{method.upper()}{path}")
+    ]
+    if not allowed:
+        problems.append(f"{route}: no permission lets API Gateway invoke {STREAMING_FUNCTION} "
+                        "(lambda:InvokeFunction, which InvokeWithResponseStream requires)")
+    for other_path, operations in body["paths"].items():
+        for other_method, other in operations.items():
+            if (other_path, other_method) == STREAMED_ROUTE:
+                continue
+            integration = other.get("x-amazon-apigateway-integration") or {}
+            mode = integration.get("responseTransferMode", "BUFFERED")
+            if mode != "BUFFERED" or "/response-streaming-invocations" in sub_text(integration.get("uri")):
+                problems.append(f"{other_method.upper()} {other_path}: streams (responseTransferMode {mode!r}, "
+                                f"URI {sub_text(integration.get('uri'))!r}); only {route} may")
+    return problems
+
+
 def check(source, parameters):
     sam = yaml_parse(source)
     for resource in sam["Resources"].values():
@@ -261,6 +371,7 @@ def check(source, parameters):
     stages = resources.get("ApiUsagePlan", {}).get("Properties", {}).get("ApiStages", [])
     if stages != [{"ApiId": {"Ref": "ChatApi"}, "Stage": {"Ref": "ChatApiStage"}}]:
         problems.append(f"the usage plan must cover the API's one stage, has {stages}")
+    problems += streaming_problems(template, body)
     problems += gateway_response_problems(yaml_parse(source), body)
     problems += alarm_topic_problems(resources)
     problems += self_sign_up_problems(template, parameters)

@@ -110,6 +110,9 @@ impl MessageId {
         self.0
     }
 
+    /// The first message of a conversation.
+    pub const FIRST: Self = Self(1);
+
     /// The message before this one, if any.
     pub fn previous(self) -> Option<Self> {
         Self::new(self.0 - 1)

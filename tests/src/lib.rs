@@ -135,6 +135,7 @@ pub fn reply(content: &str) -> Reply {
             input_tokens: 3,
             output_tokens: 5,
         },
+        ending: shared::store::Ending::Complete,
     }
 }
 
@@ -206,7 +207,7 @@ pub fn request_with(
 }
 
 /// The JSON body of a response.
-pub fn json_body(response: &lambda_http::Response<lambda_http::Body>) -> serde_json::Value {
+pub fn json_body<B: AsRef<[u8]>>(response: &lambda_http::Response<B>) -> serde_json::Value {
     serde_json::from_slice(response.body().as_ref()).unwrap_or(serde_json::Value::Null)
 }
 

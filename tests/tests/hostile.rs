@@ -42,11 +42,33 @@ async fn chat_answers_an_event_with_hostile_headers() {
     .unwrap();
     let state = chat::State::new(&stack.config, config, &stack.clients).unwrap();
     let handler = |req| chat::handle(&state, req);
-    let answer = shared::http::event::invoke(&handler, hostile("chat-post.json"))
-        .await
-        .expect("served");
-    assert_eq!(status(&answer), 200, "{answer}");
-    assert!(answer["body"].as_str().unwrap().contains("echo: "));
+    // Chat answers in Lambda's streaming format: the metadata prelude, then the body.
+    let answer = shared::http::event::invoke_streaming(&handler, hostile("chat-post.json")).await;
+    let lambda_runtime::FunctionResponse::StreamingResponse(answer) = answer else {
+        panic!("a streamed answer");
+    };
+    assert_eq!(answer.metadata_prelude.status_code, 200);
+    assert!(std::str::from_utf8(answer.stream.whole())
+        .unwrap()
+        .contains("echo: "));
+}
+
+#[tokio::test]
+async fn chat_answers_an_invocation_that_is_not_a_request_quietly() {
+    // API Gateway may follow a streamed answer with an invocation of its own.
+    let stack = stack().await;
+    let config = shared::config::ChatConfig::from_lookup(|name| {
+        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
+    })
+    .unwrap();
+    let state = chat::State::new(&stack.config, config, &stack.clients).unwrap();
+    let handler = |req| chat::handle(&state, req);
+    let event = LambdaEvent::new(json!({"status": "completed"}), Context::default());
+    let answer = shared::http::event::invoke_streaming(&handler, event).await;
+    assert!(matches!(
+        answer,
+        lambda_runtime::FunctionResponse::BufferedResponse(Value::Null)
+    ));
 }
 
 #[tokio::test]
@@ -140,7 +162,8 @@ async fn a_non_ascii_idempotency_key_is_refused_naming_the_header() {
     request.extend_from_slice(body.as_bytes());
     let answer = raw_exchange(address, &request).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    let (_, json) = answer.split_once("\r\n\r\n").unwrap();
+    // Chat answers through the streaming path: the body may come in chunked framing.
+    let json = &answer[answer.find('{').unwrap()..=answer.rfind('}').unwrap()];
     let problem: Value = serde_json::from_str(json).unwrap();
     assert_eq!(problem["field"], "Idempotency-Key", "{problem}");
 }

@@ -3,27 +3,36 @@
 //! The turn is stored only after the provider answered, whole or not at all. With an
 //! `Idempotency-Key`, a retried request is answered from its first run: no second provider call,
 //! no second turn (the lifecycle is `shared::store`'s: admit, complete with the turn, abandon).
+//!
+//! With `Accept: text/event-stream` the reply streams as server-sent events (`stream.rs`); the
+//! function always answers in Lambda's streaming format, since its integration streams.
 
-use lambda_http::{http::StatusCode, Body, Request, Response};
+mod stream;
+
+use std::sync::Arc;
+
+use lambda_http::{http::StatusCode, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::{
     aws::AwsClients,
     config::{ChatConfig, Config, ConfigError},
     domain::{ConversationId, MessageId, MessageText, Role, TokenUsage, UserId},
-    http::{self, ApiError, Invocation},
+    http::{self, AnswerBody, ApiError, Invocation},
     llm::{Choice, ContextMessage, Llm},
     secrets::ProviderKeys,
     store::{
-        Admission, ConversationStore, Lease, Message, Reply, StoreError, StoredTurn, TurnTarget,
+        Admission, ConversationStore, Ending, Lease, Message, Reply, StoreError, StoredTurn,
+        TurnTarget,
     },
 };
 
-/// What the function builds once per execution environment.
+/// What the function builds once per execution environment. The store and the LLM client are
+/// shared with the task that produces a streamed reply.
 pub struct State {
     config: ChatConfig,
     budget: std::time::Duration,
-    store: ConversationStore,
-    llm: Llm,
+    store: Arc<ConversationStore>,
+    llm: Arc<Llm>,
 }
 
 impl State {
@@ -41,8 +50,8 @@ impl State {
     ) -> Result<Self, ConfigError> {
         let keys = ProviderKeys::new(clients.secrets.clone(), &config.secret_id, chat.secret_ttl);
         Ok(Self {
-            llm: Llm::from_config(&chat, keys)?,
-            store: ConversationStore::from_config(config, clients),
+            llm: Arc::new(Llm::from_config(&chat, keys)?),
+            store: Arc::new(ConversationStore::from_config(config, clients)),
             budget: config.work_budget,
             config: chat,
         })
@@ -67,7 +76,7 @@ struct ChatRequest {
     model: Option<String>,
 }
 
-/// The answer (also what an idempotent replay sends).
+/// The answer (also what an idempotent replay sends, and the `done` event of a stream).
 #[derive(Serialize)]
 struct ChatAnswer<'a> {
     conversation_id: &'a ConversationId,
@@ -77,6 +86,9 @@ struct ChatAnswer<'a> {
     model: &'a str,
     usage: TokenUsage,
     created_at: &'a str,
+    /// How the reply ended, when it did not end normally (`stopped`, `incomplete`).
+    #[serde(skip_serializing_if = "Ending::is_complete")]
+    ending: Ending,
 }
 
 impl<'a> ChatAnswer<'a> {
@@ -89,12 +101,17 @@ impl<'a> ChatAnswer<'a> {
             model: &reply.model,
             usage: reply.usage,
             created_at: &stored.created_at,
+            ending: reply.ending,
         }
+    }
+
+    fn text(stored: &StoredTurn, reply: &Reply) -> String {
+        serde_json::to_string(&ChatAnswer::of(stored, reply)).unwrap_or_default()
     }
 }
 
 /// The function's HTTP route; the Lambda runtime and the local API server both call this.
-pub async fn handle(state: &State, req: Request) -> Response<Body> {
+pub async fn handle(state: &State, req: Request) -> Response<AnswerBody> {
     http::serve(req, state.budget, |req, invocation| {
         route(state, req, invocation)
     })
@@ -113,7 +130,7 @@ async fn route(
     state: &State,
     req: Request,
     invocation: Invocation,
-) -> Result<Response<Body>, ApiError> {
+) -> Result<Response<AnswerBody>, ApiError> {
     http::route(&req, &[("POST", "/chat")])?;
     let user = http::caller(&req)?;
     http::query_params(&req, &[])?;
@@ -137,21 +154,34 @@ async fn route(
         choice,
     };
 
+    let streaming = http::wants_events(&req);
+    let limits = if streaming {
+        Limits::streamed(&invocation, state.config.stream_budget)
+    } else {
+        Limits {
+            work: invocation.deadline,
+            write_by: invocation.hard_deadline,
+        }
+    };
     // The whole request, its write included, runs inside the lease.
     let lease_until = std::time::SystemTime::now()
-        + invocation
-            .hard_deadline
+        + limits
+            .write_by
             .saturating_duration_since(std::time::Instant::now());
     let lease = match state
         .store
         .admit(&turn.user, key.as_ref(), &fingerprint(&turn), lease_until)
         .await?
     {
-        Admission::Replay(answer) => return Ok(http::replay(answer)),
+        Admission::Replay(answer) if streaming => return Ok(stream::replay(&answer)),
+        Admission::Replay(answer) => return Ok(http::replay(answer).map(AnswerBody::from)),
         Admission::Run(lease) => lease,
     };
-    match run(state, &turn, lease.as_ref(), &invocation).await {
-        Ok(answer) => Ok(http::json_text(StatusCode::OK, answer)),
+    if streaming {
+        return stream::start(state, turn, lease, &limits, &invocation.request_id).await;
+    }
+    match run(state, &turn, lease.as_ref(), &limits).await {
+        Ok(answer) => Ok(http::json_text(StatusCode::OK, answer).map(AnswerBody::from)),
         Err(err) => {
             let may_have_been_stored =
                 matches!(&err, Failure::Store(err) if err.may_have_been_stored());
@@ -160,6 +190,36 @@ async fn route(
                 .abandon(&turn.user, lease, may_have_been_stored)
                 .await;
             Err(err.into())
+        }
+    }
+}
+
+/// When a turn's work must be done.
+struct Limits {
+    /// For the context and the provider.
+    work: std::time::Instant,
+    /// For the turn's write, which may also use the invocation's time beyond the work deadline:
+    /// its retries (a timed-out write is retried until it is stored or found ours) must end
+    /// while an answer can still be sent.
+    write_by: std::time::Instant,
+}
+
+impl Limits {
+    /// A streamed answer is not bound by API Gateway's 29 s, only by the Lambda deadline: its
+    /// work gets `budget` (`STREAM_WORK_BUDGET_MS`), its write the rest of the invocation (10 s
+    /// outside Lambda).
+    fn streamed(invocation: &Invocation, budget: std::time::Duration) -> Self {
+        let now = std::time::Instant::now();
+        let work = now + budget;
+        match invocation.lambda_deadline {
+            Some(end) => Self {
+                work: work.min(end),
+                write_by: end,
+            },
+            None => Self {
+                work,
+                write_by: work + std::time::Duration::from_secs(10),
+            },
         }
     }
 }
@@ -197,36 +257,21 @@ async fn run(
     state: &State,
     turn: &Turn,
     lease: Option<&Lease>,
-    invocation: &Invocation,
+    limits: &Limits,
 ) -> Result<String, Failure> {
-    let (target, history) = match &turn.conversation {
-        Some(id) => {
-            let history = state
-                .store
-                .recent_messages(&turn.user, id, state.config.context_messages)
-                .await?;
-            (TurnTarget::Existing(id.clone()), history)
-        }
-        None => (TurnTarget::new_for(&turn.message), Vec::new()),
-    };
-    let mut context = context_of(&history, state.config.context_chars);
-    context.push(ContextMessage {
-        role: Role::User,
-        content: turn.message.as_str().to_owned(),
-    });
+    let (target, context) = prepare(state, turn).await?;
     let answer = state
         .llm
-        .complete(&turn.choice, &context, invocation.deadline)
+        .complete(&turn.choice, &context, limits.work)
         .await?;
     let reply = Reply {
         content: answer.text,
         provider: answer.provider,
         model: answer.model,
         usage: answer.usage,
+        ending: Ending::Complete,
     };
-    let to_text = |stored: &StoredTurn| {
-        serde_json::to_string(&ChatAnswer::of(stored, &reply)).unwrap_or_default()
-    };
+    let to_text = |stored: &StoredTurn| ChatAnswer::text(stored, &reply);
     // The write may also use the invocation's time beyond the work deadline: its retries (a
     // timed-out write is retried until it is stored or found ours) must end while an answer can
     // still be sent, or the caller gets the gateway's bare timeout.
@@ -253,10 +298,34 @@ async fn run(
             }
         }
     };
-    let stored = tokio::time::timeout_at(invocation.hard_deadline.into(), write)
+    let stored = tokio::time::timeout_at(limits.write_by.into(), write)
         .await
         .map_err(|_| StoreError::Unconfirmed)??;
     Ok(to_text(&stored))
+}
+
+/// Where a turn goes, and the context sent to the provider: the conversation's recent messages
+/// (404 for an unknown conversation) and the new message.
+async fn prepare(
+    state: &State,
+    turn: &Turn,
+) -> Result<(TurnTarget, Vec<ContextMessage>), StoreError> {
+    let (target, history) = match &turn.conversation {
+        Some(id) => {
+            let history = state
+                .store
+                .recent_messages(&turn.user, id, state.config.context_messages)
+                .await?;
+            (TurnTarget::Existing(id.clone()), history)
+        }
+        None => (TurnTarget::new_for(&turn.message), Vec::new()),
+    };
+    let mut context = context_of(&history, state.config.context_chars);
+    context.push(ContextMessage {
+        role: Role::User,
+        content: turn.message.as_str().to_owned(),
+    });
+    Ok((target, context))
 }
 
 /// What makes two requests "the same" for idempotency.
@@ -308,6 +377,7 @@ mod tests {
             provider: None,
             model: None,
             usage: None,
+            ending: Ending::Complete,
         }
     }
 

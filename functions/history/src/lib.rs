@@ -15,7 +15,7 @@ use shared::{
     config::{Config, ConfigError},
     domain::{ConversationId, MessageId, Role, TokenUsage, UserId},
     http::{self, ApiError, Invocation},
-    store::{Conversation, ConversationStore, Message, Order, Page},
+    store::{Conversation, ConversationStore, Ending, Message, Order, Page},
 };
 
 /// What the function builds once per execution environment.
@@ -126,6 +126,10 @@ struct MessageView<'a> {
     model: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<TokenUsage>,
+    /// How a reply ended when it did not end normally: `stopped` (the client left) or
+    /// `incomplete` (the provider failed midway).
+    #[serde(skip_serializing_if = "Ending::is_complete")]
+    ending: Ending,
 }
 
 impl<'a> From<&'a Message> for MessageView<'a> {
@@ -139,6 +143,7 @@ impl<'a> From<&'a Message> for MessageView<'a> {
             provider: message.provider.as_deref(),
             model: message.model.as_deref(),
             usage: message.usage,
+            ending: message.ending,
         }
     }
 }

@@ -129,28 +129,34 @@ impl Functions {
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let config = shared::config::Config::from_env()?;
         let clients = shared::aws::AwsClients::load(&config).await;
+        let chat = shared::config::ChatConfig::from_env()?;
+        let feedback = shared::config::FeedbackConfig::from_env()?;
+        Self::new(config, chat, feedback, clients)
+    }
+
+    /// Every function's state from the given settings.
+    pub fn new(
+        config: shared::config::Config,
+        chat: shared::config::ChatConfig,
+        feedback: shared::config::FeedbackConfig,
+        clients: shared::aws::AwsClients,
+    ) -> Result<Self, shared::config::ConfigError> {
         Ok(Self {
-            chat: chat::State::new(&config, shared::config::ChatConfig::from_env()?, &clients)?,
-            feedback: feedback::State::new(
-                &config,
-                shared::config::FeedbackConfig::from_env()?,
-                &clients,
-            ),
+            chat: chat::State::new(&config, chat, &clients)?,
+            feedback: feedback::State::new(&config, feedback, &clients),
             history: history::State::new(&config, &clients),
             health: health::State::new(config, clients),
         })
     }
 
-    async fn call(
-        &self,
-        function: Function,
-        req: lambda_http::Request,
-    ) -> lambda_http::Response<Body> {
+    async fn call(&self, function: Function, req: lambda_http::Request) -> Response {
         match function {
-            Function::Chat => chat::handle(&self.chat, req).await,
-            Function::Feedback => feedback::handle(&self.feedback, req).await,
-            Function::Health => health::handle(&self.health, req).await,
-            Function::History => history::handle(&self.history, req).await,
+            // Chat answers through API Gateway's streaming integration: its events are passed
+            // on as they come, each flushed.
+            Function::Chat => streamed(chat::handle(&self.chat, req).await),
+            Function::Feedback => into_http(feedback::handle(&self.feedback, req).await),
+            Function::Health => into_http(health::handle(&self.health, req).await),
+            Function::History => into_http(history::handle(&self.history, req).await),
         }
     }
 }
@@ -255,7 +261,7 @@ async fn invoke(
         request_id: &request_id,
     });
     let response = match shared::http::event::request(event) {
-        Ok(request) => into_http(app.functions.call(function, request).await),
+        Ok(request) => app.functions.call(function, request).await,
         Err(err) => {
             tracing::error!(error = %err, "the event we built did not parse");
             (
@@ -382,6 +388,11 @@ fn serde_urlencoded_pairs(raw: &str) -> Vec<(String, String)> {
     )
     .map(|query| query.0)
     .unwrap_or_default()
+}
+
+fn streamed(response: lambda_http::Response<shared::http::AnswerBody>) -> Response {
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, AxumBody::from_stream(body))
 }
 
 fn into_http(response: lambda_http::Response<Body>) -> Response {

@@ -115,8 +115,16 @@ pub struct ChatConfig {
     pub gemini_models: Vec<String>,
     /// `ECHO_MODELS`.
     pub echo_models: Vec<String>,
-    /// `ECHO_LATENCY_MS`: an artificial delay of the echo provider, standing in for an LLM.
+    /// `ECHO_LATENCY_MS`: an artificial delay of the echo provider, standing in for an LLM
+    /// (when streaming: the delay before the first word).
     pub echo_latency: Duration,
+    /// `ECHO_TOKEN_DELAY_MS`: when the echo provider streams, a delay before each word, standing
+    /// in for an LLM's generation time.
+    pub echo_token_delay: Duration,
+    /// `STREAM_WORK_BUDGET_MS`: the time a streamed answer's work may take (API Gateway lets a
+    /// streamed answer run up to 15 minutes; the function's timeout, less the time to store the
+    /// turn, bounds this).
+    pub stream_budget: Duration,
     /// `SYSTEM_PROMPT`.
     pub system_prompt: Option<String>,
     /// `MAX_MESSAGE_CHARS`.
@@ -219,6 +227,8 @@ impl ChatConfig {
             gemini_models: vars.list("GEMINI_MODELS", "gemini-2.0-flash,gemini-2.5-pro")?,
             echo_models: vars.list("ECHO_MODELS", "echo-1")?,
             echo_latency: vars.millis("ECHO_LATENCY_MS", 0, 0..=60_000)?,
+            echo_token_delay: vars.millis("ECHO_TOKEN_DELAY_MS", 0, 0..=60_000)?,
+            stream_budget: vars.millis("STREAM_WORK_BUDGET_MS", 170_000, 1_000..=900_000)?,
             system_prompt: vars.optional("SYSTEM_PROMPT")?,
             max_message_chars: vars.number("MAX_MESSAGE_CHARS", 8_000, 1..=100_000)? as usize,
             max_body_bytes: vars.number("MAX_BODY_BYTES", 32 * 1024, 1_024..=1_048_576)? as usize,

@@ -111,7 +111,7 @@ impl ApiError {
     }
 
     /// Logs the error with its whole cause chain: server errors at `error`, client errors at `info`.
-    pub(super) fn log(&self, request_id: &str) {
+    pub fn log(&self, request_id: &str) {
         let mut causes = String::new();
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
@@ -129,17 +129,7 @@ impl ApiError {
     /// The RFC 9457 response for this error.
     pub fn to_response(&self, request_id: &str) -> Response<Body> {
         let status = self.status();
-        let problem = Problem {
-            problem_type: self.problem_type(),
-            title: status.canonical_reason().unwrap_or("Error"),
-            status: status.as_u16(),
-            detail: self.detail(),
-            request_id,
-            field: match self {
-                Self::BadRequest { field, .. } => Some(field.as_str()),
-                _ => None,
-            },
-        };
+        let problem = self.problem(request_id);
         let mut response = body_response(status, &problem, "application/problem+json");
         let headers = response.headers_mut();
         match self {
@@ -160,6 +150,29 @@ impl ApiError {
 }
 
 /// The problem document (RFC 9457) with our `request_id` and `field` members.
+impl ApiError {
+    fn problem<'a>(&'a self, request_id: &'a str) -> Problem<'a> {
+        let status = self.status();
+        Problem {
+            problem_type: self.problem_type(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail: self.detail(),
+            request_id,
+            field: match self {
+                Self::BadRequest { field, .. } => Some(field.as_str()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The problem document alone, as JSON text (the `error` event of a stream that already
+    /// began).
+    pub fn problem_json(&self, request_id: &str) -> String {
+        serde_json::to_string(&self.problem(request_id)).unwrap_or_else(|_| "{}".to_owned())
+    }
+}
+
 #[derive(Serialize)]
 struct Problem<'a> {
     #[serde(rename = "type")]

@@ -10,8 +10,12 @@
 use std::{convert::Infallible, future::Future};
 
 use lambda_http::{request::LambdaRequest, Adapter, Body, Request, Response};
-use lambda_runtime::{Diagnostic, LambdaEvent, Service};
+use lambda_runtime::{
+    Diagnostic, FunctionResponse, LambdaEvent, MetadataPrelude, Service, StreamResponse,
+};
 use serde_json::Value;
+
+use super::AnswerBody;
 
 /// Headers dropped from every event before conversion (compared without regard to case).
 const DROPPED_HEADERS: [&str; 2] = ["host", "x-forwarded-proto"];
@@ -85,6 +89,55 @@ where
     let handler = &handler;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<Value>| async move { invoke(handler, event).await },
+    ))
+    .await
+}
+
+/// What a streaming function answers one invocation with: its response in Lambda's streaming
+/// format (the metadata prelude, then the body as it is produced), or, for an invocation that is
+/// not a request, nothing.
+pub type StreamedAnswer = FunctionResponse<Value, AnswerBody>;
+
+/// Serves one raw Lambda event with a streaming `handler`. An event that is not an API Gateway
+/// request (API Gateway may follow a streamed answer with an invocation of its own, which is not a
+/// proxy event) is answered with nothing and a debug line, so that it does not count as an error.
+pub async fn invoke_streaming<F, Fut>(handler: &F, event: LambdaEvent<Value>) -> StreamedAnswer
+where
+    F: Fn(Request) -> Fut + Sync,
+    Fut: Future<Output = Response<AnswerBody>> + Send,
+{
+    let (payload, context) = event.into_parts();
+    let request = match lambda_request(payload) {
+        Ok(request) => Request::from(request),
+        Err(err) => {
+            tracing::debug!(error = %err, "an invocation that is not a request; nothing to answer");
+            return FunctionResponse::BufferedResponse(Value::Null);
+        }
+    };
+    let request = lambda_http::RequestExt::with_lambda_context(request, context);
+    let (parts, body) = handler(request).await.into_parts();
+    FunctionResponse::StreamingResponse(StreamResponse {
+        metadata_prelude: MetadataPrelude {
+            status_code: parts.status,
+            headers: parts.headers,
+            cookies: Vec::new(),
+        },
+        stream: body,
+    })
+}
+
+/// The Lambda loop of a streaming HTTP function (its API Gateway integration is in `STREAM`
+/// mode): each event through [`invoke_streaming`].
+pub async fn run_streaming<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Request) -> Fut + Sync,
+    Fut: Future<Output = Response<AnswerBody>> + Send,
+{
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<Value>| async move {
+            Ok::<_, Infallible>(invoke_streaming(handler, event).await)
+        },
     ))
     .await
 }

@@ -8,6 +8,7 @@ mod identity;
 mod input;
 mod response;
 mod serve;
+mod stream;
 
 pub use error::ApiError;
 pub use identity::caller;
@@ -16,5 +17,6 @@ pub use input::{
     path_conversation_id, query_params,
 };
 pub(crate) use response::set_allowed_origin;
-pub use response::{json, json_text, no_content, replay, EXPOSED_HEADERS};
+pub use response::{json, json_text, mark_replayed, no_content, replay, EXPOSED_HEADERS};
 pub use serve::{route, route_of, serve, Invocation};
+pub use stream::{event_stream, wants_events, AnswerBody, EventSink, Gone};

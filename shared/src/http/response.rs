@@ -57,10 +57,15 @@ pub fn json_text(status: StatusCode, text: String) -> Response<Body> {
 /// as the first answer.
 pub fn replay(stored: String) -> Response<Body> {
     let mut response = json_text(StatusCode::OK, stored);
+    mark_replayed(&mut response);
+    response
+}
+
+/// Marks an answer as the replay of an idempotent request's first run.
+pub fn mark_replayed<B>(response: &mut Response<B>) {
     response
         .headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
-    response
 }
 
 pub(super) fn body_response(

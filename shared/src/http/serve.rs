@@ -24,6 +24,9 @@ pub struct Invocation {
     /// the margin for answering. Only for finishing what must not be cut short (a write whose
     /// outcome the caller must learn); new work keeps to [`Self::deadline`].
     pub hard_deadline: Instant,
+    /// The Lambda deadline less the margin for answering, not capped by API Gateway's 29 s:
+    /// what a streamed answer, which the gateway lets run longer, keeps to. `None` outside Lambda.
+    pub lambda_deadline: Option<Instant>,
 }
 
 /// API Gateway's REST integration gives up after 29 s; we answer before that.
@@ -31,20 +34,23 @@ const GATEWAY_LIMIT: Duration = Duration::from_secs(29);
 /// Kept back from the Lambda deadline to write the answer and the log line.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(500);
 
-/// The invocation's (work, hard) deadlines.
-fn deadlines_of(req: &Request, now: Instant, budget: Duration) -> (Instant, Instant) {
-    let lambda_remaining = req
-        .lambda_context_ref()
+/// The time left before the Lambda deadline, less the margin for answering.
+fn lambda_remaining(req: &Request) -> Option<Duration> {
+    req.lambda_context_ref()
         .filter(|context| context.deadline > 0)
         .map(|context| {
             context
                 .deadline()
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
-        });
-    let hard = lambda_remaining
-        .map_or(GATEWAY_LIMIT, |remaining| remaining.min(GATEWAY_LIMIT))
-        .saturating_sub(DEADLINE_MARGIN);
+                .saturating_sub(DEADLINE_MARGIN)
+        })
+}
+
+/// The invocation's (work, hard) deadlines.
+fn deadlines_of(req: &Request, now: Instant, budget: Duration) -> (Instant, Instant) {
+    let gateway = GATEWAY_LIMIT.saturating_sub(DEADLINE_MARGIN);
+    let hard = lambda_remaining(req).map_or(gateway, |remaining| remaining.min(gateway));
     (now + hard.min(budget), now + hard)
 }
 
@@ -102,10 +108,11 @@ fn request_id(req: &Request) -> String {
 /// line of the request (request id, route, status, latency, cold start).
 /// `budget` is the time for the work (`WORK_BUDGET_MS`); the rest of the invocation's time is
 /// for finishing it.
-pub async fn serve<F, Fut>(req: Request, budget: Duration, route: F) -> Response<Body>
+pub async fn serve<F, Fut, B>(req: Request, budget: Duration, route: F) -> Response<B>
 where
     F: FnOnce(Request, Invocation) -> Fut,
-    Fut: Future<Output = Result<Response<Body>, ApiError>>,
+    Fut: Future<Output = Result<Response<B>, ApiError>>,
+    B: From<Body>,
 {
     let started = Instant::now();
     let (deadline, hard_deadline) = deadlines_of(&req, started, budget);
@@ -114,6 +121,7 @@ where
         cold_start: telemetry::take_cold_start(),
         deadline,
         hard_deadline,
+        lambda_deadline: lambda_remaining(&req).map(|left| started + left),
     };
     let route_name = format!("{} {}", req.method(), route_of(&req).unwrap_or("-"));
     let request_id = invocation.request_id.clone();
@@ -122,7 +130,7 @@ where
         Ok(response) => response,
         Err(err) => {
             err.log(&request_id);
-            err.to_response(&request_id)
+            err.to_response(&request_id).map(B::from)
         }
     };
     telemetry::request_summary(

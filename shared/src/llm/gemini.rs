@@ -1,9 +1,15 @@
-//! Google Gemini `generateContent`; the key travels in the `x-goog-api-key` header.
+//! Google Gemini `generateContent` and `streamGenerateContent`; the key travels in the
+//! `x-goog-api-key` header.
 
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::{de::IgnoredAny, Deserialize, Serialize};
 
-use super::{post_json, BoxFuture, Call, Completion, Provider, ProviderError, Role};
+use super::{
+    post_json, send,
+    sse::{malformed_chunk, reported_error, Parsed, SseSource},
+    stream::{Delta, Source},
+    BoxFuture, Call, Completion, Provider, ProviderError, Role,
+};
 use crate::domain::TokenUsage;
 
 pub(super) struct Gemini {
@@ -41,6 +47,7 @@ struct Part<'a> {
     text: &'a str,
 }
 
+/// A `GenerateContentResponse`: the whole answer, or one event of a stream.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Response {
@@ -48,12 +55,28 @@ struct Response {
     candidates: Vec<Candidate>,
     #[serde(default)]
     usage_metadata: Option<UsageMetadata>,
+    /// Set when the prompt was blocked: no candidate will come.
+    #[serde(default)]
+    prompt_feedback: Option<PromptFeedback>,
+    /// An error event in a stream.
+    #[serde(default)]
+    error: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Candidate {
     #[serde(default)]
     content: Option<CandidateContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PromptFeedback {
+    #[serde(default)]
+    block_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,8 +96,86 @@ struct CandidatePart {
 struct UsageMetadata {
     #[serde(default)]
     prompt_token_count: u64,
+    /// Absent until the model has produced something.
     #[serde(default)]
-    candidates_token_count: u64,
+    candidates_token_count: Option<u64>,
+}
+
+impl Response {
+    /// The text of the first candidate's parts.
+    fn text(&mut self) -> Option<String> {
+        let candidate = self.candidates.first_mut()?;
+        let content = candidate.content.take()?;
+        Some(
+            content
+                .parts
+                .into_iter()
+                .filter_map(|part| part.text)
+                .collect(),
+        )
+    }
+}
+
+/// Reads one event of a stream: a `GenerateContentResponse`.
+fn parse_event(data: &str) -> Result<Parsed, ProviderError> {
+    let mut response: Response = serde_json::from_str(data).map_err(|_| malformed_chunk())?;
+    if response.error.is_some() {
+        return Err(reported_error());
+    }
+    let finished = response
+        .candidates
+        .first()
+        .is_some_and(|candidate| candidate.finish_reason.is_some())
+        || response
+            .prompt_feedback
+            .as_ref()
+            .is_some_and(|feedback| feedback.block_reason.is_some());
+    // Usage counts as reported once it counts the answer's tokens.
+    let usage = response.usage_metadata.as_ref().and_then(|usage| {
+        Some(TokenUsage {
+            input_tokens: usage.prompt_token_count,
+            output_tokens: usage.candidates_token_count?,
+        })
+    });
+    Ok(Parsed::Delta(Delta {
+        text: response.text().unwrap_or_default(),
+        usage,
+        finished,
+    }))
+}
+
+impl Gemini {
+    /// The request of `call` to `method` (`generateContent` or `streamGenerateContent?alt=sse`).
+    fn request(&self, call: &Call<'_>, method: &str) -> reqwest::RequestBuilder {
+        let contents = call
+            .messages
+            .iter()
+            .map(|message| Content {
+                role: Some(match message.role {
+                    Role::User => "user",
+                    Role::Assistant => "model",
+                }),
+                parts: vec![Part {
+                    text: &message.content,
+                }],
+            })
+            .collect();
+        let system_instruction = call.system.map(|text| Content {
+            role: None,
+            parts: vec![Part { text }],
+        });
+        let mut request = self
+            .http
+            .post(format!("{}/models/{}:{method}", self.base_url, call.model))
+            .json(&Request {
+                contents,
+                system_instruction,
+            });
+        if let Some(key) = call.key {
+            request = request.header("x-goog-api-key", key.expose_secret());
+        }
+        request
+    }
 }
 
 impl Provider for Gemini {
@@ -88,58 +189,28 @@ impl Provider for Gemini {
 
     fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let contents = call
-                .messages
-                .iter()
-                .map(|message| Content {
-                    role: Some(match message.role {
-                        Role::User => "user",
-                        Role::Assistant => "model",
-                    }),
-                    parts: vec![Part {
-                        text: &message.content,
-                    }],
-                })
-                .collect();
-            let system_instruction = call.system.map(|text| Content {
-                role: None,
-                parts: vec![Part { text }],
-            });
-            let mut request = self
-                .http
-                .post(format!(
-                    "{}/models/{}:generateContent",
-                    self.base_url, call.model
-                ))
-                .json(&Request {
-                    contents,
-                    system_instruction,
-                });
-            if let Some(key) = call.key {
-                request = request.header("x-goog-api-key", key.expose_secret());
-            }
-            let response: Response = post_json(request, call.timeout).await?;
-            let text: String = response
-                .candidates
-                .into_iter()
-                .next()
-                .and_then(|candidate| candidate.content)
-                .map(|content| {
-                    content
-                        .parts
-                        .into_iter()
-                        .filter_map(|part| part.text)
-                        .collect()
-                })
-                .filter(|text: &String| !text.is_empty())
+            let request = self.request(&call, "generateContent");
+            let mut response: Response = post_json(request, call.timeout).await?;
+            let text = response
+                .text()
+                .filter(|text| !text.is_empty())
                 .ok_or_else(|| ProviderError::Malformed("no candidate with text".to_owned()))?;
             let usage = response
                 .usage_metadata
                 .map_or_else(TokenUsage::default, |usage| TokenUsage {
                     input_tokens: usage.prompt_token_count,
-                    output_tokens: usage.candidates_token_count,
+                    output_tokens: usage.candidates_token_count.unwrap_or(0),
                 });
             Ok(Completion { text, usage })
+        })
+    }
+
+    /// `streamGenerateContent?alt=sse`: `data: {GenerateContentResponse}` events, each with some
+    /// of `candidates[0].content.parts[].text`, and `usageMetadata` (complete on the last).
+    fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>> {
+        Box::pin(async move {
+            let response = send(self.request(&call, "streamGenerateContent?alt=sse")).await?;
+            Ok(Source::Sse(SseSource::new(response, parse_event)?))
         })
     }
 }

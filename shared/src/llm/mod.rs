@@ -6,6 +6,8 @@ mod echo;
 mod gemini;
 mod openai;
 mod resilient;
+mod sse;
+mod stream;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -17,6 +19,8 @@ use gemini::Gemini;
 use openai::OpenAi;
 pub use resilient::{Answer, Choice, Llm, LlmError};
 use resilient::{LlmConfig, ProviderSettings};
+use stream::Source;
+pub use stream::{ReplyStream, StreamError};
 
 use crate::domain::{Role, TokenUsage};
 
@@ -106,6 +110,10 @@ trait Provider: Send + Sync {
     /// The name of this provider's key in the keys secret; `None` if it needs no key.
     fn key_name(&self) -> Option<&str>;
     fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+    /// Starts a streamed answer: the request is sent and its status checked, and the pieces are
+    /// read from the returned source. `call.timeout` is for the caller to enforce: it bounds the
+    /// wait for the first piece, not the whole stream.
+    fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>>;
 }
 
 /// Sends a JSON request and reads a JSON answer, sorting failures into [`ProviderError`]s.
@@ -113,8 +121,17 @@ async fn post_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<T, ProviderError> {
+    let response = send(request.timeout(timeout)).await?;
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| ProviderError::from_reqwest(&err))?;
+    serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+}
+
+/// Sends a request; a failure status becomes a [`ProviderError`] (with its `Retry-After`).
+async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
     let response = request
-        .timeout(timeout)
         .send()
         .await
         .map_err(|err| ProviderError::from_reqwest(&err))?;
@@ -123,11 +140,7 @@ async fn post_json<T: serde::de::DeserializeOwned>(
         let retry_after = retry_after(response.headers());
         return Err(ProviderError::from_status(status, retry_after));
     }
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|err| ProviderError::from_reqwest(&err))?;
-    serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+    Ok(response)
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
@@ -178,7 +191,10 @@ impl Llm {
                             &config.gemini_models,
                         ),
                         _ => (
-                            std::sync::Arc::new(Echo::new(config.echo_latency)),
+                            std::sync::Arc::new(Echo::new(
+                                config.echo_latency,
+                                config.echo_token_delay,
+                            )),
                             &config.echo_models,
                         ),
                     };

@@ -1,9 +1,14 @@
 //! OpenAI chat completions, or any server that speaks the same API (Ollama, vLLM, llama.cpp).
 
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::{de::IgnoredAny, Deserialize, Serialize};
 
-use super::{post_json, BoxFuture, Call, Completion, Provider, ProviderError, Role};
+use super::{
+    post_json, send,
+    sse::{malformed_chunk, reported_error, Parsed, SseSource},
+    stream::{Delta, Source},
+    BoxFuture, Call, Completion, Provider, ProviderError, Role,
+};
 use crate::domain::TokenUsage;
 
 pub(super) struct OpenAi {
@@ -25,6 +30,16 @@ impl OpenAi {
 struct Request<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    /// Asks for a last chunk with the usage of the whole request.
+    include_usage: bool,
 }
 
 #[derive(Serialize)]
@@ -59,6 +74,99 @@ struct Usage {
     completion_tokens: u64,
 }
 
+impl From<Usage> for TokenUsage {
+    fn from(usage: Usage) -> Self {
+        TokenUsage {
+            input_tokens: usage.prompt_tokens,
+            output_tokens: usage.completion_tokens,
+        }
+    }
+}
+
+/// One `chat.completion.chunk` of a stream.
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<ChunkChoice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+/// Reads one event's data: a chunk, or `[DONE]`.
+fn parse_chunk(data: &str) -> Result<Parsed, ProviderError> {
+    if data.trim() == "[DONE]" {
+        return Ok(Parsed::Done);
+    }
+    let chunk: Chunk = serde_json::from_str(data).map_err(|_| malformed_chunk())?;
+    if chunk.error.is_some() {
+        return Err(reported_error());
+    }
+    let choice = chunk.choices.into_iter().next();
+    let finished = choice
+        .as_ref()
+        .is_some_and(|choice| choice.finish_reason.is_some());
+    let text = choice
+        .and_then(|choice| choice.delta)
+        .and_then(|delta| delta.content)
+        .unwrap_or_default();
+    Ok(Parsed::Delta(Delta {
+        text,
+        usage: chunk.usage.map(TokenUsage::from),
+        finished,
+    }))
+}
+
+impl OpenAi {
+    /// The chat completions request of `call`, streamed or not.
+    fn request(&self, call: &Call<'_>, stream: bool) -> reqwest::RequestBuilder {
+        let mut messages = Vec::with_capacity(call.messages.len() + 1);
+        if let Some(system) = call.system {
+            messages.push(WireMessage {
+                role: "system",
+                content: system,
+            });
+        }
+        messages.extend(call.messages.iter().map(|message| WireMessage {
+            role: match message.role {
+                Role::User => "user",
+                Role::Assistant => "assistant",
+            },
+            content: &message.content,
+        }));
+        let mut request = self
+            .http
+            .post(format!("{}/chat/completions", self.base_url))
+            .json(&Request {
+                model: call.model,
+                messages,
+                stream,
+                stream_options: stream.then_some(StreamOptions {
+                    include_usage: true,
+                }),
+            });
+        if let Some(key) = call.key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        request
+    }
+}
+
 impl Provider for OpenAi {
     fn name(&self) -> &str {
         "openai"
@@ -70,30 +178,7 @@ impl Provider for OpenAi {
 
     fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>> {
         Box::pin(async move {
-            let mut messages = Vec::with_capacity(call.messages.len() + 1);
-            if let Some(system) = call.system {
-                messages.push(WireMessage {
-                    role: "system",
-                    content: system,
-                });
-            }
-            messages.extend(call.messages.iter().map(|message| WireMessage {
-                role: match message.role {
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                },
-                content: &message.content,
-            }));
-            let mut request = self
-                .http
-                .post(format!("{}/chat/completions", self.base_url))
-                .json(&Request {
-                    model: call.model,
-                    messages,
-                });
-            if let Some(key) = call.key {
-                request = request.bearer_auth(key.expose_secret());
-            }
+            let request = self.request(&call, false);
             let response: Response = post_json(request, call.timeout).await?;
             let text = response
                 .choices
@@ -103,11 +188,18 @@ impl Provider for OpenAi {
                 .ok_or_else(|| ProviderError::Malformed("no choice with content".to_owned()))?;
             let usage = response
                 .usage
-                .map_or_else(TokenUsage::default, |usage| TokenUsage {
-                    input_tokens: usage.prompt_tokens,
-                    output_tokens: usage.completion_tokens,
-                });
+                .map_or_else(TokenUsage::default, TokenUsage::from);
             Ok(Completion { text, usage })
+        })
+    }
+
+    /// `"stream": true` with `stream_options.include_usage`: `data: {chunk}` events with
+    /// `choices[0].delta.content`, a last chunk with empty `choices` and the `usage`, then
+    /// `data: [DONE]`.
+    fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>> {
+        Box::pin(async move {
+            let response = send(self.request(&call, true)).await?;
+            Ok(Source::Sse(SseSource::new(response, parse_chunk)?))
         })
     }
 }

@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     breaker::{Breaker, BreakerConfig},
-    Call, ContextMessage, Provider, ProviderError,
+    BoxFuture, Call, Completion, ContextMessage, Provider, ProviderError,
 };
 use crate::{
     backoff::full_jitter,
@@ -74,7 +74,51 @@ pub struct Choice {
 
 struct Slot {
     settings: ProviderSettings,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
+}
+
+/// One way of asking a provider: for a whole answer, or for the start of a stream.
+pub(super) trait Ask {
+    type Reply: Send;
+    /// `complete` or `stream`, for the logs.
+    const KIND: &'static str;
+    /// The metric that takes an attempt's latency.
+    const LATENCY_METRIC: &'static str;
+    fn ask<'a>(
+        &self,
+        provider: &'a dyn Provider,
+        call: Call<'a>,
+    ) -> BoxFuture<'a, Result<Self::Reply, ProviderError>>;
+    /// The tokens known once the reply is in hand, for the metrics.
+    fn usage(reply: &Self::Reply) -> Option<TokenUsage>;
+}
+
+/// Asks for a whole answer.
+struct Completing;
+
+impl Ask for Completing {
+    type Reply = Completion;
+    const KIND: &'static str = "complete";
+    const LATENCY_METRIC: &'static str = "ProviderLatency";
+
+    fn ask<'a>(
+        &self,
+        provider: &'a dyn Provider,
+        call: Call<'a>,
+    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+        provider.complete(call)
+    }
+
+    fn usage(reply: &Completion) -> Option<TokenUsage> {
+        Some(reply.usage)
+    }
+}
+
+/// Who answered: the provider, the model, and the provider's breaker.
+pub(super) struct Served {
+    pub(super) provider: String,
+    pub(super) model: String,
+    pub(super) breaker: Arc<Breaker>,
 }
 
 /// The LLM client of an execution environment: built once, shared by every invocation.
@@ -94,7 +138,7 @@ impl Llm {
             .into_iter()
             .map(|settings| Slot {
                 settings,
-                breaker: Breaker::new(config.breaker),
+                breaker: Arc::new(Breaker::new(config.breaker)),
             })
             .collect();
         Self {
@@ -186,6 +230,29 @@ impl Llm {
         messages: &[ContextMessage],
         deadline: Instant,
     ) -> Result<Answer, LlmError> {
+        let (completion, served) = self.ask(&Completing, choice, messages, deadline).await?;
+        Ok(Answer {
+            text: completion.text,
+            usage: completion.usage,
+            provider: served.provider,
+            model: served.model,
+        })
+    }
+
+    /// The system prompt sent with every call.
+    pub(super) fn system_prompt(&self) -> Option<&str> {
+        self.config.system_prompt.as_deref()
+    }
+
+    /// Asks the chosen provider, then the fallback list, each with [`Self::call`]; a provider's
+    /// breaker records a success once it has replied.
+    pub(super) async fn ask<A: Ask>(
+        &self,
+        ask: &A,
+        choice: &Choice,
+        messages: &[ContextMessage],
+        deadline: Instant,
+    ) -> Result<(A::Reply, Served), LlmError> {
         let fallback = self
             .config
             .fallback
@@ -212,15 +279,18 @@ impl Llm {
             } else {
                 slot.settings.models.first().cloned().unwrap_or_default()
             };
-            match self.call(slot, &model, messages, &mut keys, deadline).await {
-                Ok(completion) => {
+            match self
+                .call(ask, slot, &model, messages, &mut keys, deadline)
+                .await
+            {
+                Ok(reply) => {
                     slot.breaker.success();
-                    return Ok(Answer {
-                        text: completion.text,
-                        usage: completion.usage,
+                    let served = Served {
                         provider: name.to_owned(),
                         model,
-                    });
+                        breaker: Arc::clone(&slot.breaker),
+                    };
+                    return Ok((reply, served));
                 }
                 Err(ProviderError::Rejected { status }) => {
                     // Our request was refused; the provider itself is healthy.
@@ -251,14 +321,15 @@ impl Llm {
 
     /// One provider, retried on transient failures with capped exponential backoff and full
     /// jitter (or the provider's `Retry-After`), and once at once with fresh keys after a 401.
-    async fn call(
+    async fn call<A: Ask>(
         &self,
+        ask: &A,
         slot: &Slot,
         model: &str,
         messages: &[ContextMessage],
         keys: &mut Keys,
         deadline: Instant,
-    ) -> Result<super::Completion, ProviderError> {
+    ) -> Result<A::Reply, ProviderError> {
         let provider = &slot.settings.provider;
         let mut attempt = 0;
         let mut refreshed = false;
@@ -273,42 +344,47 @@ impl Llm {
             attempt += 1;
             let key = provider.key_name().and_then(|name| keys.get(name));
             let started = Instant::now();
-            let result = provider
-                .complete(Call {
-                    model,
-                    system: self.config.system_prompt.as_deref(),
-                    messages,
-                    key,
-                    timeout: remaining.min(self.config.request_timeout),
-                })
+            let result = ask
+                .ask(
+                    &**provider,
+                    Call {
+                        model,
+                        system: self.config.system_prompt.as_deref(),
+                        messages,
+                        key,
+                        timeout: remaining.min(self.config.request_timeout),
+                    },
+                )
                 .await;
             let latency_ms = started.elapsed().as_secs_f64() * 1_000.0;
             tracing::info!(
                 provider = provider.name(),
                 model,
                 attempt,
+                kind = A::KIND,
                 ok = result.is_ok(),
                 latency_ms,
                 "provider call"
             );
-            let (input, output) = result
+            let errors = f64::from(u8::from(result.is_err()));
+            let mut metrics = vec![
+                (A::LATENCY_METRIC, latency_ms, "Milliseconds"),
+                ("ProviderErrors", errors, "Count"),
+            ];
+            // A stream's tokens are counted when it ends; a failed call used none we know of.
+            let usage = result
                 .as_ref()
-                .map_or((0, 0), |c| (c.usage.input_tokens, c.usage.output_tokens));
+                .map_or(Some(TokenUsage::default()), A::usage);
+            if let Some(usage) = usage {
+                metrics.push(("InputTokens", usage.input_tokens as f64, "Count"));
+                metrics.push(("OutputTokens", usage.output_tokens as f64, "Count"));
+            }
             crate::telemetry::emit_metrics(
                 &[("Provider", provider.name()), ("Model", model)],
-                &[
-                    ("ProviderLatency", latency_ms, "Milliseconds"),
-                    (
-                        "ProviderErrors",
-                        f64::from(u8::from(result.is_err())),
-                        "Count",
-                    ),
-                    ("InputTokens", input as f64, "Count"),
-                    ("OutputTokens", output as f64, "Count"),
-                ],
+                &metrics,
             );
             match result {
-                Ok(completion) => return Ok(completion),
+                Ok(reply) => return Ok(reply),
                 Err(ProviderError::Unauthorized) if !refreshed => {
                     // The key may have been rotated: read the secret again, once, right away.
                     refreshed = true;

@@ -82,7 +82,10 @@ pub(super) fn message_from(item: &Item) -> Result<Message, StoreError> {
         }),
         _ => None,
     };
+    let ending = super::Ending::from_stored(text(item, "ending").ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} has an unknown ending")))?;
     Ok(Message {
+        ending,
         id,
         role,
         content: text(item, "content")?.to_owned(),

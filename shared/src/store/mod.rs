@@ -30,6 +30,7 @@ pub use idempotency::{Admission, IdempotencyKey, Lease};
 pub use keys::{Cursor, InvalidCursor};
 #[cfg(feature = "metering")]
 pub use meter::Consumption;
+pub use turns::{Answer, Reservation};
 
 use crate::domain::{ConversationId, MessageId, MessageText, Rating, Role, TokenUsage};
 
@@ -109,6 +110,44 @@ pub struct Reply {
     pub provider: String,
     pub model: String,
     pub usage: TokenUsage,
+    pub ending: Ending,
+}
+
+/// How a reply ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ending {
+    /// The provider finished it.
+    #[default]
+    Complete,
+    /// The client went away (a Stop button, a lost connection): what was generated until then.
+    Stopped,
+    /// The provider failed or stalled after it had begun: what was generated until then.
+    Incomplete,
+}
+
+impl Ending {
+    /// The `ending` attribute of a stored reply; absent for a complete one.
+    fn as_stored(self) -> Option<&'static str> {
+        match self {
+            Self::Complete => None,
+            Self::Stopped => Some("stopped"),
+            Self::Incomplete => Some("incomplete"),
+        }
+    }
+
+    fn from_stored(text: Option<&str>) -> Option<Self> {
+        match text {
+            None => Some(Self::Complete),
+            Some("stopped") => Some(Self::Stopped),
+            Some("incomplete") => Some(Self::Incomplete),
+            Some(_) => None,
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        *self == Self::Complete
+    }
 }
 
 /// Where a turn goes: a new conversation (its head is created with the turn) or an existing one.
@@ -164,6 +203,8 @@ pub struct Message {
     pub provider: Option<String>,
     pub model: Option<String>,
     pub usage: Option<TokenUsage>,
+    /// How a reply ended (always complete for the user's messages).
+    pub ending: Ending,
 }
 
 /// Feedback on one reply, as stored.

@@ -40,8 +40,9 @@ enum PutOutcome {
 }
 
 /// What one turn writes, shared by its items.
-struct Turn<'a> {
-    user: &'a UserId,
+#[derive(Debug)]
+struct Turn {
+    user: UserId,
     partition: String,
     conversation: ConversationId,
     /// Marks our items, so that a write whose answer was lost is recognised on retry.
@@ -51,11 +52,14 @@ struct Turn<'a> {
     expires_at: Option<i64>,
 }
 
+/// The answer a request gives for its stored turn, as the idempotency record keeps it.
+pub type Answer<'a> = dyn Fn(&StoredTurn) -> String + Sync + 'a;
+
 /// An idempotency record to complete in the turn's transaction, with the answer the request gives
 /// for the stored turn.
 struct Completion<'a> {
     lease: &'a Lease,
-    answer: &'a (dyn Fn(&StoredTurn) -> String + Sync),
+    answer: &'a Answer<'a>,
 }
 
 impl ConversationStore {
@@ -73,7 +77,9 @@ impl ConversationStore {
         text: &MessageText,
         reply: &Reply,
     ) -> Result<StoredTurn, StoreError> {
-        self.write_turn(user, target, text, reply, None).await
+        let reservation = self.reserve_turn(user, target).await?;
+        self.write_turn(reservation, target, text, reply, None)
+            .await
     }
 
     /// [`Self::append_turn`], completing the request's idempotency record with `answer` (the
@@ -86,24 +92,25 @@ impl ConversationStore {
         text: &MessageText,
         reply: &Reply,
         lease: &Lease,
-        answer: &(dyn Fn(&StoredTurn) -> String + Sync),
+        answer: &Answer<'_>,
     ) -> Result<StoredTurn, StoreError> {
+        let reservation = self.reserve_turn(user, target).await?;
         let completion = Completion { lease, answer };
-        self.write_turn(user, target, text, reply, Some(completion))
+        self.write_turn(reservation, target, text, reply, Some(completion))
             .await
     }
 
-    async fn write_turn(
+    /// Reserves a turn's two message ids before its reply exists (a streamed reply announces
+    /// them first): a new conversation's are 1 and 2; an existing one's are the next two of its
+    /// head (an atomic `ADD`; [`StoreError::NotFound`] for an unknown conversation).
+    pub async fn reserve_turn(
         &self,
         user: &UserId,
         target: &TurnTarget,
-        text: &MessageText,
-        reply: &Reply,
-        completion: Option<Completion<'_>>,
-    ) -> Result<StoredTurn, StoreError> {
+    ) -> Result<Reservation, StoreError> {
         let now = self.now();
         let turn = Turn {
-            user,
+            user: user.clone(),
             partition: keys::partition(user),
             conversation: target.id().clone(),
             token: crate::tokens::random_token(),
@@ -111,10 +118,38 @@ impl ConversationStore {
             now: now.timestamp(),
             expires_at: self.expires_at(now),
         };
-        let mut first = match target {
+        let first = match target {
             TurnTarget::New { .. } => 1,
             TurnTarget::Existing(_) => self.reserve(&turn).await?,
         };
+        message_id(first + 1)?;
+        Ok(Reservation { turn, first })
+    }
+
+    /// Writes a reserved turn, completing the idempotency record of `lease` with `answer` in the
+    /// same transaction when given (see [`Self::append_turn_completing`]).
+    pub async fn write_reserved(
+        &self,
+        reservation: Reservation,
+        target: &TurnTarget,
+        text: &MessageText,
+        reply: &Reply,
+        completion: Option<(&Lease, &Answer<'_>)>,
+    ) -> Result<StoredTurn, StoreError> {
+        let completion = completion.map(|(lease, answer)| Completion { lease, answer });
+        self.write_turn(reservation, target, text, reply, completion)
+            .await
+    }
+
+    async fn write_turn(
+        &self,
+        reservation: Reservation,
+        target: &TurnTarget,
+        text: &MessageText,
+        reply: &Reply,
+        completion: Option<Completion<'_>>,
+    ) -> Result<StoredTurn, StoreError> {
+        let Reservation { turn, mut first } = reservation;
         let mut timed_out = false;
         for attempt in 1..=MAX_ATTEMPTS {
             let stored = StoredTurn {
@@ -163,7 +198,7 @@ impl ConversationStore {
 
     /// Reserves the next two sequence numbers of an existing, unexpired conversation; returns
     /// the first.
-    async fn reserve(&self, turn: &Turn<'_>) -> Result<u64, StoreError> {
+    async fn reserve(&self, turn: &Turn) -> Result<u64, StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -221,7 +256,7 @@ impl ConversationStore {
     /// two messages with `attribute_not_exists(SK)`, and the idempotency record's completion.
     async fn put_turn(
         &self,
-        turn: &Turn<'_>,
+        turn: &Turn,
         target: &TurnTarget,
         stored: &StoredTurn,
         text: &MessageText,
@@ -265,7 +300,7 @@ impl ConversationStore {
         }
         if let Some(completion) = completion {
             let update = self.completion(
-                turn.user,
+                &turn.user,
                 completion.lease,
                 &turn.conversation,
                 (completion.answer)(stored),
@@ -304,7 +339,24 @@ impl ConversationStore {
     }
 }
 
-impl Turn<'_> {
+/// A turn's reserved message ids, to be written with [`ConversationStore::write_reserved`].
+#[derive(Debug)]
+pub struct Reservation {
+    turn: Turn,
+    first: u64,
+}
+
+impl Reservation {
+    pub fn user_message(&self) -> MessageId {
+        MessageId::new(self.first).unwrap_or(MessageId::FIRST)
+    }
+
+    pub fn reply_message(&self) -> MessageId {
+        MessageId::new(self.first + 1).unwrap_or(MessageId::FIRST)
+    }
+}
+
+impl Turn {
     fn base_item(&self, sort_key: String) -> Item {
         let mut item = Item::from([
             ("PK".to_owned(), s(&self.partition)),
@@ -342,6 +394,9 @@ impl Turn<'_> {
             item.insert("model".to_owned(), s(&reply.model));
             item.insert("input_tokens".to_owned(), n(reply.usage.input_tokens));
             item.insert("output_tokens".to_owned(), n(reply.usage.output_tokens));
+            if let Some(ending) = reply.ending.as_stored() {
+                item.insert("ending".to_owned(), s(ending));
+            }
         }
         item
     }

@@ -1,0 +1,282 @@
+//! A streamed turn: server-sent events `start`, `delta`… and `done`, or `error`.
+//!
+//! Until the provider's first piece of text is in hand, a failure is an ordinary problem answer
+//! (retries, breakers and the fallback list act there, in `shared::llm`). Then the answer is a
+//! `200 text/event-stream`, produced by a task that owns what it needs:
+//!
+//! - the provider finishes: the turn is stored (one write, with the idempotency record's
+//!   completion) and `done` carries the JSON answer;
+//! - the client goes away (a Stop button, a lost connection): the provider's stream is dropped at
+//!   once, which closes its connection and stops the generation, and the turn is stored with what
+//!   was generated, marked `stopped` (a retry with the same key replays it);
+//! - the provider fails or stalls midway: the turn is stored with what was generated, marked
+//!   `incomplete`, so the conversation has no hole and the user sees what they saw; the
+//!   idempotency key is given back, so a retry generates anew; the stream ends with `error`.
+
+use lambda_http::Response;
+use serde::Serialize;
+use shared::{
+    domain::{ConversationId, MessageId, MessageText, UserId},
+    http::{self, AnswerBody, ApiError, EventSink},
+    llm::{LlmError, ReplyStream, StreamError},
+    store::{ConversationStore, Ending, Lease, Reply, Reservation, StoreError, TurnTarget},
+};
+
+use super::{prepare, ChatAnswer, Limits, State, Turn};
+
+/// The longest silence on a stream: API Gateway's edge endpoint closes an idle connection after
+/// 30 s, so a provider that thinks for long is covered by comment lines.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The first event: where the reply goes and who writes it.
+#[derive(Serialize)]
+struct Start<'a> {
+    conversation_id: &'a ConversationId,
+    user_message_id: MessageId,
+    message_id: MessageId,
+    provider: &'a str,
+    model: &'a str,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    text: &'a str,
+}
+
+/// Answers a turn as a stream of events.
+pub(super) async fn start(
+    state: &State,
+    turn: Turn,
+    lease: Option<Lease>,
+    limits: &Limits,
+    request_id: &str,
+) -> Result<Response<AnswerBody>, ApiError> {
+    let opened = open(state, &turn, limits).await;
+    let (target, reply, reservation) = match opened {
+        Ok(opened) => opened,
+        Err(err) => {
+            let may_have_been_stored =
+                matches!(&err, Opening::Store(err) if err.may_have_been_stored());
+            state
+                .store
+                .abandon(&turn.user, lease, may_have_been_stored)
+                .await;
+            return Err(err.into());
+        }
+    };
+    let (sink, response) = http::event_stream();
+    let producer = Producer {
+        store: state.store.clone(),
+        user: turn.user,
+        text: turn.message,
+        target,
+        reservation,
+        lease,
+        sink,
+        request_id: request_id.to_owned(),
+        write_by: limits.write_by,
+    };
+    tokio::spawn(producer.run(reply));
+    Ok(response)
+}
+
+/// Why a stream could not open.
+enum Opening {
+    Store(StoreError),
+    Llm(LlmError),
+}
+
+impl From<Opening> for ApiError {
+    fn from(err: Opening) -> Self {
+        match err {
+            Opening::Store(err) => err.into(),
+            Opening::Llm(err) => err.into(),
+        }
+    }
+}
+
+/// The context, the provider's first piece, and the reply's message ids; the provider and the
+/// reservation are asked at once, so that the ids cost no time before the first byte.
+async fn open(
+    state: &State,
+    turn: &Turn,
+    limits: &Limits,
+) -> Result<(TurnTarget, ReplyStream, Reservation), Opening> {
+    let (target, context) = prepare(state, turn).await.map_err(Opening::Store)?;
+    let (reply, reservation) = tokio::join!(
+        state.llm.stream(&turn.choice, &context, limits.work),
+        state.store.reserve_turn(&turn.user, &target),
+    );
+    // A reservation whose provider failed leaves two unused sequence numbers: ids only grow.
+    let reply = reply.map_err(Opening::Llm)?;
+    let reservation = reservation.map_err(Opening::Store)?;
+    Ok((target, reply, reservation))
+}
+
+/// Everything the producing task owns.
+struct Producer {
+    store: std::sync::Arc<ConversationStore>,
+    user: UserId,
+    text: MessageText,
+    target: TurnTarget,
+    reservation: Reservation,
+    lease: Option<Lease>,
+    sink: EventSink,
+    request_id: String,
+    write_by: std::time::Instant,
+}
+
+impl Producer {
+    async fn run(self, mut stream: ReplyStream) {
+        let start = Start {
+            conversation_id: self.target.id(),
+            user_message_id: self.reservation.user_message(),
+            message_id: self.reservation.reply_message(),
+            provider: stream.provider(),
+            model: stream.model(),
+        };
+        let mut content = String::new();
+        let (ending, failure) = if self.sink.send("start", &start).await.is_err() {
+            (Ending::Stopped, None)
+        } else {
+            self.relay(&mut stream, &mut content).await
+        };
+        let reply = Reply {
+            content,
+            provider: stream.provider().to_owned(),
+            model: stream.model().to_owned(),
+            usage: stream.usage(),
+            ending,
+        };
+        // Dropping the provider's stream closes its connection: the generation stops.
+        drop(stream);
+        tracing::info!(
+            request_id = self.request_id,
+            ending = ?ending,
+            chars = reply.content.chars().count(),
+            "stream ended"
+        );
+        self.finish(reply, failure).await;
+    }
+
+    /// Passes the provider's pieces on until it ends, fails, or the client leaves.
+    async fn relay(
+        &self,
+        stream: &mut ReplyStream,
+        content: &mut String,
+    ) -> (Ending, Option<StreamError>) {
+        loop {
+            let piece = tokio::select! {
+                piece = stream.next() => piece,
+                () = self.sink.closed() => return (Ending::Stopped, None),
+                () = tokio::time::sleep(KEEP_ALIVE) => {
+                    if self.sink.keep_alive().await.is_err() {
+                        return (Ending::Stopped, None);
+                    }
+                    continue;
+                }
+            };
+            match piece {
+                Ok(Some(text)) => {
+                    content.push_str(&text);
+                    if self
+                        .sink
+                        .send("delta", &Delta { text: &text })
+                        .await
+                        .is_err()
+                    {
+                        return (Ending::Stopped, None);
+                    }
+                }
+                Ok(None) => return (Ending::Complete, None),
+                Err(err) => return (Ending::Incomplete, Some(err)),
+            }
+        }
+    }
+
+    /// Stores the turn and sends its last event.
+    async fn finish(self, reply: Reply, failure: Option<StreamError>) {
+        // An incomplete reply does not complete the key: a retry generates anew.
+        let answer = |stored: &shared::store::StoredTurn| ChatAnswer::text(stored, &reply);
+        let completion: Option<(&Lease, &shared::store::Answer<'_>)> =
+            match (&self.lease, reply.ending) {
+                (Some(lease), Ending::Complete | Ending::Stopped) => Some((lease, &answer)),
+                _ => None,
+            };
+        let write = self.store.write_reserved(
+            self.reservation,
+            &self.target,
+            &self.text,
+            &reply,
+            completion,
+        );
+        let stored = tokio::time::timeout_at(self.write_by.into(), write)
+            .await
+            .unwrap_or(Err(StoreError::Unconfirmed));
+        let error = match (stored, failure) {
+            (Ok(stored), None) => {
+                let _ = self
+                    .sink
+                    .send("done", &ChatAnswer::of(&stored, &reply))
+                    .await;
+                return;
+            }
+            (Ok(_), Some(failure)) => {
+                self.store.abandon(&self.user, self.lease, false).await;
+                provider_failure(&failure)
+            }
+            (Err(err), _) => {
+                let may_have_been_stored = err.may_have_been_stored();
+                self.store
+                    .abandon(&self.user, self.lease, may_have_been_stored)
+                    .await;
+                ApiError::from(err)
+            }
+        };
+        error.log(&self.request_id);
+        let _ = self
+            .sink
+            .send_text("error", error.problem_json(&self.request_id))
+            .await;
+    }
+}
+
+/// A provider that failed after it had begun: a 502 (it broke its stream) or a 504 (it stalled).
+fn provider_failure(failure: &StreamError) -> ApiError {
+    match failure {
+        StreamError::Stalled => ApiError::Unavailable {
+            detail: "the LLM provider stopped answering before the deadline; the partial reply \
+                     is kept, marked incomplete"
+                .to_owned(),
+            retry_after_secs: 1,
+            cause: None,
+        },
+        StreamError::Failed(reason) => ApiError::BadGateway {
+            detail: format!(
+                "the LLM provider's stream broke ({reason}); the partial reply is kept, marked \
+                 incomplete"
+            ),
+        },
+    }
+}
+
+/// A stored answer replayed as the events of a finished stream.
+pub(super) fn replay(stored: &str) -> Response<AnswerBody> {
+    let (sink, mut response) = http::event_stream();
+    http::mark_replayed(&mut response);
+    let answer: serde_json::Value = serde_json::from_str(stored).unwrap_or_default();
+    let message_id = answer["message_id"].as_str().and_then(MessageId::parse);
+    let start = serde_json::json!({
+        "conversation_id": answer["conversation_id"],
+        "user_message_id": message_id.and_then(MessageId::previous),
+        "message_id": answer["message_id"],
+        "provider": answer["provider"],
+        "model": answer["model"],
+    });
+    let delta = serde_json::json!({"text": answer["reply"]});
+    // Three events fit the channel: they are queued now, and the stream ends with the sink.
+    sink.queue("start", &start);
+    sink.queue("delta", &delta);
+    sink.queue_text("done", stored.to_owned());
+    response
+}

@@ -1,0 +1,118 @@
+//! Server-sent events from a provider's streamed response, parsed by `eventsource-stream`; each
+//! provider turns an event's data into a [`Delta`].
+
+use std::pin::Pin;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_core::Stream;
+
+use super::{stream::Delta, ProviderError};
+
+type Events =
+    Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Sync>>;
+
+/// What one event's data says.
+pub(super) enum Parsed {
+    Delta(Delta),
+    /// The end marker (OpenAI's `[DONE]`).
+    Done,
+}
+
+/// Reads a provider's event stream; dropping it drops the response, and so the connection.
+pub(super) struct SseSource {
+    events: Events,
+    parse: fn(&str) -> Result<Parsed, ProviderError>,
+    /// Whether the provider said its reply is complete: only then is the end of the body the
+    /// normal end of the stream rather than a reply cut short.
+    finished: bool,
+    done: bool,
+}
+
+impl SseSource {
+    /// The events of `response`, whose status was checked; `parse` reads one event's data.
+    pub(super) fn new(
+        response: reqwest::Response,
+        parse: fn(&str) -> Result<Parsed, ProviderError>,
+    ) -> Result<Self, ProviderError> {
+        // A server that ignored the request to stream answers JSON: say so rather than wait for
+        // events that never come.
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok());
+        if content_type.is_some_and(|value| !value.trim_start().starts_with("text/event-stream")) {
+            return Err(ProviderError::Malformed(
+                "the answer is not an event stream".to_owned(),
+            ));
+        }
+        Ok(Self {
+            events: Box::pin(response.bytes_stream().eventsource()),
+            parse,
+            finished: false,
+            done: false,
+        })
+    }
+
+    /// The next delta; `Ok(None)` at the normal end.
+    pub(super) async fn next(&mut self) -> Result<Option<Delta>, ProviderError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            let event = std::future::poll_fn(|cx| self.events.as_mut().poll_next(cx)).await;
+            let event = match event {
+                Some(Ok(event)) => event,
+                Some(Err(err)) => return Err(event_error(&err)),
+                None if self.finished => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                None => {
+                    return Err(ProviderError::Transient {
+                        reason: "the stream ended before the reply was complete".to_owned(),
+                        retry_after: None,
+                    })
+                }
+            };
+            if event.event == "error" {
+                return Err(reported_error());
+            }
+            if event.data.trim().is_empty() {
+                continue;
+            }
+            match (self.parse)(&event.data)? {
+                Parsed::Done => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Parsed::Delta(delta) => {
+                    self.finished |= delta.finished;
+                    return Ok(Some(delta));
+                }
+            }
+        }
+    }
+}
+
+/// The provider sent an error event instead of the rest of its reply.
+pub(super) fn reported_error() -> ProviderError {
+    ProviderError::Transient {
+        reason: "the provider reported an error in its stream".to_owned(),
+        retry_after: None,
+    }
+}
+
+/// A chunk whose data is not the JSON the provider documents. Never carries the data itself.
+pub(super) fn malformed_chunk() -> ProviderError {
+    ProviderError::Malformed("a chunk of the stream is not the expected JSON".to_owned())
+}
+
+fn event_error(err: &EventStreamError<reqwest::Error>) -> ProviderError {
+    match err {
+        EventStreamError::Transport(err) => ProviderError::from_reqwest(err),
+        EventStreamError::Utf8(_) => ProviderError::Malformed("the stream is not UTF-8".to_owned()),
+        EventStreamError::Parser(_) => {
+            ProviderError::Malformed("the body is not a stream of server-sent events".to_owned())
+        }
+    }
+}

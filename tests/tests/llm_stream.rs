@@ -1,0 +1,631 @@
+//! Streamed answers through `Llm::stream`: providers stubbed in their real streaming wire formats
+//! (server-sent events from wiremock, or a hand-written loopback server where the test needs to
+//! hold a connection open or see it close), the keys secret on the local stack.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use e2e::{secret_with, stack};
+use serde_json::{json, Value};
+use shared::{
+    config::ChatConfig,
+    domain::{Role, TokenUsage},
+    llm::{ContextMessage, Llm, LlmError, ReplyStream, StreamError},
+    secrets::ProviderKeys,
+};
+use tokio::{net::TcpListener, sync::oneshot};
+use wiremock::{
+    matchers::{header, method, path, query_param},
+    Mock, MockServer, ResponseTemplate,
+};
+
+const OPENAI_PATH: &str = "/v1/chat/completions";
+const GEMINI_PATH: &str = "/v1beta/models/gemini-test:streamGenerateContent";
+
+struct Harness {
+    llm: Llm,
+    openai: MockServer,
+    gemini: MockServer,
+}
+
+/// An `Llm` built as the chat function builds it, its providers wiremock servers;
+/// `overrides` adjust its configuration.
+async fn harness(overrides: &[(&str, &str)]) -> Harness {
+    let stack = stack().await;
+    let (openai, gemini) = (MockServer::start().await, MockServer::start().await);
+    let secret =
+        secret_with(&json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"})).await;
+    let mut vars: HashMap<String, String> = [
+        ("LLM_PROVIDERS", "openai,gemini,echo".to_owned()),
+        ("OPENAI_BASE_URL", format!("{}/v1", openai.uri())),
+        ("OPENAI_MODELS", "gpt-test,gpt-other".to_owned()),
+        ("GEMINI_BASE_URL", format!("{}/v1beta", gemini.uri())),
+        ("GEMINI_MODELS", "gemini-test".to_owned()),
+        ("SYSTEM_PROMPT", "Answer briefly.".to_owned()),
+        ("LLM_BACKOFF_BASE_MS", "1".to_owned()),
+        ("LLM_BACKOFF_CAP_MS", "5".to_owned()),
+        ("LLM_REQUEST_TIMEOUT_MS", "1000".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (name, value) in overrides {
+        vars.insert((*name).to_owned(), (*value).to_owned());
+    }
+    let config = ChatConfig::from_lookup(|name| vars.get(name).cloned())
+        .expect("a valid chat configuration");
+    let keys = ProviderKeys::new(stack.clients.secrets.clone(), secret, config.secret_ttl);
+    let llm = Llm::from_config(&config, keys).expect("the LLM client");
+    Harness {
+        llm,
+        openai,
+        gemini,
+    }
+}
+
+impl Harness {
+    /// Streams an answer to "Say hi there" from `provider`, within `budget`.
+    async fn stream(&self, provider: &str, budget: Duration) -> Result<ReplyStream, LlmError> {
+        let choice = self
+            .llm
+            .choose(Some(provider), None)
+            .await
+            .expect("an enabled provider");
+        let deadline = Instant::now() + budget;
+        sendable(
+            self.llm
+                .stream(&choice, &messages("Say hi there"), deadline),
+        )
+        .await
+    }
+}
+
+/// A handler may hold the stream across awaits in a task that moves between threads.
+fn sendable<T: Send>(value: T) -> T {
+    value
+}
+
+fn messages(text: &str) -> Vec<ContextMessage> {
+    vec![ContextMessage {
+        role: Role::User,
+        content: text.to_owned(),
+    }]
+}
+
+/// Every piece until the end, or the error that ended the stream.
+async fn drain(stream: &mut ReplyStream) -> (Vec<String>, Option<StreamError>) {
+    let mut pieces = Vec::new();
+    loop {
+        match stream.next().await {
+            Ok(Some(piece)) => pieces.push(piece),
+            Ok(None) => return (pieces, None),
+            Err(err) => return (pieces, Some(err)),
+        }
+    }
+}
+
+/// A server-sent events body: one `data:` event per item, `separator` after each line.
+fn sse(data: &[String], separator: &str) -> String {
+    data.iter()
+        .map(|data| format!("data: {data}{separator}{separator}"))
+        .collect()
+}
+
+fn sse_response(body: String) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+}
+
+/// A `chat.completion.chunk` as OpenAI streams it.
+fn openai_chunk(delta: Value, finish_reason: Option<&str>) -> String {
+    json!({
+        "id": "chatcmpl-9f2c", "object": "chat.completion.chunk", "created": 1_795_761_612,
+        "model": "gpt-test", "system_fingerprint": "fp_3b956da36b", "service_tier": "default",
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        "usage": null
+    })
+    .to_string()
+}
+
+/// OpenAI's events for `pieces`: the role chunk, the content chunks, the finish chunk, the usage
+/// chunk (`stream_options.include_usage`) and `[DONE]`.
+fn openai_events(pieces: &[&str]) -> Vec<String> {
+    let mut events = vec![openai_chunk(
+        json!({"role": "assistant", "content": "", "refusal": null}),
+        None,
+    )];
+    events.extend(
+        pieces
+            .iter()
+            .map(|piece| openai_chunk(json!({"content": piece}), None)),
+    );
+    events.push(openai_chunk(json!({}), Some("stop")));
+    events.push(
+        json!({
+            "id": "chatcmpl-9f2c", "object": "chat.completion.chunk", "created": 1_795_761_612,
+            "model": "gpt-test", "system_fingerprint": "fp_3b956da36b", "choices": [],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15,
+                      "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
+        })
+        .to_string(),
+    );
+    events.push("[DONE]".to_owned());
+    events
+}
+
+/// Gemini's `streamGenerateContent?alt=sse` events for `pieces`: each a `GenerateContentResponse`,
+/// the last with `finishReason` and the full `usageMetadata`.
+fn gemini_events(pieces: &[&str]) -> Vec<String> {
+    let last = pieces.len() - 1;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(index, piece)| {
+            let mut candidate = json!({"content": {"parts": [{"text": piece}], "role": "model"}, "index": 0});
+            let mut usage = json!({"promptTokenCount": 9, "totalTokenCount": 9});
+            if index == last {
+                candidate["finishReason"] = json!("STOP");
+                usage = json!({"promptTokenCount": 9, "candidatesTokenCount": 4, "totalTokenCount": 13,
+                               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 9}]});
+            }
+            json!({"candidates": [candidate], "usageMetadata": usage,
+                   "modelVersion": "gemini-test", "responseId": "mJ4qaM2lKq"})
+            .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn openai_streams_pieces_that_concatenate_to_the_reply_and_reports_usage() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .and(header("authorization", "Bearer sk-test-1"))
+        .respond_with(sse_response(sse(
+            &openai_events(&["Hi", " there", ", friend"]),
+            "\n",
+        )))
+        .expect(1)
+        .mount(&h.openai)
+        .await;
+
+    let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
+    assert_eq!((stream.provider(), stream.model()), ("openai", "gpt-test"));
+    assert_eq!(
+        stream.usage(),
+        TokenUsage {
+            input_tokens: 5,
+            output_tokens: 1
+        },
+        "an estimate until the provider reports: the prompt's words (system prompt too), the reply's so far"
+    );
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(pieces, ["Hi", " there", ", friend"]);
+    assert_eq!(pieces.concat(), "Hi there, friend");
+    assert_eq!(
+        stream.usage(),
+        TokenUsage {
+            input_tokens: 12,
+            output_tokens: 3
+        }
+    );
+    assert!(
+        stream.next().await.unwrap().is_none(),
+        "the end stays the end"
+    );
+    let requests = h.openai.received_requests().await.unwrap();
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["stream_options"], json!({"include_usage": true}));
+    assert_eq!(body["model"], "gpt-test");
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "Answer briefly."})
+    );
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": "Say hi there"})
+    );
+}
+
+#[tokio::test]
+async fn gemini_streams_pieces_and_its_usage_metadata() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .and(query_param("alt", "sse"))
+        .and(header("x-goog-api-key", "g-test-1"))
+        // Gemini separates its lines with CRLF.
+        .respond_with(sse_response(sse(
+            &gemini_events(&["Hi", " there,", " friend"]),
+            "\r\n",
+        )))
+        .expect(1)
+        .mount(&h.gemini)
+        .await;
+
+    let mut stream = h.stream("gemini", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (stream.provider(), stream.model()),
+        ("gemini", "gemini-test")
+    );
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(pieces.concat(), "Hi there, friend");
+    assert_eq!(pieces.len(), 3);
+    assert_eq!(
+        stream.usage(),
+        TokenUsage {
+            input_tokens: 9,
+            output_tokens: 4
+        }
+    );
+    let requests = h.gemini.received_requests().await.unwrap();
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(
+        body["contents"],
+        json!([{"role": "user", "parts": [{"text": "Say hi there"}]}])
+    );
+    assert_eq!(
+        body["systemInstruction"],
+        json!({"parts": [{"text": "Answer briefly."}]})
+    );
+}
+
+#[tokio::test]
+async fn echo_streams_word_by_word_after_its_token_delay() {
+    let delay = Duration::from_millis(120);
+    let h = harness(&[("ECHO_TOKEN_DELAY_MS", "120")]).await;
+    let choice = h.llm.choose(Some("echo"), None).await.unwrap();
+    let prompt = messages("hello  there\nworld");
+    let deadline = Instant::now() + Duration::from_secs(10);
+
+    let started = Instant::now();
+    let mut stream = h.llm.stream(&choice, &prompt, deadline).await.unwrap();
+    let mut arrivals = vec![started.elapsed()];
+    let mut pieces = vec![];
+    while let Some(piece) = stream.next().await.unwrap() {
+        pieces.push(piece);
+        arrivals.push(started.elapsed());
+    }
+
+    assert_eq!(pieces, ["echo:", " hello", "  there", "\nworld"]);
+    assert!(arrivals[0] >= delay, "a delay before the first word too");
+    // The first piece was in hand when `stream` resolved; each later one took its own delay.
+    for gap in arrivals[1..].windows(2).map(|pair| pair[1] - pair[0]) {
+        assert!(gap >= delay, "pieces arrive one by one: gap {gap:?}");
+    }
+    let answer = h.llm.complete(&choice, &prompt, deadline).await.unwrap();
+    assert_eq!(pieces.concat(), answer.text);
+    assert_eq!(stream.usage(), answer.usage);
+}
+
+#[tokio::test]
+async fn a_failure_before_the_first_piece_falls_back_and_never_reaches_the_caller() {
+    let h = harness(&[("PROVIDER_FALLBACK", "gemini"), ("BREAKER_FAILURES", "1")]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(ResponseTemplate::new(500).set_body_json(
+            json!({"error": {"message": "The server had an error", "type": "server_error", "param": null, "code": null}}),
+        ))
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(sse_response(sse(
+            &gemini_events(&["From", " Gemini"]),
+            "\r\n",
+        )))
+        .mount(&h.gemini)
+        .await;
+
+    let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(stream.provider(), "gemini");
+    assert_eq!(stream.model(), "gemini-test");
+    assert_eq!(pieces.concat(), "From Gemini");
+    assert_eq!(
+        h.openai.received_requests().await.unwrap().len(),
+        3,
+        "retried first"
+    );
+    assert_eq!(h.llm.breaker_state("openai"), Some("open"));
+    assert_eq!(h.llm.breaker_state("gemini"), Some("closed"));
+}
+
+#[tokio::test]
+async fn a_429_before_the_first_piece_is_retried_after_its_retry_after() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(json!({"error": {"message": "Rate limit reached", "type": "requests", "param": null, "code": "rate_limit_exceeded"}})),
+        )
+        .up_to_n_times(1)
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(sse_response(sse(&openai_events(&["Later"]), "\n")))
+        .mount(&h.openai)
+        .await;
+
+    let started = Instant::now();
+    let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
+
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert_eq!(stream.provider(), "openai");
+    assert_eq!(drain(&mut stream).await.0.concat(), "Later");
+}
+
+#[tokio::test]
+async fn a_malformed_chunk_mid_stream_fails_after_the_good_pieces() {
+    let h = harness(&[("PROVIDER_FALLBACK", "gemini"), ("BREAKER_FAILURES", "1")]).await;
+    let mut events = openai_events(&["Hi", " there"]);
+    events.truncate(3);
+    events.push(
+        r#"{"id": "chatcmpl-9f2c", "choices": [{"delta": {"content": "secret-ish provider text"#
+            .to_owned(),
+    );
+    events.push(openai_chunk(json!({"content": " never read"}), None));
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(sse_response(sse(&events, "\n")))
+        .mount(&h.openai)
+        .await;
+
+    let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert_eq!(pieces, ["Hi", " there"]);
+    let Some(StreamError::Failed(reason)) = error else {
+        panic!("expected Failed, got {error:?}");
+    };
+    assert!(
+        !reason.contains("provider text"),
+        "ours, not the provider's: {reason}"
+    );
+    assert!(
+        stream.next().await.unwrap().is_none(),
+        "nothing after a failure"
+    );
+    assert!(
+        h.gemini.received_requests().await.unwrap().is_empty(),
+        "no fallback mid-stream"
+    );
+    assert_eq!(
+        h.openai.received_requests().await.unwrap().len(),
+        1,
+        "no retry mid-stream"
+    );
+    assert_eq!(
+        h.llm.breaker_state("openai"),
+        Some("open"),
+        "counted against the breaker"
+    );
+}
+
+#[tokio::test]
+async fn an_error_event_mid_stream_fails_after_the_good_pieces() {
+    let h = harness(&[]).await;
+    let mut events = gemini_events(&["Hi", " there", "!"]);
+    events.truncate(2);
+    events.push(
+        json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})
+            .to_string(),
+    );
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(sse_response(sse(&events, "\r\n")))
+        .mount(&h.gemini)
+        .await;
+
+    let mut stream = h.stream("gemini", Duration::from_secs(5)).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert_eq!(pieces.concat(), "Hi there");
+    let Some(StreamError::Failed(reason)) = error else {
+        panic!("expected Failed, got {error:?}");
+    };
+    assert!(
+        !reason.contains("overloaded"),
+        "ours, not the provider's: {reason}"
+    );
+    assert_eq!(
+        stream.usage(),
+        TokenUsage {
+            input_tokens: 5,
+            output_tokens: 2
+        },
+        "no usage reported: the estimate"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_ends_without_its_end_marker_has_failed() {
+    let h = harness(&[]).await;
+    let mut events = openai_events(&["Hi", " there"]);
+    events.truncate(3);
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(sse_response(sse(&events, "\n")))
+        .mount(&h.openai)
+        .await;
+
+    let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert_eq!(pieces.concat(), "Hi there");
+    assert!(matches!(error, Some(StreamError::Failed(_))), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_stall_before_the_first_piece_fails_like_complete_by_the_deadline() {
+    let h = harness(&[("LLM_REQUEST_TIMEOUT_MS", "5000")]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(
+            sse_response(sse(&openai_events(&["Too late"]), "\n"))
+                .set_delay(Duration::from_secs(10)),
+        )
+        .mount(&h.openai)
+        .await;
+
+    let started = Instant::now();
+    let result = h.stream("openai", Duration::from_millis(700)).await;
+
+    assert!(
+        matches!(result, Err(LlmError::Unavailable { .. })),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_stall_before_the_first_piece_falls_back_within_the_deadline() {
+    let h = harness(&[
+        ("PROVIDER_FALLBACK", "gemini"),
+        ("LLM_REQUEST_TIMEOUT_MS", "300"),
+        ("LLM_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(
+            sse_response(sse(&openai_events(&["Too late"]), "\n"))
+                .set_delay(Duration::from_secs(10)),
+        )
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(sse_response(sse(&gemini_events(&["In", " time"]), "\r\n")))
+        .mount(&h.gemini)
+        .await;
+
+    let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
+
+    assert_eq!(stream.provider(), "gemini");
+    assert_eq!(drain(&mut stream).await.0.concat(), "In time");
+}
+
+/// A loopback OpenAI-compatible server that answers one request with `events` and then holds the
+/// connection open; the receiver learns when the client closes it.
+async fn holding_server(events: &str) -> (String, oneshot::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n";
+    let response = format!("{head}{:x}\r\n{events}\r\n", events.len());
+    let (closed_tx, closed_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request_complete(&request) {
+            socket.readable().await.unwrap();
+            let mut buffer = [0u8; 4096];
+            match socket.try_read(&mut buffer) {
+                Ok(0) => return,
+                Ok(n) => request.extend_from_slice(&buffer[..n]),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        let mut written = 0;
+        while written < response.len() {
+            socket.writable().await.unwrap();
+            match socket.try_write(&response.as_bytes()[written..]) {
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        // Hold the connection; the client closing it reads as the end of the input.
+        let mut buffer = [0u8; 1024];
+        while socket.readable().await.is_ok() {
+            match socket.try_read(&mut buffer) {
+                Ok(0) => break,
+                Err(err) if err.kind() != std::io::ErrorKind::WouldBlock => break,
+                Ok(_) | Err(_) => {}
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    (format!("http://{address}/v1"), closed_rx)
+}
+
+/// Whether `bytes` hold a whole HTTP request: the head and a body of its `content-length`.
+fn request_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let length = text[..end]
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    bytes.len() >= end + 4 + length
+}
+
+#[tokio::test]
+async fn a_stall_after_the_first_piece_is_stalled_at_the_deadline() {
+    let events = sse(&openai_events(&["Hi"])[..2], "\n");
+    let (base_url, _closed) = holding_server(&events).await;
+    let h = harness(&[("OPENAI_BASE_URL", &base_url)]).await;
+
+    let started = Instant::now();
+    let budget = Duration::from_millis(800);
+    let mut stream = h.stream("openai", budget).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert_eq!(pieces, ["Hi"]);
+    assert!(matches!(error, Some(StreamError::Stalled)), "{error:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= budget && elapsed < budget + Duration::from_millis(700),
+        "{elapsed:?}"
+    );
+    assert_eq!(
+        h.llm.breaker_state("openai"),
+        Some("closed"),
+        "a long answer is no failure"
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_stream_closes_the_provider_connection() {
+    let events = sse(&openai_events(&["Hi"])[..2], "\n");
+    let (base_url, mut closed) = holding_server(&events).await;
+    let h = harness(&[("OPENAI_BASE_URL", &base_url)]).await;
+
+    let mut stream = h.stream("openai", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().as_deref(), Some("Hi"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        closed.try_recv().is_err(),
+        "the connection is open while the stream lives"
+    );
+    drop(stream);
+
+    tokio::time::timeout(Duration::from_secs(2), closed)
+        .await
+        .expect("the provider saw the connection close")
+        .expect("the server reported");
+}
