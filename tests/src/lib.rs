@@ -658,3 +658,75 @@ pub async fn recording_clients() -> (AwsClients, Recorder) {
     let clients = clients_at(None, timeout, Some(recorder.clone())).await;
     (clients, recorder)
 }
+
+/// A chat configuration from `pairs`, every other setting at its default.
+pub fn chat_config(pairs: &[(&str, &str)]) -> shared::config::ChatConfig {
+    let vars: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
+    shared::config::ChatConfig::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned()))
+        .expect("a valid chat configuration")
+}
+
+/// A chat configuration with only the offline `echo` provider.
+pub fn echo_chat() -> shared::config::ChatConfig {
+    chat_config(&[("LLM_PROVIDERS", "echo")])
+}
+
+/// Wiremock servers standing in for OpenAI and Gemini, a secret holding their keys
+/// (`sk-test-1`, `g-test-1`), and the chat configuration that points at them (models
+/// `gpt-test,gpt-other` and `gemini-test`, fast backoff, 1 s per provider request), adjusted by
+/// `overrides`.
+pub struct StubbedProviders {
+    pub openai: wiremock::MockServer,
+    pub gemini: wiremock::MockServer,
+    pub secret: String,
+    pub config: shared::config::ChatConfig,
+}
+
+pub async fn stubbed_providers(overrides: &[(&str, &str)]) -> StubbedProviders {
+    let (openai, gemini) = (
+        wiremock::MockServer::start().await,
+        wiremock::MockServer::start().await,
+    );
+    let secret = secret_with(
+        &serde_json::json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"}),
+    )
+    .await;
+    let (openai_url, gemini_url) = (
+        format!("{}/v1", openai.uri()),
+        format!("{}/v1beta", gemini.uri()),
+    );
+    let mut pairs = vec![
+        ("LLM_PROVIDERS", "openai,gemini,echo"),
+        ("OPENAI_BASE_URL", openai_url.as_str()),
+        ("OPENAI_MODELS", "gpt-test,gpt-other"),
+        ("GEMINI_BASE_URL", gemini_url.as_str()),
+        ("GEMINI_MODELS", "gemini-test"),
+        ("SYSTEM_PROMPT", "Answer briefly."),
+        ("LLM_BACKOFF_BASE_MS", "1"),
+        ("LLM_BACKOFF_CAP_MS", "5"),
+        ("LLM_REQUEST_TIMEOUT_MS", "1000"),
+    ];
+    pairs.retain(|(name, _)| !overrides.iter().any(|(other, _)| other == name));
+    pairs.extend_from_slice(overrides);
+    StubbedProviders {
+        config: chat_config(&pairs),
+        openai,
+        gemini,
+        secret,
+    }
+}
+
+/// Serves `functions` with the local API server on a free loopback port, for the rest of the
+/// test; returns its address.
+pub async fn local_server(functions: local_api::Functions) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    tokio::spawn(local_api::serve(
+        listener,
+        functions,
+        std::future::pending(),
+    ));
+    address
+}

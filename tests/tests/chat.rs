@@ -2,15 +2,13 @@
 //! formats (wiremock), DynamoDB and Secrets Manager on the local stack.
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use chat::{handle, State};
 use e2e::{
-    chat_request, event, json_body, partition_count, private_table, rotate_secret, secret_with,
-    stack, unique,
+    chat_request, event, json_body, partition_count, private_table, rotate_secret, stack, unique,
 };
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
@@ -37,28 +35,12 @@ async fn harness(overrides: &[(&str, &str)]) -> Harness {
 
 async fn harness_in(table: Option<String>, overrides: &[(&str, &str)]) -> Harness {
     let stack = stack().await;
-    let (openai, gemini) = (MockServer::start().await, MockServer::start().await);
-    let secret =
-        secret_with(&json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"})).await;
-    let mut vars: HashMap<String, String> = [
-        ("LLM_PROVIDERS", "openai,gemini,echo".to_owned()),
-        ("OPENAI_BASE_URL", format!("{}/v1", openai.uri())),
-        ("OPENAI_MODELS", "gpt-test,gpt-other".to_owned()),
-        ("GEMINI_BASE_URL", format!("{}/v1beta", gemini.uri())),
-        ("GEMINI_MODELS", "gemini-test".to_owned()),
-        ("SYSTEM_PROMPT", "Answer briefly.".to_owned()),
-        ("LLM_BACKOFF_BASE_MS", "1".to_owned()),
-        ("LLM_BACKOFF_CAP_MS", "5".to_owned()),
-        ("LLM_REQUEST_TIMEOUT_MS", "1000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (name, value) in overrides {
-        vars.insert((*name).to_owned(), (*value).to_owned());
-    }
-    let chat_config = shared::config::ChatConfig::from_lookup(|name| vars.get(name).cloned())
-        .expect("a valid chat configuration");
+    let e2e::StubbedProviders {
+        openai,
+        gemini,
+        secret,
+        config: chat_config,
+    } = e2e::stubbed_providers(overrides).await;
     let mut config = stack.config.clone();
     config.secret_id = secret.clone();
     if let Some(table) = table {
@@ -766,21 +748,13 @@ async fn state_with_table_at(endpoint: std::net::SocketAddr) -> State {
         dynamodb: e2e::dynamodb_at(endpoint, Duration::from_secs(1)).await,
         secrets: stack.clients.secrets.clone(),
     };
-    let chat_config = shared::config::ChatConfig::from_lookup(|name| {
-        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
-    })
-    .expect("a valid chat configuration");
-    State::new(&stack.config, chat_config, &clients).expect("the chat state")
+    State::new(&stack.config, e2e::echo_chat(), &clients).expect("the chat state")
 }
 
 /// A chat function (echo provider) on the local stack itself.
 async fn state_with_table_at_the_stack() -> State {
     let stack = stack().await;
-    let chat_config = shared::config::ChatConfig::from_lookup(|name| {
-        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
-    })
-    .expect("a valid chat configuration");
-    State::new(&stack.config, chat_config, &stack.clients).expect("the chat state")
+    State::new(&stack.config, e2e::echo_chat(), &stack.clients).expect("the chat state")
 }
 
 /// A chat request from `user` in an invocation with `left` before Lambda's deadline.

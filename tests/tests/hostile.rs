@@ -36,11 +36,7 @@ fn status(answer: &Value) -> u64 {
 #[tokio::test]
 async fn chat_answers_an_event_with_hostile_headers() {
     let stack = stack().await;
-    let config = shared::config::ChatConfig::from_lookup(|name| {
-        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
-    })
-    .unwrap();
-    let state = chat::State::new(&stack.config, config, &stack.clients).unwrap();
+    let state = chat::State::new(&stack.config, e2e::echo_chat(), &stack.clients).unwrap();
     let handler = |req| chat::handle(&state, req);
     // Chat answers in Lambda's streaming format: the metadata prelude, then the body.
     let answer = shared::http::event::invoke_streaming(&handler, hostile("chat-post.json")).await;
@@ -57,11 +53,7 @@ async fn chat_answers_an_event_with_hostile_headers() {
 async fn chat_answers_an_invocation_that_is_not_a_request_quietly() {
     // API Gateway may follow a streamed answer with an invocation of its own.
     let stack = stack().await;
-    let config = shared::config::ChatConfig::from_lookup(|name| {
-        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
-    })
-    .unwrap();
-    let state = chat::State::new(&stack.config, config, &stack.clients).unwrap();
+    let state = chat::State::new(&stack.config, e2e::echo_chat(), &stack.clients).unwrap();
     let handler = |req| chat::handle(&state, req);
     let event = LambdaEvent::new(json!({"status": "completed"}), Context::default());
     let answer = shared::http::event::invoke_streaming(&handler, event).await;
@@ -110,14 +102,7 @@ async fn local_server() -> std::net::SocketAddr {
     let functions = local_api::Functions::from_env()
         .await
         .expect("configuration from make test");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(local_api::serve(
-        listener,
-        functions,
-        std::future::pending(),
-    ));
-    address
+    e2e::local_server(functions).await
 }
 
 /// Sends `request` as raw bytes and reads the whole answer (the server closes after it).

@@ -2,15 +2,11 @@
 //! (server-sent events from wiremock, or a hand-written loopback server where the test needs to
 //! hold a connection open or see it close), the keys secret on the local stack.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use e2e::{secret_with, stack};
+use e2e::stack;
 use serde_json::{json, Value};
 use shared::{
-    config::ChatConfig,
     domain::{Role, TokenUsage},
     llm::{ContextMessage, Llm, LlmError, ReplyStream, StreamError},
     secrets::ProviderKeys,
@@ -34,28 +30,12 @@ struct Harness {
 /// `overrides` adjust its configuration.
 async fn harness(overrides: &[(&str, &str)]) -> Harness {
     let stack = stack().await;
-    let (openai, gemini) = (MockServer::start().await, MockServer::start().await);
-    let secret =
-        secret_with(&json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"})).await;
-    let mut vars: HashMap<String, String> = [
-        ("LLM_PROVIDERS", "openai,gemini,echo".to_owned()),
-        ("OPENAI_BASE_URL", format!("{}/v1", openai.uri())),
-        ("OPENAI_MODELS", "gpt-test,gpt-other".to_owned()),
-        ("GEMINI_BASE_URL", format!("{}/v1beta", gemini.uri())),
-        ("GEMINI_MODELS", "gemini-test".to_owned()),
-        ("SYSTEM_PROMPT", "Answer briefly.".to_owned()),
-        ("LLM_BACKOFF_BASE_MS", "1".to_owned()),
-        ("LLM_BACKOFF_CAP_MS", "5".to_owned()),
-        ("LLM_REQUEST_TIMEOUT_MS", "1000".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (name, value) in overrides {
-        vars.insert((*name).to_owned(), (*value).to_owned());
-    }
-    let config = ChatConfig::from_lookup(|name| vars.get(name).cloned())
-        .expect("a valid chat configuration");
+    let e2e::StubbedProviders {
+        openai,
+        gemini,
+        secret,
+        config,
+    } = e2e::stubbed_providers(overrides).await;
     let keys = ProviderKeys::new(stack.clients.secrets.clone(), secret, config.secret_ttl);
     let llm = Llm::from_config(&config, keys).expect("the LLM client");
     Harness {

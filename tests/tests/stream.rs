@@ -283,20 +283,11 @@ async fn a_finished_stream_is_replayed_as_events() {
 async fn the_local_server_streams_events_to_a_real_sse_client_as_they_come() {
     use eventsource_stream::Eventsource;
     let stack = stack().await;
-    let chat = shared::config::ChatConfig::from_lookup(|name| {
-        (name == "LLM_PROVIDERS").then(|| "echo".to_owned())
-    })
-    .unwrap();
+    let chat = e2e::echo_chat();
     let feedback = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
     let functions =
         local_api::Functions::new(stack.config, chat, feedback, stack.clients).expect("states");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(local_api::serve(
-        listener,
-        functions,
-        std::future::pending(),
-    ));
+    let address = e2e::local_server(functions).await;
     let response = reqwest::Client::new()
         .post(format!("http://{address}/chat"))
         .header("x-dev-user", unique("curl"))

@@ -201,6 +201,14 @@ pub async fn serve(
     functions: Functions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Streamed events are small writes: without TCP_NODELAY each would wait for the client's
+    // delayed acknowledgement of the previous one (about 40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %err, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(functions))
         .with_graceful_shutdown(shutdown)
         .await
