@@ -54,6 +54,7 @@ dev: $(VENV_DONE)
 	@echo "  curl -s localhost:3000/health/ready"
 	@echo "  curl -s -H 'X-Dev-User: alice' -H 'content-type: application/json' -d '{\"message\":\"hello\"}' localhost:3000/chat"
 	@echo "  curl -s -H 'X-Dev-User: alice' localhost:3000/conversations"
+	@echo "  curl -N -H 'X-Dev-User: alice' -H 'Accept: text/event-stream' -H 'content-type: application/json' -d '{\"message\":\"hello there\"}' localhost:3000/chat"
 	env $(LOCAL_ENV) AWS_ENDPOINT_URL=http://127.0.0.1:$${LOCAL_STACK_PORT:-4566} \
 	  LLM_PROVIDERS=$${LLM_PROVIDERS:-echo} \
 	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
