@@ -173,14 +173,10 @@ async fn a_client_that_leaves_stops_the_reply_and_the_partial_is_stored_as_stopp
     assert_eq!(stored.len(), 1, "{stored:?}");
     let (content, ending) = &stored[0];
     assert_eq!(ending.as_deref(), Some("stopped"));
+    // Had the generation gone on, the whole reply would have been stored: it stopped.
     assert!(
         content.starts_with("echo:") && content.len() < format!("echo: {words}").len(),
         "a partial reply: {content:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(1_500),
-        "stored before the reply would have ended: {:?}",
-        started.elapsed()
     );
     // The same key replays the stopped reply.
     let again = handle(
