@@ -241,7 +241,7 @@ impl Producer {
     }
 }
 
-/// A provider that failed after it had begun: a 502 (it broke its stream) or a 504 (it stalled).
+/// A provider that failed after it had begun: a 502 (it broke its stream) or a 503 (it stalled).
 fn provider_failure(failure: &StreamError) -> ApiError {
     match failure {
         StreamError::Stalled => ApiError::Unavailable {
