@@ -183,11 +183,9 @@ async fn route(
     match run(state, &turn, lease.as_ref(), &limits).await {
         Ok(answer) => Ok(http::json_text(StatusCode::OK, answer).map(AnswerBody::from)),
         Err(err) => {
-            let may_have_been_stored =
-                matches!(&err, Failure::Store(err) if err.may_have_been_stored());
             state
                 .store
-                .abandon(&turn.user, lease, may_have_been_stored)
+                .abandon(&turn.user, lease, err.may_have_been_stored())
                 .await;
             Err(err.into())
         }
@@ -228,6 +226,13 @@ impl Limits {
 enum Failure {
     Store(StoreError),
     Other(ApiError),
+}
+
+impl Failure {
+    /// Whether the turn may nevertheless have been stored (then its key stays claimed).
+    fn may_have_been_stored(&self) -> bool {
+        matches!(self, Self::Store(err) if err.may_have_been_stored())
+    }
 }
 
 impl From<StoreError> for Failure {

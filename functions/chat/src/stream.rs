@@ -18,11 +18,11 @@ use serde::Serialize;
 use shared::{
     domain::{ConversationId, MessageId, MessageText, UserId},
     http::{self, AnswerBody, ApiError, EventSink},
-    llm::{LlmError, ReplyStream, StreamError},
+    llm::{ReplyStream, StreamError},
     store::{ConversationStore, Ending, Lease, Reply, Reservation, StoreError, TurnTarget},
 };
 
-use super::{prepare, ChatAnswer, Limits, State, Turn};
+use super::{prepare, ChatAnswer, Failure, Limits, State, Turn};
 
 /// The longest silence on a stream: API Gateway's edge endpoint closes an idle connection after
 /// 30 s, so a provider that thinks for long is covered by comment lines.
@@ -55,11 +55,9 @@ pub(super) async fn start(
     let (target, reply, reservation) = match opened {
         Ok(opened) => opened,
         Err(err) => {
-            let may_have_been_stored =
-                matches!(&err, Opening::Store(err) if err.may_have_been_stored());
             state
                 .store
-                .abandon(&turn.user, lease, may_have_been_stored)
+                .abandon(&turn.user, lease, err.may_have_been_stored())
                 .await;
             return Err(err.into());
         }
@@ -80,36 +78,21 @@ pub(super) async fn start(
     Ok(response)
 }
 
-/// Why a stream could not open.
-enum Opening {
-    Store(StoreError),
-    Llm(LlmError),
-}
-
-impl From<Opening> for ApiError {
-    fn from(err: Opening) -> Self {
-        match err {
-            Opening::Store(err) => err.into(),
-            Opening::Llm(err) => err.into(),
-        }
-    }
-}
-
 /// The context, the provider's first piece, and the reply's message ids; the provider and the
 /// reservation are asked at once, so that the ids cost no time before the first byte.
 async fn open(
     state: &State,
     turn: &Turn,
     limits: &Limits,
-) -> Result<(TurnTarget, ReplyStream, Reservation), Opening> {
-    let (target, context) = prepare(state, turn).await.map_err(Opening::Store)?;
+) -> Result<(TurnTarget, ReplyStream, Reservation), Failure> {
+    let (target, context) = prepare(state, turn).await?;
     let (reply, reservation) = tokio::join!(
         state.llm.stream(&turn.choice, &context, limits.work),
         state.store.reserve_turn(&turn.user, &target),
     );
     // A reservation whose provider failed leaves two unused sequence numbers: ids only grow.
-    let reply = reply.map_err(Opening::Llm)?;
-    let reservation = reservation.map_err(Opening::Store)?;
+    let reply = reply?;
+    let reservation = reservation?;
     Ok((target, reply, reservation))
 }
 

@@ -50,13 +50,10 @@ impl Provider for Echo {
                 tokio::time::sleep(self.latency.min(call.timeout)).await;
             }
             let text = answer(&call);
-            let words = |text: &str| text.split_whitespace().count() as u64;
-            let input_tokens = call.messages.iter().map(|m| words(&m.content)).sum::<u64>()
-                + call.system.map_or(0, words);
             Ok(Completion {
                 usage: TokenUsage {
-                    input_tokens,
-                    output_tokens: words(&text),
+                    input_tokens: super::prompt_words(call.messages, call.system),
+                    output_tokens: super::words(&text),
                 },
                 text,
             })

@@ -34,6 +34,21 @@ pub struct ContextMessage {
     pub content: String,
 }
 
+/// Whitespace-separated words: the token estimate of the echo provider and of a stream whose
+/// provider has not reported its usage.
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+/// The words of a prompt: the system prompt and every message.
+fn prompt_words(messages: &[ContextMessage], system: Option<&str>) -> u64 {
+    messages
+        .iter()
+        .map(|message| words(&message.content))
+        .sum::<u64>()
+        + system.map_or(0, words)
+}
+
 /// One call to a provider.
 struct Call<'a> {
     pub model: &'a str,

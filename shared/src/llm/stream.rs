@@ -129,11 +129,7 @@ impl Llm {
         deadline: Instant,
     ) -> Result<ReplyStream, LlmError> {
         let (started, served) = self.ask(&Streaming, choice, messages, deadline).await?;
-        let prompt_words = messages
-            .iter()
-            .map(|message| words(&message.content))
-            .sum::<u64>()
-            + self.system_prompt().map_or(0, words);
+        let prompt_words = super::prompt_words(messages, self.system_prompt());
         let mut reply_words = WordCount::default();
         reply_words.add(&started.first);
         Ok(ReplyStream {
@@ -296,10 +292,6 @@ fn failure_text(err: &ProviderError) -> String {
             "the provider refused to go on".to_owned()
         }
     }
-}
-
-fn words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
 }
 
 /// Counts whitespace-separated words across pieces that may split a word.
