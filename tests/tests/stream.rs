@@ -52,6 +52,11 @@ async fn events(body: AnswerBody) -> Vec<(String, Value)> {
     events
 }
 
+/// The names of `events`, in order.
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(name, _)| name.as_str()).collect()
+}
+
 /// OpenAI's streaming wire format: chunks of `delta.content`, a usage chunk, `[DONE]`.
 fn openai_stream(pieces: &[&str], end: &str) -> ResponseTemplate {
     let mut body = String::new();
@@ -107,7 +112,7 @@ async fn a_streamed_turn_sends_start_deltas_and_done_and_is_stored_whole() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let events = events(response.into_body()).await;
-    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    let names = names(&events);
     assert_eq!(names, ["start", "delta", "delta", "delta", "done"]);
     let start = &events[0].1;
     assert_eq!(start["user_message_id"], "000000000001");
@@ -207,7 +212,7 @@ async fn a_stream_that_breaks_midway_ends_with_error_and_keeps_the_partial_as_in
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     let first = events(response.into_body()).await;
-    let names: Vec<&str> = first.iter().map(|(name, _)| name.as_str()).collect();
+    let names = names(&first);
     assert_eq!(names, ["start", "delta", "delta", "error"]);
     let problem = &first[3].1;
     assert_eq!(problem["status"], 502, "{problem}");
@@ -267,7 +272,7 @@ async fn a_finished_stream_is_replayed_as_events() {
     .await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     let again = events(again.into_body()).await;
-    let names: Vec<&str> = again.iter().map(|(name, _)| name.as_str()).collect();
+    let names = names(&again);
     assert_eq!(names, ["start", "delta", "done"]);
     assert_eq!(again[0].1, first[0].1, "the same start");
     assert_eq!(again[1].1["text"], "echo: hi there");
