@@ -174,6 +174,39 @@ impl MessageText {
     }
 }
 
+/// A conversation's title as a user sets it: trimmed, not empty, at most [`Title::MAX_CHARS`]
+/// characters, on one line (no control characters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Title(String);
+
+impl Title {
+    pub const MAX_CHARS: usize = 120;
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let text = raw.trim();
+        if text.is_empty() {
+            return Err(Invalid("must not be empty".to_owned()));
+        }
+        let chars = text.chars().count();
+        if chars > Self::MAX_CHARS {
+            return Err(Invalid(format!(
+                "is {chars} characters long; the limit is {}",
+                Self::MAX_CHARS
+            )));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(Invalid(
+                "must be one line without control characters".to_owned(),
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A comment on a reply: trimmed, at most the configured number of characters; blank is none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comment(String);
@@ -285,6 +318,18 @@ mod tests {
         assert!(err.0.contains("11 characters"), "{err}");
         assert_eq!(Comment::parse("   ", 5), Ok(None));
         assert!(Comment::parse("123456", 5).is_err());
+    }
+
+    #[test]
+    fn set_titles_are_one_trimmed_line_within_the_limit() {
+        assert_eq!(
+            Title::parse("  Trip plans ").unwrap().as_str(),
+            "Trip plans"
+        );
+        assert!(Title::parse("   ").is_err());
+        assert!(Title::parse("two\nlines").is_err());
+        assert!(Title::parse(&"é".repeat(Title::MAX_CHARS)).is_ok());
+        assert!(Title::parse(&"é".repeat(Title::MAX_CHARS + 1)).is_err());
     }
 
     #[test]

@@ -725,7 +725,7 @@ pub async fn local_server(functions: local_api::Functions) -> std::net::SocketAd
     let address = listener.local_addr().expect("its address");
     tokio::spawn(local_api::serve(
         listener,
-        functions,
+        local_api::router(functions, None),
         std::future::pending(),
     ));
     address

@@ -909,3 +909,70 @@ async fn a_turn_whose_answer_was_lost_is_replayed_after_the_lease_never_stored_t
         .count();
     assert_eq!(messages, 2, "one turn, stored once");
 }
+
+/// `GET /models` as `user`.
+async fn models(harness: &Harness, user: Option<&str>) -> (StatusCode, Value, Option<String>) {
+    let req = e2e::request_with("GET", "/models", &[], None, user, &[], b"");
+    let response = handle(&harness.state, req).await;
+    let cache = response
+        .headers()
+        .get("cache-control")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (response.status(), json_body(&response), cache)
+}
+
+#[tokio::test]
+async fn models_lists_the_providers_with_keys_and_the_default_first() {
+    let harness = harness(&[("LLM_DEFAULT_PROVIDER", "gemini")]).await;
+    let (status, body, cache) = models(&harness, Some("models-user")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({
+            "default": {"provider": "gemini", "model": "gemini-test"},
+            "providers": [
+                {"name": "gemini", "models": ["gemini-test"]},
+                {"name": "openai", "models": ["gpt-test", "gpt-other"]},
+                {"name": "echo", "models": ["echo-1"]},
+            ]
+        })
+    );
+    assert_eq!(cache.as_deref(), Some("private, max-age=300"));
+    assert!(
+        !body.to_string().contains("sk-test"),
+        "a key leaked: {body}"
+    );
+
+    let (status, problem, _) = models(&harness, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+}
+
+#[tokio::test]
+async fn models_leaves_out_a_provider_without_a_key() {
+    let harness = harness(&[]).await;
+    let only_gemini = e2e::secret_with(&json!({"gemini_api_key": "g-test-1"})).await;
+    let stack = stack().await;
+    let mut config = stack.config.clone();
+    config.secret_id = only_gemini;
+    let chat_config = e2e::stubbed_providers(&[]).await.config;
+    let state = State::new(&config, chat_config, &stack.clients).expect("the chat state");
+    let harness = Harness {
+        state: Arc::new(state),
+        ..harness
+    };
+    let (status, body, _) = models(&harness, Some("models-user")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let names: Vec<&str> = body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|provider| provider["name"].as_str())
+        .collect();
+    assert_eq!(names, ["gemini", "echo"]);
+    // The configured default (openai) has no key: the first offered one is preselected.
+    assert_eq!(
+        body["default"],
+        json!({"provider": "gemini", "model": "gemini-test"})
+    );
+}

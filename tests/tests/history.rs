@@ -332,6 +332,7 @@ async fn every_route_needs_an_identity() {
     for (method, resource) in [
         ("GET", "/conversations"),
         ("GET", "/conversations/{id}/messages"),
+        ("PATCH", "/conversations/{id}"),
         ("DELETE", "/conversations/{id}"),
         ("DELETE", "/history"),
     ] {
@@ -439,4 +440,124 @@ async fn every_listing_reads_one_item_more_than_its_page() {
         .map(|call| call.limit)
         .collect();
     assert_eq!(limits, [Some(6)]);
+}
+
+/// `PATCH /conversations/{id}` with a JSON body, as `user`.
+async fn rename(
+    state: &State,
+    user: &UserId,
+    id: &ConversationId,
+    body: &str,
+) -> (StatusCode, Value) {
+    let req = e2e::request_with(
+        "PATCH",
+        "/conversations/{id}",
+        &[("id", id.as_str())],
+        None,
+        Some(user.as_str()),
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    );
+    let response = handle(state, req).await;
+    (response.status(), json_body(&response))
+}
+
+#[tokio::test]
+async fn a_rename_sets_the_title_and_keeps_the_rest() {
+    let state = state().await;
+    let owner = user();
+    let id = conversation(&owner, 2).await;
+    let before = store().await.conversation(&owner, &id).await.unwrap();
+
+    let (status, body) = rename(&state, &owner, &id, r#"{"title":"  Trip to Lisbon  "}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["title"], "Trip to Lisbon");
+    assert_eq!(body["message_count"], 4);
+    assert_eq!(body["updated_at"], before.updated_at.as_str());
+
+    let (_, listed) = call(&state, "GET", "/conversations", None, None, Some(&owner)).await;
+    assert_eq!(listed["conversations"][0]["title"], "Trip to Lisbon");
+    // The conversation goes on as before.
+    store()
+        .await
+        .append_turn(
+            &owner,
+            &TurnTarget::Existing(id.clone()),
+            &text("q"),
+            &reply("a"),
+        )
+        .await
+        .unwrap();
+    let after = store().await.conversation(&owner, &id).await.unwrap();
+    assert_eq!(
+        (after.title.as_str(), after.message_count),
+        ("Trip to Lisbon", 6)
+    );
+}
+
+#[tokio::test]
+async fn a_rename_never_brings_back_a_deleted_or_foreign_conversation() {
+    let state = state().await;
+    let owner = user();
+    let id = conversation(&owner, 1).await;
+
+    let stranger = user();
+    let (status, body) = rename(&state, &stranger, &id, r#"{"title":"mine now"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        e2e::partition_items(&stack().await.config.table_name, &stranger)
+            .await
+            .is_empty()
+    );
+
+    let (status, _) = call(
+        &state,
+        "DELETE",
+        "/conversations/{id}",
+        Some(&id),
+        None,
+        Some(&owner),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = rename(&state, &owner, &id, r#"{"title":"revived?"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        e2e::partition_items(&stack().await.config.table_name, &owner)
+            .await
+            .is_empty(),
+        "a rename wrote into a deleted conversation"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_rename_is_a_400_naming_the_field_and_changes_nothing() {
+    let state = state().await;
+    let owner = user();
+    let id = conversation(&owner, 1).await;
+    let long = format!(r#"{{"title":"{}"}}"#, "x".repeat(121));
+    for (body, field) in [
+        (r#"{"title":"   "}"#, "title"),
+        (r#"{"title":"two\nlines"}"#, "title"),
+        (long.as_str(), "title"),
+        (r#"{"title":7}"#, "title"),
+        (r#"{}"#, "title"),
+        (r#"{"title":"ok","pinned":true}"#, "pinned"),
+        ("[]", "body"),
+        ("not json", "body"),
+    ] {
+        let (status, problem) = rename(&state, &owner, &id, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(field)
+                || problem["field"] == field,
+            "{body}: {problem}"
+        );
+    }
+    let unchanged = store().await.conversation(&owner, &id).await.unwrap();
+    assert_eq!(unchanged.title, "a title");
 }

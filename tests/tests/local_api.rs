@@ -13,8 +13,13 @@ struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts the local API server on a free port.
+/// Starts the local API server on a free port, without the web client.
 async fn start_server() -> Server {
+    start_server_with(None).await
+}
+
+/// Starts the local API server on a free port, serving the web client from `web_root`.
+async fn start_server_with(web_root: Option<std::path::PathBuf>) -> Server {
     stack().await; // fail early, and clearly, without the local stack
     let functions = local_api::Functions::from_env()
         .await
@@ -22,9 +27,13 @@ async fn start_server() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(local_api::serve(listener, functions, async {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(local_api::serve(
+        listener,
+        local_api::router(functions, web_root),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     Server { url, stop, task }
 }
 
@@ -62,6 +71,68 @@ async fn unknown_routes_and_methods_are_refused() {
     assert_eq!(missing.status(), 404);
     let wrong_method = client.delete(format!("{url}/health")).send().await.unwrap();
     assert_eq!(wrong_method.status(), 405);
+}
+
+#[tokio::test]
+async fn serves_the_web_client_beside_the_api_on_one_origin() {
+    let root = std::env::temp_dir().join(format!("web-root-{}", e2e::user().as_str()));
+    std::fs::create_dir_all(root.join("assets")).unwrap();
+    std::fs::write(
+        root.join("index.html"),
+        "<!doctype html><title>chat</title>",
+    )
+    .unwrap();
+    std::fs::write(root.join("assets/app-1234.js"), "export {};").unwrap();
+    let server = start_server_with(Some(root.clone())).await;
+    let url = &server.url;
+    let client = reqwest::Client::new();
+
+    let page = client.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(page.text().await.unwrap().contains("<title>chat</title>"));
+
+    let script = client
+        .get(format!("{url}/assets/app-1234.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("javascript"));
+
+    let config: Value = client
+        .get(format!("{url}/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["auth"]["mode"], "dev");
+    assert_eq!(config["apiBaseUrl"], "");
+
+    // The API is unchanged beside it: its routes, and API Gateway's 404 for anything else.
+    let live = client.get(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert!(live.headers().get("content-security-policy").is_none());
+    for missing in [
+        client.get(format!("{url}/nope.html")),
+        client.post(format!("{url}/nope")),
+        client.get(format!("{url}/../Cargo.toml")),
+    ] {
+        let answer = missing.send().await.unwrap();
+        assert_eq!(answer.status(), 404);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["message"], "no such route");
+    }
+    std::fs::remove_dir_all(root).unwrap();
 }
 
 #[tokio::test]

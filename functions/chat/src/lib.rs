@@ -1,4 +1,5 @@
-//! The chat function: `POST /chat`, one turn with an LLM that remembers the conversation.
+//! The chat function: `POST /chat`, one turn with an LLM that remembers the conversation, and
+//! `GET /models`, the providers and models a client may choose.
 //!
 //! The turn is stored only after the provider answered, whole or not at all. With an
 //! `Idempotency-Key`, a retried request is answered from its first run: no second provider call,
@@ -18,7 +19,7 @@ use shared::{
     config::{ChatConfig, Config, ConfigError},
     domain::{ConversationId, MessageId, MessageText, Role, TokenUsage, UserId},
     http::{self, AnswerBody, ApiError, Invocation},
-    llm::{Choice, ContextMessage, Llm},
+    llm::{Choice, ContextMessage, Llm, Offer},
     secrets::ProviderKeys,
     store::{
         Admission, ConversationStore, Ending, Lease, Message, Reply, StoreError, StoredTurn,
@@ -131,9 +132,12 @@ async fn route(
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<AnswerBody>, ApiError> {
-    http::route(&req, &[("POST", "/chat")])?;
+    let route = http::route(&req, &[("POST", "/chat"), ("GET", "/models")])?;
     let user = http::caller(&req)?;
     http::query_params(&req, &[])?;
+    if route == "/models" {
+        return models(state).await;
+    }
     let body: ChatRequest = http::json_body(&req, state.config.max_body_bytes)?;
     let message = MessageText::parse(&body.message, state.config.max_message_chars)
         .map_err(http::invalid("message"))?;
@@ -190,6 +194,55 @@ async fn route(
             Err(err.into())
         }
     }
+}
+
+/// `GET /models`: what the deployment offers, the default first.
+#[derive(Serialize)]
+struct Models<'a> {
+    /// The provider and model a request that names none gets; `null` if none is offered.
+    default: Option<ModelChoice<'a>>,
+    providers: Vec<ProviderView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelChoice<'a> {
+    provider: &'a str,
+    model: &'a str,
+}
+
+#[derive(Serialize)]
+struct ProviderView<'a> {
+    name: &'a str,
+    models: &'a [String],
+}
+
+async fn models(state: &State) -> Result<Response<AnswerBody>, ApiError> {
+    let offers: Vec<Offer> = state.llm.offered().await?;
+    let default = offers.first().and_then(|offer| {
+        offer.models.first().map(|model| ModelChoice {
+            provider: &offer.provider,
+            model,
+        })
+    });
+    let mut response = http::json(
+        StatusCode::OK,
+        &Models {
+            default,
+            providers: offers
+                .iter()
+                .map(|offer| ProviderView {
+                    name: &offer.provider,
+                    models: &offer.models,
+                })
+                .collect(),
+        },
+    );
+    // The same for every caller until the next deployment (or key change).
+    response.headers_mut().insert(
+        lambda_http::http::header::CACHE_CONTROL,
+        lambda_http::http::HeaderValue::from_static("private, max-age=300"),
+    );
+    Ok(response.map(AnswerBody::from))
 }
 
 /// When a turn's work must be done.

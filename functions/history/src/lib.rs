@@ -2,6 +2,8 @@
 //!
 //! - `GET /conversations?limit&cursor`: the caller's conversations, newest first.
 //! - `GET /conversations/{id}/messages?limit&cursor&order`: one conversation's messages.
+//! - `PATCH /conversations/{id}` `{"title"}`: renames a conversation (a conditional write: never
+//!   brings back a deleted one).
 //! - `DELETE /conversations/{id}`: one conversation, with its messages, feedback and idempotency
 //!   records.
 //! - `DELETE /history`: everything the caller has stored.
@@ -9,11 +11,11 @@
 //! Another user's conversation is answered exactly like one that does not exist.
 
 use lambda_http::{http::StatusCode, Body, Request, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::{
     aws::AwsClients,
     config::{Config, ConfigError},
-    domain::{ConversationId, MessageId, Role, TokenUsage, UserId},
+    domain::{ConversationId, MessageId, Role, Title, TokenUsage, UserId},
     http::{self, ApiError, Invocation},
     store::{Conversation, ConversationStore, Ending, Message, Order, Page},
 };
@@ -57,6 +59,7 @@ async fn route(
         &[
             ("GET", "/conversations"),
             ("GET", "/conversations/{id}/messages"),
+            ("PATCH", "/conversations/{id}"),
             ("DELETE", "/conversations/{id}"),
             ("DELETE", "/history"),
         ],
@@ -65,6 +68,9 @@ async fn route(
     match route {
         "/conversations" => list_conversations(state, &req, &user).await,
         "/conversations/{id}/messages" => list_messages(state, &req, &user).await,
+        "/conversations/{id}" if req.method() == "PATCH" => {
+            rename_conversation(state, &req, &user).await
+        }
         "/conversations/{id}" => {
             http::query_params(&req, &[])?;
             let id = http::path_conversation_id(&req)?;
@@ -174,6 +180,32 @@ async fn list_conversations(
             conversations: items.iter().map(ConversationView::from).collect(),
             next_cursor: next.map(|cursor| cursor.encode()),
         },
+    ))
+}
+
+/// The body of `PATCH /conversations/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    title: String,
+}
+
+/// The largest rename body: a title of the longest length in 4-byte characters, escaped, fits.
+const MAX_RENAME_BODY_BYTES: usize = 4 * 1024;
+
+async fn rename_conversation(
+    state: &State,
+    req: &Request,
+    user: &UserId,
+) -> Result<Response<Body>, ApiError> {
+    http::query_params(req, &[])?;
+    let id = http::path_conversation_id(req)?;
+    let rename: Rename = http::json_body(req, MAX_RENAME_BODY_BYTES)?;
+    let title = Title::parse(&rename.title).map_err(http::invalid("title"))?;
+    let conversation = state.store.rename_conversation(user, &id, &title).await?;
+    Ok(http::json(
+        StatusCode::OK,
+        &ConversationView::from(&conversation),
     ))
 }
 

@@ -5,6 +5,10 @@
 //! functions convert their events in Lambda (`shared::http::event`), and handed to the function's
 //! handler in-process: the functions run unchanged.
 //!
+//! Beside the API it serves the web client (`web/dist`, built by `make web`) at `/`, same origin
+//! as the API, with the security headers CloudFront sends in a deployment, and the client's
+//! runtime settings at `/config.json` (development sign-in: a typed user name).
+//!
 //! It also plays the authorizer: the development header `X-Dev-User: <id>` becomes
 //! `requestContext.authorizer.claims.sub`. The header is removed before the function sees the
 //! request, and exists nowhere but here.
@@ -12,6 +16,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
+    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -22,7 +27,7 @@ use std::{
 use axum::{
     body::{to_bytes, Body as AxumBody},
     extract::{MatchedPath, Path, RawQuery, Request as AxumRequest, State},
-    http::{HeaderMap, Method, StatusCode},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::on,
     Router,
@@ -75,6 +80,11 @@ pub const ROUTES: &[Route] = &[
         function: Function::Chat,
     },
     Route {
+        method: "GET",
+        resource: "/models",
+        function: Function::Chat,
+    },
+    Route {
         method: "POST",
         resource: "/feedback",
         function: Function::Feedback,
@@ -102,6 +112,11 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "GET",
         resource: "/conversations/{id}/messages",
+        function: Function::History,
+    },
+    Route {
+        method: "PATCH",
+        resource: "/conversations/{id}",
         function: Function::History,
     },
     Route {
@@ -166,8 +181,17 @@ struct App {
     requests: AtomicU64,
 }
 
-/// The router with every route of [`ROUTES`].
-pub fn router(functions: Functions) -> Router {
+/// The web client's settings in development: the API on the same origin, sign-in by name.
+const DEV_CLIENT_CONFIG: &str = r#"{"apiBaseUrl":"","auth":{"mode":"dev"}}"#;
+
+/// The page's Content-Security-Policy: its own scripts and styles only, no inline script, the
+/// API on its own origin. The deployment's (CloudFront's) adds the API's and Cognito's origins.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The router with every route of [`ROUTES`], and the web client from `web_root` if given.
+pub fn router(functions: Functions, web_root: Option<PathBuf>) -> Router {
     let app = Arc::new(App {
         functions,
         requests: AtomicU64::new(0),
@@ -185,20 +209,61 @@ pub fn router(functions: Functions) -> Router {
             }),
         );
     }
-    router
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({"message": "no such route"})),
-            )
-        })
-        .with_state(app)
+    let router = router.with_state(app);
+    let Some(root) = web_root else {
+        return router.fallback(no_such_route);
+    };
+    let files = tower_http::services::ServeDir::new(root)
+        .append_index_html_on_directories(true)
+        .call_fallback_on_method_not_allowed(true)
+        .not_found_service(axum::routing::any(no_such_route));
+    let site = Router::new()
+        .route(
+            "/config.json",
+            axum::routing::get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    DEV_CLIENT_CONFIG,
+                )
+            }),
+        )
+        .fallback_service(files)
+        .layer(axum::middleware::map_response(page_headers));
+    router.fallback_service(site)
 }
 
-/// Serves until `shutdown` resolves, then lets requests in flight finish.
+/// What API Gateway answers for a path it has no route for.
+async fn no_such_route() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"message": "no such route"})),
+    )
+        .into_response()
+}
+
+/// Security and cache headers on the web client's files (the API's answers carry their own).
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", CONTENT_SECURITY_POLICY),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+    ] {
+        headers
+            .entry(name)
+            .or_insert_with(|| HeaderValue::from_static(value));
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert_with(|| HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Serves `router` until `shutdown` resolves, then lets requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    functions: Functions,
+    router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -209,7 +274,7 @@ pub async fn serve(
             tracing::warn!(error = %err, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(functions))
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

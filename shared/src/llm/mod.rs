@@ -17,7 +17,7 @@ use breaker::BreakerConfig;
 use echo::Echo;
 use gemini::Gemini;
 use openai::OpenAi;
-pub use resilient::{Answer, Choice, Llm, LlmError};
+pub use resilient::{Answer, Choice, Llm, LlmError, Offer};
 use resilient::{LlmConfig, ProviderSettings};
 use stream::Source;
 pub use stream::{ReplyStream, StreamError};

@@ -114,6 +114,13 @@ impl Ask for Completing {
     }
 }
 
+/// A provider clients may choose, and its models (the first is its default).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Offer {
+    pub provider: String,
+    pub models: Vec<String>,
+}
+
 /// Who answered: the provider, the model, and the provider's breaker.
 pub(super) struct Served {
     pub(super) provider: String,
@@ -163,6 +170,28 @@ impl Llm {
             .iter()
             .enumerate()
             .find(|(_, slot)| slot.settings.provider.name() == name)
+    }
+
+    /// What clients may choose: the enabled providers that have a key, each with its models (the
+    /// first is its default), and the default provider first if it is offered. Nothing secret.
+    pub async fn offered(&self) -> Result<Vec<Offer>, LlmError> {
+        let keys = self.keys_if_needed().await?;
+        let mut offers: Vec<Offer> = self
+            .slots
+            .iter()
+            .filter(|slot| self.has_key(slot, &keys))
+            .map(|slot| Offer {
+                provider: slot.settings.provider.name().to_owned(),
+                models: slot.settings.models.clone(),
+            })
+            .collect();
+        if let Some(at) = offers
+            .iter()
+            .position(|offer| offer.provider == self.config.default_provider)
+        {
+            offers[..=at].rotate_right(1);
+        }
+        Ok(offers)
     }
 
     /// Checks a request's provider and model against what is enabled and has a key.

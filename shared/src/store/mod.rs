@@ -17,6 +17,7 @@ mod items;
 pub mod keys;
 mod meter;
 mod paging;
+mod titles;
 mod turns;
 
 use std::{sync::Arc, time::Duration};
