@@ -1,0 +1,171 @@
+// Sending, streaming, stopping, and what a reply may never do.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  api,
+  closePage,
+  composer,
+  echoOf,
+  freshUser,
+  lastFinishedReply,
+  launch,
+  openPage,
+  send,
+  signIn,
+  waitFor,
+} from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+test("a reply streams in several pieces, then is listed and survives a reload", async () => {
+  const page = await openPage(browser);
+  const user = freshUser();
+  await signIn(page, user);
+  // Every text the reply shows while it grows.
+  await page.evaluate(() => {
+    window.__seen = [];
+    new MutationObserver(() => {
+      const body = document.querySelector("article.message.assistant:last-of-type .message-body");
+      const text = body?.textContent ?? "";
+      if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+    }).observe(document.getElementById("messages"), { subtree: true, childList: true, characterData: true });
+  });
+  const message = "one two three four five six seven eight nine ten";
+  const requestSeen = page.waitForRequest((r) => r.url().endsWith("/chat") && r.method() === "POST");
+  await send(page, message);
+  const request = await requestSeen;
+  const reply = await lastFinishedReply(page);
+  const expected = echoOf(message);
+  assert.equal((await reply.locator(".message-body").textContent()).trim(), expected);
+
+  const headers = request.headers();
+  assert.match(headers["idempotency-key"] ?? "", /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal(headers["accept"], "text/event-stream");
+  assert.deepEqual(JSON.parse(request.postData()), { message, provider: "echo", model: "echo-1" });
+
+  const seen = await page.evaluate(() => window.__seen);
+  const partial = seen.filter((text) => text.trim() !== expected && expected.startsWith(text.trim()));
+  assert.ok(partial.length >= 3, `expected several partial texts before the end, saw ${JSON.stringify(seen)}`);
+
+  // The conversation is in the list, titled, and opens again after a reload.
+  const stored = await api(user, "GET", "/conversations");
+  assert.equal(stored.body.conversations.length, 1);
+  const id = stored.body.conversations[0].id;
+  await page.locator(`#conversation-list [data-id="${id}"]`).waitFor();
+  await page.reload();
+  await page.locator(`#conversation-list [data-id="${id}"]`).waitFor();
+  await page.getByRole("button", { name: "New chat" }).click();
+  assert.equal(await page.locator("article.message").count(), 0);
+  await page.locator(`#conversation-list [data-id="${id}"]`).click();
+  await page.locator("article.message.assistant").getByText(expected).waitFor();
+  assert.equal(await page.locator("article.message.user").textContent(), `You wrote${message}`);
+  assert.equal(await page.locator(`#conversation-list [data-id="${id}"]`).getAttribute("aria-current"), "page");
+  await closePage(page);
+});
+
+test("Stop ends the reply early; it is kept, marked stopped, after a reload", async () => {
+  const page = await openPage(browser);
+  const user = freshUser();
+  await signIn(page, user);
+  const words = Array.from({ length: 80 }, (_, i) => `word${i}`).join(" ");
+  await send(page, words);
+  const body = page.locator("article.message.assistant .message-body");
+  await waitFor("a few words of the reply", async () => ((await body.textContent()) ?? "").split(" ").length >= 4);
+  await page.getByRole("button", { name: "Stop" }).click();
+  const reply = page.locator("article.message.assistant");
+  await reply.getByText("Stopped: the reply was cut short.").waitFor();
+  const shown = (await body.textContent()).trim();
+  assert.ok(shown.length < echoOf(words).length && echoOf(words).startsWith(shown), `not a strict prefix: ${shown}`);
+  await page.getByRole("button", { name: "Send" }).waitFor();
+
+  // The server stores the partial reply when it notices the client left: wait for that.
+  const conversations = await waitFor("the conversation", async () => (await api(user, "GET", "/conversations")).body.conversations[0]);
+  const storedReply = await waitFor("the stored partial reply", async () => {
+    const { body: page1 } = await api(user, "GET", `/conversations/${conversations.id}/messages`);
+    return page1.messages.find((m) => m.role === "assistant");
+  });
+  assert.equal(storedReply.ending, "stopped");
+  assert.ok(storedReply.content.length < echoOf(words).length);
+
+  await page.reload();
+  const again = page.locator("article.message.assistant");
+  await again.getByText("Stopped: the reply was cut short.").waitFor();
+  assert.ok(echoOf(words).startsWith((await again.locator(".message-body").textContent()).trim()));
+  await closePage(page);
+});
+
+test("Enter sends; Shift+Enter starts a new line", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  const box = composer(page);
+  await box.click();
+  await page.keyboard.type("first line");
+  await page.keyboard.press("Shift+Enter");
+  await page.keyboard.type("second line");
+  assert.equal(await box.inputValue(), "first line\nsecond line");
+  assert.equal(await page.locator("article.message").count(), 0);
+  await page.keyboard.press("Enter");
+  await page.locator("article.message.user").waitFor();
+  assert.equal(await page.locator("article.message.user .message-body").textContent(), "first line\nsecond line");
+  assert.equal(await box.inputValue(), "");
+  await lastFinishedReply(page);
+  await closePage(page);
+});
+
+const PAYLOADS = [
+  '<img src=x onerror="window.__pwned=1">',
+  "<script>window.__pwned=1</script>",
+  "[click me](javascript:window.__pwned=1)",
+  '<a href="javascript:window.__pwned=1">html link</a> <svg onload="window.__pwned=1"></svg>',
+  '<iframe src="javascript:window.__pwned=1"></iframe> <b onmouseover="window.__pwned=1">bold</b>',
+];
+
+async function assertInert(page) {
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  const messages = page.locator("#messages");
+  for (const selector of ["img", "script", "iframe", "svg", "[onerror]", "[onload]", "[onmouseover]", 'a[href^="javascript:" i]']) {
+    assert.equal(await messages.locator(selector).count(), 0, `${selector} in the messages`);
+  }
+}
+
+test("HTML and javascript: links in messages and replies show as text and never run", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  for (const payload of PAYLOADS) {
+    await send(page, payload);
+    await page.getByRole("button", { name: "Send" }).waitFor();
+    await lastFinishedReply(page);
+  }
+  const replies = page.locator("article.message.assistant .message-body");
+  assert.equal(await replies.count(), PAYLOADS.length);
+  assert.match(await replies.nth(0).textContent(), /<img src=x onerror="window.__pwned=1">/);
+  assert.match(await replies.nth(1).textContent(), /<script>window.__pwned=1<\/script>/);
+  assert.match(await page.locator("article.message.user").nth(0).textContent(), /<img src=x onerror/);
+  // Whatever became of the Markdown link, following it runs nothing.
+  const link = page.locator("article.message.assistant").getByText("click me", { exact: true });
+  await link.click();
+  assert.match(await replies.nth(4).textContent(), /<b onmouseover="window.__pwned=1">bold<\/b>/);
+  await assertInert(page);
+  // The same text read back from history goes through the same rendering.
+  await page.reload();
+  await page.locator("article.message.assistant").nth(PAYLOADS.length - 1).locator(".message-actions").waitFor();
+  await assertInert(page);
+  await closePage(page);
+});
+
+test("Copy puts the reply's text on the clipboard", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  await send(page, "copy **this** please");
+  const reply = await lastFinishedReply(page);
+  await reply.getByRole("button", { name: "Copy", exact: true }).click();
+  await reply.getByRole("button", { name: "Copied" }).waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "echo: copy **this** please");
+  await closePage(page);
+});
