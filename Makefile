@@ -21,7 +21,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy clean
+.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
@@ -135,6 +135,12 @@ release:
 
 deploy:
 	sam build && sam deploy --guided
+
+# The built web client to a deployed stack (docs/DEPLOY.md): its config.json from the stack's outputs,
+# the files to the stack's bucket, CloudFront's copies of the entry points invalidated.
+publish-web: web
+	@test -n "$(STACK_NAME)" || { echo "usage: make publish-web STACK_NAME=<stack>" >&2; exit 1; }
+	infra/publish_web.sh "$(STACK_NAME)"
 
 clean:
 	cargo clean
