@@ -21,7 +21,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean
+.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
@@ -48,7 +48,7 @@ $(SAM_DONE): infra/requirements-sam.txt infra/constraints-sam.txt
 
 # The whole stack, locally: moto on LOCAL_STACK_PORT (default 4566) and the API on :3000.
 # The echo provider answers offline; set LLM_PROVIDERS (and the keys) to use real ones.
-dev: $(VENV_DONE)
+dev: $(VENV_DONE) web
 	cargo build -p local-api
 	@echo "Local API on http://127.0.0.1:3000. Try:"
 	@echo "  curl -s localhost:3000/health/ready"
@@ -67,6 +67,24 @@ test: fmt-check clippy cfn-lint sam-validate
 	  | tee .local/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .local/test.log; \
 	  exit $$status
+	$(MAKE) --no-print-directory web-test
+
+# The web client (web/): dependencies as package-lock.json pins them, then the build into web/dist
+# (it prints the first-load size and fails above the budget).
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web: web/node_modules/.package-lock.json
+	cd web && npm run build
+
+# Browser tests: Debian's Chromium (installed when missing) drives the client served by the local
+# API server, against a fresh local stack.
+web-test: $(VENV_DONE) web
+	test -x /usr/bin/chromium || { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update && \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends chromium; }
+	cargo build -p local-api
+	env $(LOCAL_ENV) $(STACK) run -- infra/web_test.sh target/debug/local-api
 
 # Benchmarks print figures; they are not tests.
 bench-store: $(VENV_DONE)

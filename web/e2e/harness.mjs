@@ -60,7 +60,8 @@ export async function signIn(page, user) {
   await page.goto("/");
   await page.getByLabel("User name").fill(user);
   await page.getByRole("button", { name: "Sign in" }).click();
-  await page.getByText(`Signed in as ${user}`).waitFor();
+  await composer(page).waitFor();
+  assert.equal(await page.locator("#who").textContent(), user);
 }
 
 export function composer(page) {

@@ -48,6 +48,8 @@ export function renderMarkdown(text: string): DocumentFragment {
 export function renderInto(target: HTMLElement, text: string, finished: boolean): void {
   target.replaceChildren(renderMarkdown(text));
   if (!finished) return;
+  // Wide code and tables scroll sideways: keyboard users must be able to focus them to scroll.
+  for (const wide of target.querySelectorAll<HTMLElement>("pre, table")) wide.tabIndex = 0;
   const blocks = Array.from(target.querySelectorAll<HTMLElement>("pre > code"));
   if (blocks.length === 0) return;
   for (const code of blocks) addCopyButton(code);
