@@ -129,6 +129,10 @@ for (const [size, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
   for (const scheme of ["light", "dark"]) {
     test(`axe finds nothing serious (${size}, ${scheme}); screenshot`, async () => {
       const page = await openPage(browser, { viewport, colorScheme: scheme });
+      const highlighter = [];
+      page.on("request", (r) => {
+        if (/\/assets\/highlight-[^/]+\.js$/.test(new URL(r.url()).pathname)) highlighter.push(r.url());
+      });
       const user = freshUser("axe");
       await page.goto("/");
       await page.getByLabel("User name").waitFor();
@@ -136,10 +140,12 @@ for (const [size, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
       await signIn(page, user);
       await send(page, "What can you do?");
       await lastFinishedReply(page);
+      assert.equal(highlighter.length, 0, "no code yet, no highlighter");
       await send(page, MARKDOWN);
       await page.getByRole("button", { name: "Stop" }).waitFor();
       const reply = await lastFinishedReply(page);
       await reply.locator("code.hljs .hljs-keyword").first().waitFor();
+      assert.equal(highlighter.length, 1, "the highlighter chunk is loaded once, on demand");
       await reply.getByRole("button", { name: "Rate" }).click();
       await reply.getByLabel("5").check();
       await reply.getByLabel("Comment (optional)").fill("Clear example");

@@ -25,6 +25,10 @@ after(async () => {
 
 test("a reply streams in several pieces, then is listed and survives a reload", async () => {
   const page = await openPage(browser);
+  const scripts = [];
+  page.on("request", (r) => {
+    if (r.resourceType() === "script") scripts.push(new URL(r.url()).pathname);
+  });
   const user = freshUser();
   await signIn(page, user);
   // Every text the reply shows while it grows.
@@ -48,6 +52,10 @@ test("a reply streams in several pieces, then is listed and survives a reload", 
   assert.match(headers["idempotency-key"] ?? "", /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert.equal(headers["accept"], "text/event-stream");
   assert.deepEqual(JSON.parse(request.postData()), { message, provider: "echo", model: "echo-1" });
+
+  // The highlighter is fetched only for a reply with a code block; this one has none.
+  assert.ok(scripts.length >= 1, "the app's script was requested");
+  assert.deepEqual(scripts.filter((path) => /highlight/.test(path)), []);
 
   const seen = await page.evaluate(() => window.__seen);
   const partial = seen.filter((text) => text.trim() !== expected && expected.startsWith(text.trim()));

@@ -66,17 +66,22 @@ export async function completeSignIn(
   if (url.searchParams.get("state") !== state) {
     throw new SignInError("The sign-in answer did not match this tab's request; please sign in again.");
   }
-  const response = await fetcher(`${auth.domain}/oauth2/token`, {
-    method: "POST",
-    headers: { "Content-Type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({
-      grant_type: "authorization_code",
-      client_id: auth.clientId,
-      code: code as string,
-      redirect_uri: auth.redirectUri,
-      code_verifier: verifier,
-    }),
-  });
+  let response: Response;
+  try {
+    response = await fetcher(`${auth.domain}/oauth2/token`, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({
+        grant_type: "authorization_code",
+        client_id: auth.clientId,
+        code: code as string,
+        redirect_uri: auth.redirectUri,
+        code_verifier: verifier,
+      }),
+    });
+  } catch {
+    throw new SignInError("Could not reach the sign-in service; please sign in again.");
+  }
   if (!response.ok) throw new SignInError(`The sign-in service refused the code (${response.status}).`);
   const body = (await response.json()) as { id_token?: string; expires_in?: number };
   if (!body.id_token) throw new SignInError("The sign-in service sent no ID token.");
