@@ -86,38 +86,41 @@ web-test: $(VENV_DONE) web
 	cargo build -p local-api
 	env $(LOCAL_ENV) $(STACK) run -- infra/web_test.sh target/debug/local-api
 
-# Benchmarks print figures; they are not tests.
+# Benchmarks print figures; they are not tests. They send hundreds of turns as a few users, so
+# the per-user budgets (DAILY_TURN_BUDGET and the others, see template.yaml) are off for them.
+UNLIMITED := DAILY_TURN_BUDGET=0 DAILY_TOKEN_BUDGET=0 TURNS_PER_MINUTE=0
+
 bench-store: $(VENV_DONE)
 	cargo build --release -p e2e --bin store-bench
 	env $(LOCAL_ENV) $(STACK) run -- target/release/store-bench
 
 bench-chat: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
-	env $(LOCAL_ENV) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
+	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
 
 bench-stream: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin stream-bench
-	env $(LOCAL_ENV) $(STACK) run -- infra/bench_stream.sh target/release/local-api target/release/stream-bench
+	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_stream.sh target/release/local-api target/release/stream-bench
 
 bench-history: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin history-bench
-	env $(LOCAL_ENV) $(STACK) run -- infra/bench_history.sh target/release/local-api target/release/history-bench
+	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_history.sh target/release/local-api target/release/history-bench
 
 bench-cold: release
 	cargo build --release -p e2e --bin cold-start
-	env $(LOCAL_ENV) $(STACK) run -- infra/bench_cold.sh target/release/cold-start
+	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_cold.sh target/release/cold-start
 
 bench-load: $(VENV_DONE)
 	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
 	for latency in 0 1000; do for users in 1 10 100 1000; do \
-	  env $(LOCAL_ENV) $(STACK) run -- infra/bench_load.sh target/release/local-api target/release/chat-load \
+	  env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_load.sh target/release/local-api target/release/chat-load \
 	    $$latency $$users 20 || echo "(cell failed: $$?)"; \
 	done; done
 
 # A correctness run more than a speed one: debug builds are enough.
 bench-instances: $(VENV_DONE)
 	cargo build -p local-api -p e2e --bin local-api --bin many-instances
-	env $(LOCAL_ENV) $(STACK) run -- infra/bench_instances.sh target/debug/local-api target/debug/many-instances
+	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_instances.sh target/debug/local-api target/debug/many-instances
 
 lint: fmt-check clippy cfn-lint sam-validate
 

@@ -19,6 +19,23 @@ It also fails unless:
     lets cloudwatch.amazonaws.com publish;
   - the user pool lets only administrators create users unless SelfSignUp is "true" (the condition
     is evaluated with the template's defaults and the given parameters);
+  - the API allows one browser origin everywhere: the stack's web client (https://<its CloudFront
+    domain>) when CorsAllowedOrigin is empty, else that parameter, in every preflight (which also
+    allows every method its path routes and the Authorization, Content-Type and Idempotency-Key
+    headers), every gateway response and every function's CORS_ALLOW_ORIGIN;
+  - the web client's bucket is private (all public access blocked, encrypted, ACLs off, no website
+    endpoint) and its policy denies every request without TLS and lets only CloudFront read objects,
+    only for this stack's distribution (AWS:SourceArn); the distribution reads it through an origin
+    access control that signs every request (sigv4, always), serves index.html at /, HTTPS only,
+    HTTP/2 and 3, with the managed CachingOptimized policy and a response headers policy: HSTS of a
+    year or more, nosniff, X-Frame-Options DENY, a strict Referrer-Policy, and a CSP whose
+    script-src has no 'unsafe-inline', 'unsafe-eval', wildcard or scheme source, object-src,
+    base-uri and frame-ancestors 'none', and a connect-src that reaches the API and the sign-in domain;
+  - when the stack creates its user pool: the app client is public (no secret), signs in with the
+    code flow alone (openid scope, Cognito users), returns only to the distribution (and
+    http://localhost:3000/ only with LocalhostSignIn "true") after sign-in and sign-out, revokes
+    tokens, and issues ID and access tokens of at most an hour; the pool has a domain; the outputs
+    CognitoDomain, WebUrl and WebConfig (the client's config.json) agree with all of this.
   - POST /chat streams and nothing else does: its integration is a Lambda proxy integration with
     responseTransferMode STREAM and the response-streaming-invocations URI of ChatFunction (API
     Gateway then calls InvokeWithResponseStream), under the Cognito user-pool authorizer; its
@@ -27,7 +44,9 @@ It also fails unless:
     (STREAM_WORK_BUDGET_MS) leaves its final write and answer room before the function times out;
     API Gateway may invoke the function on that route (lambda:InvokeFunction, which
     InvokeWithResponseStream requires); no other method streams (neither the STREAM mode nor a
-    response-streaming-invocations URI). docs/STREAMING.md has the sources.
+    response-streaming-invocations URI) but GET /models and GET /usage, the chat function's others,
+    which stream because that function always answers in the streaming format. docs/STREAMING.md has the
+    sources.
 
 SAM resolves `Auth.ApiKeyRequired` by substituting the parameter and testing the string for
 truth, which no linter checks; this is the check. The rest is what a linter cannot know.
@@ -36,6 +55,7 @@ truth, which no linter checks; this is the check. The rest is what a linter cann
 import fnmatch
 import json
 import logging
+import re
 import sys
 
 from samtranslator.translator.transform import transform
@@ -61,10 +81,25 @@ EXPOSED_HEADERS = {"retry-after", "idempotent-replayed", "x-amzn-requestid"}
 HEADER = "gatewayresponse.header."
 CLOUDWATCH = "cloudwatch.amazonaws.com"
 
+# The web client: one distribution and the sign-in domain of the stack's user pool.
+WEB_DISTRIBUTION = "WebDistribution"
+USER_POOL_DOMAIN = "UserPoolDomain"
+CLOUDFRONT = "cloudfront.amazonaws.com"
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"  # the managed cache policy's id
+OAC_SETTINGS = {"OriginAccessControlOriginType": "s3", "SigningBehavior": "always", "SigningProtocol": "sigv4"}
+STRICT_REFERRER_POLICIES = {"no-referrer", "same-origin", "strict-origin", "strict-origin-when-cross-origin"}
+# Script sources that would let injected markup run script.
+UNSAFE_SCRIPT_SOURCES = {"'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'", "data:", "blob:", "http:", "https:"}
+# What the web client sends the API besides the CORS-safelisted headers.
+REQUEST_HEADERS = {"authorization", "content-type", "idempotency-key"}
+
 # The one streamed route and its function. API Gateway's Lambda proxy integration streams when its
 # responseTransferMode is STREAM and it calls Lambda's InvokeWithResponseStream (API version
 # 2021-11-15) instead of Invoke (2015-03-31).
 STREAMED_ROUTE = ("/chat", "post")
+# The chat function answers every route in Lambda's streaming format, so its other route streams
+# too (a small JSON body, in one chunk).
+OTHER_STREAMED_ROUTES = {("/models", "get"), ("/usage", "get")}
 STREAMING_FUNCTION = "ChatFunction"
 STREAM_URI = ("arn:{partition}:apigateway:${{AWS::Region}}:lambda:path/2021-11-15/functions/"
               "${{" + STREAMING_FUNCTION + ".Arn}}/response-streaming-invocations")
@@ -334,9 +369,318 @@ def streaming_problems(template, body):
                 continue
             integration = other.get("x-amazon-apigateway-integration") or {}
             mode = integration.get("responseTransferMode", "BUFFERED")
+            if (other_path, other_method) in OTHER_STREAMED_ROUTES:
+                if mode != "STREAM" or sub_text(integration.get("uri")) not in STREAM_URIS:
+                    problems.append(f"{other_method.upper()} {other_path}: {STREAMING_FUNCTION} answers in the "
+                                    f"streaming format, so its integration must stream (has {mode!r})")
+                continue
             if mode != "BUFFERED" or "/response-streaming-invocations" in sub_text(integration.get("uri")):
                 problems.append(f"{other_method.upper()} {other_path}: streams (responseTransferMode {mode!r}, "
                                 f"URI {sub_text(integration.get('uri'))!r}); only {route} may")
+    return problems
+
+
+def parameter_values(template, parameters):
+    """Every parameter's value: the given one, else the template's default."""
+    values = {name: p.get("Default") for name, p in template.get("Parameters", {}).items()}
+    values.update(parameters)
+    return values
+
+
+def resolve(value, values, conditions):
+    """A value as text with the parameters and conditions applied; what only exists once deployed
+    stays a placeholder: ${Resource}, ${Resource.Attribute}, ${AWS::Region}."""
+    if isinstance(value, list):
+        return [resolve(v, values, conditions) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1:
+        (function, argument), = value.items()
+        if function == "Ref":
+            return str(values[argument]) if argument in values else "${" + argument + "}"
+        if function == "Fn::GetAtt":
+            return "${" + (".".join(argument) if isinstance(argument, list) else argument) + "}"
+        if function == "Fn::If":
+            name, when_true, when_false = argument
+            chosen = when_true if evaluate(conditions[name], values, conditions) else when_false
+            return resolve(chosen, values, conditions)
+        if function == "Fn::Sub":
+            text, variables = (argument, {}) if isinstance(argument, str) else argument
+            names = {**{k: str(v) for k, v in values.items()},
+                     **{k: resolve(v, values, conditions) for k, v in variables.items()}}
+            names = {k: v for k, v in names.items() if isinstance(v, str)}
+            return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: names.get(m.group(1), m.group(0)), text)
+    return {k: resolve(v, values, conditions) for k, v in value.items()}
+
+
+def of_type(resources, kind):
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def referenced(value, kind, resources, attribute=None):
+    """The logical id a Ref (or a GetAtt of the attribute) names, if it is a resource of that type."""
+    if attribute is None and isinstance(value, dict) and set(value) == {"Ref"}:
+        name = value["Ref"]
+    elif attribute and isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+        target = value["Fn::GetAtt"]
+        target = target if isinstance(target, list) else target.split(".", 1)
+        name = target[0] if target[1:] == [attribute] else None
+    else:
+        return None
+    return name if resources.get(name, {}).get("Type") == kind else None
+
+
+def web_origin(values):
+    """The browser origin the API must allow: the stack's web client unless CorsAllowedOrigin names one."""
+    return values.get("CorsAllowedOrigin") or "https://${" + WEB_DISTRIBUTION + ".DomainName}"
+
+
+def cors_origin_problems(template, values, body):
+    """The preflights, every gateway response and every function allow the same one origin."""
+    conditions = template.get("Conditions", {})
+    expected = web_origin(values)
+    problems = []
+    for path, operations in body["paths"].items():
+        preflight = operations.get("options")
+        if preflight is None:
+            problems.append(f"{path}: no CORS preflight")
+            continue
+        answer = preflight.get("x-amazon-apigateway-integration", {}).get("responses", {}).get("default", {})
+        headers = {k.rsplit(".", 1)[-1].lower(): resolve(v, values, conditions)
+                   for k, v in answer.get("responseParameters", {}).items()}
+        origin = headers.get("access-control-allow-origin")
+        if origin != f"'{expected}'":
+            problems.append(f"OPTIONS {path}: Access-Control-Allow-Origin resolves to {origin!r}, not '{expected}'")
+        allowed = {m.strip().upper() for m in str(headers.get("access-control-allow-methods", "")).strip("'").split(",")}
+        missing = {m.upper() for m in operations} - allowed
+        if missing:
+            problems.append(f"OPTIONS {path}: Access-Control-Allow-Methods lacks {sorted(missing)}")
+        allowed = {h.strip().lower() for h in str(headers.get("access-control-allow-headers", "")).strip("'").split(",")}
+        if not REQUEST_HEADERS <= allowed:
+            problems.append(f"OPTIONS {path}: Access-Control-Allow-Headers lacks {sorted(REQUEST_HEADERS - allowed)}")
+    for name, response in sorted((body.get("x-amazon-apigateway-gateway-responses") or {}).items()):
+        origin = resolve((response.get("responseParameters") or {}).get(HEADER + "Access-Control-Allow-Origin"),
+                         values, conditions)
+        if origin != f"'{expected}'":
+            problems.append(f"gateway response {name}: Access-Control-Allow-Origin resolves to {origin!r}, "
+                            f"not '{expected}'")
+    for name, function in sorted(of_type(template["Resources"], "AWS::Lambda::Function").items()):
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        origin = resolve(variables.get("CORS_ALLOW_ORIGIN"), values, conditions)
+        if origin != expected:
+            problems.append(f"{name}: CORS_ALLOW_ORIGIN resolves to {origin!r}, not {expected!r}")
+    return problems
+
+
+def csp_directives(text):
+    """A Content-Security-Policy as {directive: [sources]}."""
+    directives = {}
+    for part in text.split(";"):
+        words = part.split()
+        if words:
+            directives.setdefault(words[0].lower(), words[1:])
+    return directives
+
+
+def source_allows(source, origin):
+    """Whether a CSP host source (https://host or https://*.suffix) covers an https origin."""
+    if not (source.startswith("https://") and origin.startswith("https://")):
+        return False
+    host, wanted = source[len("https://"):], origin[len("https://"):]
+    return wanted == host or (host.startswith("*.") and wanted.endswith(host[1:]))
+
+
+def sign_in_origin(resources, values, conditions):
+    """The managed login origin the client is configured with: the user pool domain's prefix."""
+    domain = resources.get(USER_POOL_DOMAIN, {}).get("Properties", {}).get("Domain")
+    prefix = resolve(domain, values, conditions)
+    return f"https://{prefix}.auth.${{AWS::Region}}.amazoncognito.com" if isinstance(prefix, str) else None
+
+
+def web_bucket_problems(resources, values, conditions, bucket, distribution):
+    """The bucket is private, encrypted, owner-enforced; its policy lets only the distribution read, over TLS."""
+    problems = []
+    properties = resources[bucket]["Properties"]
+    block = properties.get("PublicAccessBlockConfiguration", {})
+    flags = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    if not all(block.get(flag) is True for flag in flags):
+        problems.append(f"{bucket}: PublicAccessBlockConfiguration must set all of {list(flags)} to true")
+    rules = properties.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+    if not any(r.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm") for r in rules):
+        problems.append(f"{bucket}: no default encryption")
+    ownership = [r.get("ObjectOwnership") for r in properties.get("OwnershipControls", {}).get("Rules", [])]
+    if ownership != ["BucketOwnerEnforced"]:
+        problems.append(f"{bucket}: ObjectOwnership is {ownership}, not BucketOwnerEnforced (ACLs off)")
+    for setting in ("WebsiteConfiguration", "AccessControl"):
+        if setting in properties:
+            problems.append(f"{bucket}: {setting} is set; the bucket is read only through CloudFront")
+    policies = [p for p in of_type(resources, "AWS::S3::BucketPolicy").values()
+                if referenced(p["Properties"].get("Bucket"), "AWS::S3::Bucket", resources) == bucket]
+    if len(policies) != 1:
+        return problems + [f"{bucket}: expected one bucket policy, found {len(policies)}"]
+    statements = as_list(policies[0]["Properties"]["PolicyDocument"].get("Statement", []))
+    arn = "${" + bucket + ".Arn}"
+    tls_only = False
+    for statement in statements:
+        condition = {k.lower(): {c.lower(): v for c, v in cs.items()}
+                     for k, cs in statement.get("Condition", {}).items()}
+        resolved = {r for r in as_list(resolve(statement.get("Resource", []), values, conditions)) if isinstance(r, str)}
+        if statement.get("Effect") == "Deny":
+            tls_only |= (statement.get("Principal") in ("*", {"AWS": "*"})
+                         and as_list(statement.get("Action")) == ["s3:*"]
+                         and {arn, arn + "/*"} <= resolved
+                         and str(condition.get("bool", {}).get("aws:securetransport")).lower() == "false")
+            continue
+        source = resolve(condition.get("stringequals", {}).get("aws:sourcearn"), values, conditions)
+        expected = f"arn:${{AWS::Partition}}:cloudfront::${{AWS::AccountId}}:distribution/${{{distribution}}}"
+        if statement.get("Principal") != {"Service": CLOUDFRONT}:
+            problems.append(f"{bucket}'s policy allows {statement.get('Principal')!r}; only {CLOUDFRONT} may read")
+        elif source != expected:
+            problems.append(f"{bucket}'s policy lets CloudFront in without AWS:SourceArn = this stack's "
+                            f"distribution (has {source!r}): any distribution could read it")
+        if not set(as_list(statement.get("Action", []))) <= {"s3:GetObject"}:
+            problems.append(f"{bucket}'s policy allows {as_list(statement.get('Action'))}, more than s3:GetObject")
+    if not tls_only:
+        problems.append(f"{bucket}'s policy does not deny every request without TLS (aws:SecureTransport false) "
+                        "on the bucket and its objects")
+    return problems
+
+
+def headers_policy_problems(resources, values, conditions, name, api_origin, signing_in):
+    """The security headers, and a CSP that runs only the distribution's own scripts."""
+    problems = []
+    config = resources[name]["Properties"]["ResponseHeadersPolicyConfig"].get("SecurityHeadersConfig", {})
+    for header in ("ContentSecurityPolicy", "StrictTransportSecurity", "ContentTypeOptions", "FrameOptions",
+                   "ReferrerPolicy"):
+        if config.get(header, {}).get("Override") is not True:
+            problems.append(f"{name}: {header} missing or not overriding the origin's")
+    if (as_number(config.get("StrictTransportSecurity", {}).get("AccessControlMaxAgeSec", 0)) or 0) < 31_536_000:
+        problems.append(f"{name}: Strict-Transport-Security max-age under a year")
+    if config.get("FrameOptions", {}).get("FrameOption") != "DENY":
+        problems.append(f"{name}: X-Frame-Options is not DENY")
+    if config.get("ReferrerPolicy", {}).get("ReferrerPolicy") not in STRICT_REFERRER_POLICIES:
+        problems.append(f"{name}: Referrer-Policy {config.get('ReferrerPolicy', {}).get('ReferrerPolicy')!r} "
+                        f"is not one of {sorted(STRICT_REFERRER_POLICIES)}")
+    text = resolve(config.get("ContentSecurityPolicy", {}).get("ContentSecurityPolicy"), values, conditions)
+    if not isinstance(text, str):
+        return problems + [f"{name}: no Content-Security-Policy text"]
+    csp = csp_directives(text)
+    scripts = csp.get("script-src", csp.get("default-src"))
+    if scripts is None:
+        problems.append(f"{name}: the CSP restricts no scripts (neither script-src nor default-src)")
+    else:
+        loose = [s for s in scripts if s.lower() in UNSAFE_SCRIPT_SOURCES or "*" in s]
+        if loose:
+            problems.append(f"{name}: the CSP's script-src allows {loose}: injected markup could run script")
+    for directive, wanted in (("object-src", "'none'"), ("base-uri", "'none'"), ("frame-ancestors", "'none'")):
+        if csp.get(directive) != [wanted]:
+            problems.append(f"{name}: CSP {directive} is {csp.get(directive)}, not {wanted}")
+    connect = csp.get("connect-src", csp.get("default-src", []))
+    for what, origin in (("the API", api_origin), ("the sign-in domain (token exchange)", signing_in)):
+        if origin and not any(source_allows(s, origin) for s in connect):
+            problems.append(f"{name}: CSP connect-src {connect} does not allow {what}, {origin}")
+    return problems
+
+
+def web_client_problems(template, parameters):
+    """The web client: a private bucket read only by one distribution through OAC; the distribution's
+    headers; the app client's code flow back to the distribution; the outputs publishing reads."""
+    resources, conditions = template["Resources"], template.get("Conditions", {})
+    values = parameter_values(template, parameters)
+    distributions = of_type(resources, "AWS::CloudFront::Distribution")
+    if list(distributions) != [WEB_DISTRIBUTION]:
+        return [f"expected one CloudFront distribution, {WEB_DISTRIBUTION}; found {sorted(distributions)}"]
+    config = distributions[WEB_DISTRIBUTION]["Properties"]["DistributionConfig"]
+    problems = []
+    if config.get("DefaultRootObject") != "index.html":
+        problems.append(f"{WEB_DISTRIBUTION}: DefaultRootObject is not index.html")
+    if config.get("HttpVersion") != "http2and3":
+        problems.append(f"{WEB_DISTRIBUTION}: HttpVersion {config.get('HttpVersion')!r}, not http2and3")
+    for origin in config.get("Origins", []):
+        where = f"{WEB_DISTRIBUTION} origin {origin.get('Id')}"
+        bucket = referenced(origin.get("DomainName"), "AWS::S3::Bucket", resources, "RegionalDomainName")
+        oac = referenced(origin.get("OriginAccessControlId"), "AWS::CloudFront::OriginAccessControl", resources, "Id")
+        if bucket is None or "CustomOriginConfig" in origin:
+            problems.append(f"{where}: not the REST endpoint (RegionalDomainName) of a bucket of this template")
+            continue
+        if oac is None or origin.get("S3OriginConfig", {}).get("OriginAccessIdentity") != "":
+            problems.append(f"{where}: reads {bucket} without an origin access control of this template "
+                            "(or with a legacy origin access identity)")
+        else:
+            settings = resources[oac]["Properties"]["OriginAccessControlConfig"]
+            signing = {k: settings.get(k) for k in OAC_SETTINGS}
+            if signing != OAC_SETTINGS:
+                problems.append(f"{oac}: signs with {signing}, not {OAC_SETTINGS}")
+        problems += web_bucket_problems(resources, values, conditions, bucket, WEB_DISTRIBUTION)
+    api_url = resolve(template.get("Outputs", {}).get("ApiUrl", {}).get("Value"), values, conditions)
+    api_origin = "/".join(api_url.split("/", 3)[:3]) if isinstance(api_url, str) else None
+    signing_in = sign_in_origin(resources, values, conditions)
+    behaviors = [config.get("DefaultCacheBehavior", {})] + config.get("CacheBehaviors", [])
+    for behavior in behaviors:
+        where = f"{WEB_DISTRIBUTION} behavior {behavior.get('PathPattern', 'default')}"
+        if behavior.get("ViewerProtocolPolicy") not in ("redirect-to-https", "https-only"):
+            problems.append(f"{where}: ViewerProtocolPolicy {behavior.get('ViewerProtocolPolicy')!r} serves HTTP")
+        policy = referenced(behavior.get("ResponseHeadersPolicyId"), "AWS::CloudFront::ResponseHeadersPolicy", resources)
+        if policy is None:
+            problems.append(f"{where}: no response headers policy of this template")
+        else:
+            problems += headers_policy_problems(resources, values, conditions, policy, api_origin, signing_in)
+    if config.get("DefaultCacheBehavior", {}).get("CachePolicyId") != CACHING_OPTIMIZED:
+        problems.append(f"{WEB_DISTRIBUTION}: the default behavior's cache policy is not CachingOptimized")
+    return problems + sign_in_problems(template, values, signing_in)
+
+
+def token_hours(client, token, default_hours):
+    validity = as_number(client.get(f"{token}Validity", default_hours))
+    unit = client.get("TokenValidityUnits", {}).get(token, "hours")
+    return None if validity is None else validity * {"minutes": 1 / 60, "hours": 1, "days": 24}.get(unit, 0)
+
+
+def sign_in_problems(template, values, signing_in):
+    """The app client signs in with the code flow as a public client and returns only to the
+    distribution; the outputs agree with it (WebConfig is what make publish-web writes)."""
+    resources, conditions = template["Resources"], template.get("Conditions", {})
+    if not evaluate({"Condition": "CreateUserPool"}, values, conditions):
+        return []
+    problems = []
+    client = resources.get("UserPoolClient", {}).get("Properties", {})
+    web_url = f"https://${{{WEB_DISTRIBUTION}.DomainName}}/"
+    expected = {web_url} | ({"http://localhost:3000/"} if values.get("LocalhostSignIn") == "true" else set())
+    if client.get("GenerateSecret") not in (None, False, "false"):
+        problems.append("UserPoolClient: has a secret; a browser cannot keep one (public client, PKCE)")
+    if client.get("AllowedOAuthFlowsUserPoolClient") is not True or client.get("AllowedOAuthFlows") != ["code"]:
+        problems.append(f"UserPoolClient: OAuth flows {client.get('AllowedOAuthFlows')!r}, not the code flow alone")
+    if "openid" not in client.get("AllowedOAuthScopes", []):
+        problems.append("UserPoolClient: no openid scope, so no ID token for the API's authorizer")
+    if client.get("SupportedIdentityProviders") != ["COGNITO"]:
+        problems.append(f"UserPoolClient: identity providers {client.get('SupportedIdentityProviders')!r}, not [COGNITO]")
+    for urls in ("CallbackURLs", "LogoutURLs"):
+        resolved = resolve(client.get(urls, []), values, conditions)
+        if set(resolved) != expected:
+            problems.append(f"UserPoolClient: {urls} resolve to {resolved}, expected {sorted(expected)}")
+    if client.get("EnableTokenRevocation") is not True:
+        problems.append("UserPoolClient: EnableTokenRevocation is not true")
+    for token in ("IdToken", "AccessToken"):
+        hours = token_hours(client, token, 1)
+        if hours is None or hours > 1:
+            problems.append(f"UserPoolClient: {token} lasts {hours} hours, more than 1")
+    domain = resources.get(USER_POOL_DOMAIN, {})
+    if domain.get("Type") != "AWS::Cognito::UserPoolDomain" or domain.get("Condition") != "CreateUserPool":
+        problems.append(f"{USER_POOL_DOMAIN}: must be the user pool's domain, under the CreateUserPool condition")
+    outputs = {name: resolve(o.get("Value"), values, conditions) for name, o in template.get("Outputs", {}).items()}
+    if outputs.get("CognitoDomain") != signing_in:
+        problems.append(f"output CognitoDomain is {outputs.get('CognitoDomain')!r}, not {signing_in!r}")
+    if outputs.get("WebUrl") != web_url:
+        problems.append(f"output WebUrl is {outputs.get('WebUrl')!r}, not {web_url!r}")
+    try:
+        web_config = json.loads(outputs.get("WebConfig"))
+    except (TypeError, ValueError) as err:
+        return problems + [f"output WebConfig is not JSON ({err})"]
+    wanted = {"apiBaseUrl": outputs.get("ApiUrl"),
+              "auth": {"mode": "cognito", "domain": signing_in, "clientId": "${UserPoolClient}",
+                       "redirectUri": web_url, "logoutUri": web_url}}
+    if web_config != wanted:
+        problems.append(f"output WebConfig is {web_config}, expected {wanted}")
     return problems
 
 
@@ -375,6 +719,8 @@ def check(source, parameters):
     problems += gateway_response_problems(yaml_parse(source), body)
     problems += alarm_topic_problems(resources)
     problems += self_sign_up_problems(template, parameters)
+    problems += cors_origin_problems(template, parameter_values(template, parameters), body)
+    problems += web_client_problems(template, parameters)
     return problems
 
 
@@ -384,7 +730,9 @@ def main(path):
     logging.disable(logging.WARNING)  # samtranslator's own metrics chatter
     failed = False
     for parameters in ({}, {"ApiKeys": "required"}, {"ApiKeys": "required", "ApiKeyDailyQuota": "1000"},
-                       {"SelfSignUp": "true"}):
+                       {"SelfSignUp": "true"}, {"CorsAllowedOrigin": "https://chat.example.com"},
+                       {"LocalhostSignIn": "true", "AuthDomainPrefix": "chat-example"},
+                       {"ExistingUserPoolArn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example"}):
         problems = check(source, parameters)
         setting = json.dumps(parameters)
         for problem in problems:

@@ -282,6 +282,13 @@ pub struct TokenUsage {
     pub output_tokens: u64,
 }
 
+impl TokenUsage {
+    /// What a budget counts: input plus output.
+    pub fn total(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

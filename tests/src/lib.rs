@@ -315,9 +315,19 @@ pub async fn partition_items(
     }
 }
 
-/// How many items `user`'s partition holds in `table`.
+/// How many items of stored data `user`'s partition holds in `table`: everything but the budget
+/// item, which admission writes before anything else (see `tests/budget.rs` for it).
 pub async fn partition_count(table: &str, user: impl AsRef<str>) -> usize {
-    partition_items(table, user).await.len()
+    partition_items(table, user)
+        .await
+        .iter()
+        .filter(|item| {
+            item.get("SK")
+                .and_then(|key| key.as_s().ok())
+                .map(String::as_str)
+                != Some(keys::usage())
+        })
+        .count()
 }
 
 /// Writes messages `first..=last` of a conversation directly (setup for volume tests), shaped
@@ -705,6 +715,7 @@ pub async fn stubbed_providers(overrides: &[(&str, &str)]) -> StubbedProviders {
         ("LLM_BACKOFF_BASE_MS", "1"),
         ("LLM_BACKOFF_CAP_MS", "5"),
         ("LLM_REQUEST_TIMEOUT_MS", "1000"),
+        ("MAX_OUTPUT_TOKENS", "300"),
     ];
     pairs.retain(|(name, _)| !overrides.iter().any(|(other, _)| other == name));
     pairs.extend_from_slice(overrides);

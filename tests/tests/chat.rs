@@ -162,7 +162,7 @@ async fn openai_answers_with_the_exact_request_and_the_turn_is_stored() {
         json!({"model": "gpt-test", "messages": [
             {"role": "system", "content": "Answer briefly."},
             {"role": "user", "content": "Hello there"}
-        ]})
+        ], "max_tokens": 300})
     );
     assert_eq!(
         sent[1]["messages"],
@@ -175,6 +175,7 @@ async fn openai_answers_with_the_exact_request_and_the_turn_is_stored() {
         "the second turn carries the first as context"
     );
     assert_eq!(sent[1]["model"], "gpt-test", "the default model");
+    assert_eq!(sent[1]["max_tokens"], 300, "every call carries the cap");
 }
 
 #[tokio::test]
@@ -216,7 +217,8 @@ async fn gemini_answers_with_its_own_roles_and_key_header() {
                 {"role": "model", "parts": [{"text": "Hi there"}]},
                 {"role": "user", "parts": [{"text": "More"}]}
             ],
-            "systemInstruction": {"parts": [{"text": "Answer briefly."}]}
+            "systemInstruction": {"parts": [{"text": "Answer briefly."}]},
+            "generationConfig": {"maxOutputTokens": 300}
         })
     );
     let received = h.gemini.received_requests().await.unwrap();
@@ -779,12 +781,14 @@ fn request_with_time_left(
 
 #[tokio::test]
 async fn a_turn_whose_write_cannot_finish_answers_before_the_lambda_deadline() {
-    // A table that accepts connections and never answers: every write attempt times out, and
-    // append_turn retries timed-out writes (it cannot know whether they landed) eight times.
-    let (address, hold) = e2e::hung_endpoint().await;
+    // A table whose turn transactions never get an answer (the budget's admission before them
+    // does): every write attempt times out, and append_turn retries timed-out writes (it cannot
+    // know whether they landed) eight times.
+    let (address, hold) = e2e::proxy("TransactWriteItems", e2e::Fault::Hang).await;
     let state = state_with_table_at(address).await;
-    // The invocation has 2.5 s left; answering takes 0.5 s of it, so the work has 2 s.
-    let left = Duration::from_millis(2_500);
+    // The invocation has 5 s left; answering takes 0.5 s of it, so the work (the context, the
+    // budget's admission, the provider) and the write attempts share 4.5 s.
+    let left = Duration::from_millis(5_000);
     let request = request_with_time_left(&unique("late"), &[], left);
     let started = Instant::now();
     let response = handle(&state, request).await;
@@ -813,7 +817,8 @@ async fn an_unconfirmed_turn_keeps_its_idempotency_key_claimed() {
     let key = [("idempotency-key", "turn-1")];
     let response = handle(
         &state,
-        request_with_time_left(&user, &key, Duration::from_millis(2_500)),
+        // Room for the reads and the budget's admission on a busy emulator, before the write.
+        request_with_time_left(&user, &key, Duration::from_millis(5_000)),
     )
     .await;
     proxy.abort();

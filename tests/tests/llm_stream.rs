@@ -202,6 +202,7 @@ async fn openai_streams_pieces_that_concatenate_to_the_reply_and_reports_usage()
     assert_eq!(body["stream"], true);
     assert_eq!(body["stream_options"], json!({"include_usage": true}));
     assert_eq!(body["model"], "gpt-test");
+    assert_eq!(body["max_tokens"], 300, "the output cap");
     assert_eq!(
         body["messages"][0],
         json!({"role": "system", "content": "Answer briefly."})
@@ -255,6 +256,11 @@ async fn gemini_streams_pieces_and_its_usage_metadata() {
         body["systemInstruction"],
         json!({"parts": [{"text": "Answer briefly."}]})
     );
+    assert_eq!(
+        body["generationConfig"],
+        json!({"maxOutputTokens": 300}),
+        "the output cap"
+    );
 }
 
 #[tokio::test]
@@ -282,6 +288,25 @@ async fn echo_streams_word_by_word_after_its_token_delay() {
     }
     let answer = h.llm.complete(&choice, &prompt, deadline).await.unwrap();
     assert_eq!(pieces.concat(), answer.text);
+    assert_eq!(stream.usage(), answer.usage);
+}
+
+#[tokio::test]
+async fn echo_stops_at_the_output_cap_streamed_or_not() {
+    let h = harness(&[("MAX_OUTPUT_TOKENS", "3")]).await;
+    assert_eq!(h.llm.output_cap(), 3);
+    let choice = h.llm.choose(Some("echo"), None).await.unwrap();
+    let prompt = messages("one two  three four");
+    let deadline = Instant::now() + Duration::from_secs(10);
+
+    let answer = h.llm.complete(&choice, &prompt, deadline).await.unwrap();
+    let mut stream = h.llm.stream(&choice, &prompt, deadline).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+
+    assert_eq!(answer.text, "echo: one two");
+    assert_eq!(answer.usage.output_tokens, 3, "the cap, in words");
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(pieces, ["echo:", " one", " two"]);
     assert_eq!(stream.usage(), answer.usage);
 }
 

@@ -44,8 +44,9 @@ async fn every_function_is_granted_exactly_what_it_uses() {
     let base = stack().await.config;
     let user = unique("iam");
 
-    // chat: a new conversation, a second turn, an idempotent request, its replay, and a failure
-    // that releases its key.
+    // chat: a new conversation (which opens the user's day), a second turn, an idempotent
+    // request, its replay, a failure that releases its key and gives its budget back, the usage
+    // and the models.
     let (clients, chat_recorder) = recording_clients().await;
     let openai = MockServer::start().await;
     Mock::given(method("POST"))
@@ -99,6 +100,13 @@ async fn every_function_is_granted_exactly_what_it_uses() {
             .status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
+    for route in ["/usage", "/models"] {
+        assert_eq!(
+            chat::handle(&chat, get(route, &[], &user)).await.status(),
+            StatusCode::OK,
+            "{route}"
+        );
+    }
     assert_eq!(chat_recorder.actions(), granted("chat"), "chat");
 
     // feedback: rate twice (create, replace), list.
@@ -126,7 +134,7 @@ async fn every_function_is_granted_exactly_what_it_uses() {
     );
     assert_eq!(recorder.actions(), granted("feedback"), "feedback");
 
-    // history: both listings, a conversation's deletion, erasure.
+    // history: both listings, a rename, a conversation's deletion, erasure.
     let (clients, recorder) = recording_clients().await;
     let history = history::State::new(&base, &clients);
     let id = [("id", conversation.as_str())];
@@ -140,6 +148,19 @@ async fn every_function_is_granted_exactly_what_it_uses() {
         history::handle(&history, get("/conversations/{id}/messages", &id, &user))
             .await
             .status(),
+        StatusCode::OK
+    );
+    let rename = request_with(
+        "PATCH",
+        "/conversations/{id}",
+        &id,
+        None,
+        Some(&user),
+        &[("content-type", "application/json")],
+        br#"{"title":"renamed"}"#,
+    );
+    assert_eq!(
+        history::handle(&history, rename).await.status(),
         StatusCode::OK
     );
     let delete = request_with(

@@ -539,8 +539,8 @@ async fn deleting_a_conversation_deletes_the_idempotency_records_of_its_turns() 
                 &TurnTarget::Existing(id.clone()),
                 &text("q"),
                 &reply("a"),
-                &lease,
-                &|_| "{}".to_owned(),
+                Some((&lease, &|_| "{}".to_owned())),
+                None,
             )
             .await
             .unwrap();

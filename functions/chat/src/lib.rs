@@ -22,8 +22,8 @@ use shared::{
     llm::{Choice, ContextMessage, Llm, Offer},
     secrets::ProviderKeys,
     store::{
-        Admission, ConversationStore, Ending, Lease, Message, Reply, StoreError, StoredTurn,
-        TurnTarget,
+        Admission, BudgetPolicy, ConversationStore, Ending, Grant, Lease, Message, Reply,
+        StoreError, StoredTurn, TurnTarget,
     },
 };
 
@@ -32,6 +32,7 @@ use shared::{
 pub struct State {
     config: ChatConfig,
     budget: std::time::Duration,
+    limits: BudgetPolicy,
     store: Arc<ConversationStore>,
     llm: Arc<Llm>,
 }
@@ -54,8 +55,15 @@ impl State {
             llm: Arc::new(Llm::from_config(&chat, keys)?),
             store: Arc::new(ConversationStore::from_config(config, clients)),
             budget: config.work_budget,
+            limits: config.budget,
             config: chat,
         })
+    }
+
+    /// The same function over another store (tests give it a clock of their own).
+    pub fn with_store(mut self, store: ConversationStore) -> Self {
+        self.store = Arc::new(store);
+        self
     }
 
     /// The LLM client (its breakers are visible to tests and tools).
@@ -132,11 +140,16 @@ async fn route(
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<AnswerBody>, ApiError> {
-    let route = http::route(&req, &[("POST", "/chat"), ("GET", "/models")])?;
+    let route = http::route(
+        &req,
+        &[("POST", "/chat"), ("GET", "/models"), ("GET", "/usage")],
+    )?;
     let user = http::caller(&req)?;
     http::query_params(&req, &[])?;
-    if route == "/models" {
-        return models(state).await;
+    match route {
+        "/models" => return models(state).await,
+        "/usage" => return usage(state, &user).await,
+        _ => {}
     }
     let body: ChatRequest = http::json_body(&req, state.config.max_body_bytes)?;
     let message = MessageText::parse(&body.message, state.config.max_message_chars)
@@ -185,7 +198,11 @@ async fn route(
         return stream::start(state, turn, lease, &limits, &invocation.request_id).await;
     }
     match run(state, &turn, lease.as_ref(), &limits).await {
-        Ok(answer) => Ok(http::json_text(StatusCode::OK, answer).map(AnswerBody::from)),
+        Ok((answer, grant)) => {
+            let mut response = http::json_text(StatusCode::OK, answer);
+            budget_headers(response.headers_mut(), &grant);
+            Ok(response.map(AnswerBody::from))
+        }
         Err(err) => {
             state
                 .store
@@ -243,6 +260,28 @@ async fn models(state: &State) -> Result<Response<AnswerBody>, ApiError> {
         lambda_http::http::HeaderValue::from_static("private, max-age=300"),
     );
     Ok(response.map(AnswerBody::from))
+}
+
+/// `GET /usage`: the caller's day so far, and their budgets.
+async fn usage(state: &State, user: &UserId) -> Result<Response<AnswerBody>, ApiError> {
+    let usage = state.store.usage(user, &state.limits).await?;
+    let now = chrono::Utc::now();
+    let counter = |counter: shared::store::Counter| {
+        serde_json::json!({
+            "used": counter.used,
+            "limit": counter.limit,
+            "remaining": counter.remaining,
+        })
+    };
+    let body = serde_json::json!({
+        "day": usage.day.to_string(),
+        "turns": counter(usage.turns),
+        "tokens": counter(usage.tokens),
+        "minute": counter(usage.minute),
+        "custom_budget": usage.overridden,
+        "resets_in_seconds": shared::store::seconds_to_next_day(now),
+    });
+    Ok(http::json(StatusCode::OK, &body).map(AnswerBody::from))
 }
 
 /// When a turn's work must be done.
@@ -316,11 +355,79 @@ async fn run(
     turn: &Turn,
     lease: Option<&Lease>,
     limits: &Limits,
-) -> Result<String, Failure> {
+) -> Result<(String, Grant), Failure> {
     let (target, context) = prepare(state, turn).await?;
+    let grant = admit(state, turn, &context).await?;
+    let result = answer_and_store(state, turn, lease, limits, target, &context, &grant).await;
+    if let Err(failure) = &result {
+        if !failure.may_have_been_stored() {
+            state.store.refund(&grant).await;
+        }
+    }
+    result.map(|answer| (answer, grant))
+}
+
+/// Takes the turn's worst case from the user's budgets (after the context is known, before the
+/// provider is called): a refusal stores nothing and calls no provider.
+async fn admit(
+    state: &State,
+    turn: &Turn,
+    context: &[ContextMessage],
+) -> Result<Grant, StoreError> {
+    let cost = input_token_bound(context, state.config.system_prompt.as_deref())
+        + u64::from(state.llm.output_cap());
+    state
+        .store
+        .admit_turn(&turn.user, cost, &state.limits)
+        .await
+}
+
+/// At least as many tokens as any provider counts for this input: a token is at least one byte
+/// of UTF-8 in the byte-level tokenizers of OpenAI's and Gemini's models, and each message costs
+/// a few tokens of framing. Far above the usual count (about four bytes a token in English), which
+/// the settlement gives back; the price of never overdrawing.
+fn input_token_bound(context: &[ContextMessage], system: Option<&str>) -> u64 {
+    const FRAMING: u64 = 8;
+    let bytes = |text: &str| u64::try_from(text.len()).unwrap_or(u64::MAX);
+    let system = system.map_or(0, |text| bytes(text) + FRAMING);
+    context
+        .iter()
+        .map(|message| bytes(&message.content) + FRAMING)
+        .fold(system + FRAMING, u64::saturating_add)
+}
+
+/// The `RateLimit-*` headers of the budget closest to refusing: this minute's turns or today's.
+fn budget_headers(headers: &mut lambda_http::http::HeaderMap, grant: &Grant) {
+    let now = chrono::Utc::now();
+    let minute = grant.usage.minute;
+    let day = grant.usage.turns;
+    let candidates = [
+        (minute, shared::store::seconds_to_next_minute(now)),
+        (day, shared::store::seconds_to_next_day(now)),
+    ];
+    let closest = candidates
+        .iter()
+        .filter_map(|(counter, reset)| Some((counter.limit?, counter.remaining?, *reset)))
+        .min_by_key(|(_, remaining, _)| *remaining);
+    if let Some((limit, remaining, reset)) = closest {
+        http::rate_limit_headers(headers, limit, remaining, reset);
+    }
+}
+
+/// The provider's answer, then the turn's write (with the idempotency completion and the
+/// budget's settlement in its transaction).
+async fn answer_and_store(
+    state: &State,
+    turn: &Turn,
+    lease: Option<&Lease>,
+    limits: &Limits,
+    target: TurnTarget,
+    context: &[ContextMessage],
+    grant: &Grant,
+) -> Result<String, Failure> {
     let answer = state
         .llm
-        .complete(&turn.choice, &context, limits.work)
+        .complete(&turn.choice, context, limits.work)
         .await?;
     let reply = Reply {
         content: answer.text,
@@ -333,29 +440,15 @@ async fn run(
     // The write may also use the invocation's time beyond the work deadline: its retries (a
     // timed-out write is retried until it is stored or found ours) must end while an answer can
     // still be sent, or the caller gets the gateway's bare timeout.
-    let write = async {
-        match lease {
-            Some(lease) => {
-                state
-                    .store
-                    .append_turn_completing(
-                        &turn.user,
-                        &target,
-                        &turn.message,
-                        &reply,
-                        lease,
-                        &to_text,
-                    )
-                    .await
-            }
-            None => {
-                state
-                    .store
-                    .append_turn(&turn.user, &target, &turn.message, &reply)
-                    .await
-            }
-        }
-    };
+    let completion = lease.map(|lease| (lease, &to_text as &shared::store::Answer<'_>));
+    let write = state.store.append_turn_completing(
+        &turn.user,
+        &target,
+        &turn.message,
+        &reply,
+        completion,
+        Some(grant),
+    );
     let stored = tokio::time::timeout_at(limits.write_by.into(), write)
         .await
         .map_err(|_| StoreError::Unconfirmed)??;

@@ -19,10 +19,10 @@ use shared::{
     domain::{ConversationId, MessageId, MessageText, UserId},
     http::{self, AnswerBody, ApiError, EventSink},
     llm::{ReplyStream, StreamError},
-    store::{ConversationStore, Ending, Lease, Reply, Reservation, StoreError, TurnTarget},
+    store::{ConversationStore, Ending, Grant, Lease, Reply, Reservation, StoreError, TurnTarget},
 };
 
-use super::{prepare, ChatAnswer, Failure, Limits, State, Turn};
+use super::{admit, budget_headers, prepare, ChatAnswer, Failure, Limits, State, Turn};
 
 /// The longest silence on a stream: API Gateway's edge endpoint closes an idle connection after
 /// 30 s, so a provider that thinks for long is covered by comment lines.
@@ -52,7 +52,7 @@ pub(super) async fn start(
     request_id: &str,
 ) -> Result<Response<AnswerBody>, ApiError> {
     let opened = open(state, &turn, limits).await;
-    let (target, reply, reservation) = match opened {
+    let (target, reply, reservation, grant) = match opened {
         Ok(opened) => opened,
         Err(err) => {
             state
@@ -62,13 +62,15 @@ pub(super) async fn start(
             return Err(err.into());
         }
     };
-    let (sink, response) = http::event_stream();
+    let (sink, mut response) = http::event_stream();
+    budget_headers(response.headers_mut(), &grant);
     let producer = Producer {
         store: state.store.clone(),
         user: turn.user,
         text: turn.message,
         target,
         reservation,
+        grant,
         lease,
         sink,
         request_id: request_id.to_owned(),
@@ -84,16 +86,25 @@ async fn open(
     state: &State,
     turn: &Turn,
     limits: &Limits,
-) -> Result<(TurnTarget, ReplyStream, Reservation), Failure> {
+) -> Result<(TurnTarget, ReplyStream, Reservation, Grant), Failure> {
     let (target, context) = prepare(state, turn).await?;
+    let grant = admit(state, turn, &context).await?;
     let (reply, reservation) = tokio::join!(
         state.llm.stream(&turn.choice, &context, limits.work),
         state.store.reserve_turn(&turn.user, &target),
     );
     // A reservation whose provider failed leaves two unused sequence numbers: ids only grow.
-    let reply = reply?;
-    let reservation = reservation?;
-    Ok((target, reply, reservation))
+    match (reply, reservation) {
+        (Ok(reply), Ok(reservation)) => Ok((target, reply, reservation, grant)),
+        (Err(err), _) => {
+            state.store.refund(&grant).await;
+            Err(err.into())
+        }
+        (_, Err(err)) => {
+            state.store.refund(&grant).await;
+            Err(err.into())
+        }
+    }
 }
 
 /// Everything the producing task owns.
@@ -103,6 +114,8 @@ struct Producer {
     text: MessageText,
     target: TurnTarget,
     reservation: Reservation,
+    /// The turn's budget reservation, settled in the turn's write.
+    grant: Grant,
     lease: Option<Lease>,
     sink: EventSink,
     request_id: String,
@@ -192,6 +205,7 @@ impl Producer {
             &self.text,
             &reply,
             completion,
+            Some(&self.grant),
         );
         let stored = tokio::time::timeout_at(self.write_by.into(), write)
             .await
@@ -210,6 +224,9 @@ impl Producer {
             }
             (Err(err), _) => {
                 let may_have_been_stored = err.may_have_been_stored();
+                if !may_have_been_stored {
+                    self.store.refund(&self.grant).await;
+                }
                 self.store
                     .abandon(&self.user, self.lease, may_have_been_stored)
                     .await;

@@ -85,6 +85,11 @@ pub const ROUTES: &[Route] = &[
         function: Function::Chat,
     },
     Route {
+        method: "GET",
+        resource: "/usage",
+        function: Function::Chat,
+    },
+    Route {
         method: "POST",
         resource: "/feedback",
         function: Function::Feedback,

@@ -3,7 +3,10 @@
 //! A missing or malformed variable fails the cold start with an error that names it, so a
 //! misconfigured deployment is visible in the first log line instead of in the first request.
 
+mod budget;
 mod vars;
+
+pub use budget::budget_policy;
 
 use std::time::Duration;
 
@@ -52,6 +55,8 @@ pub struct Config {
     pub metrics: bool,
     /// `AWS_LAMBDA_FUNCTION_NAME`, or `local` outside Lambda.
     pub function_name: String,
+    /// `DAILY_TURN_BUDGET`, `DAILY_TOKEN_BUDGET`, `TURNS_PER_MINUTE`: every user's budgets.
+    pub budget: crate::store::BudgetPolicy,
 }
 
 impl Config {
@@ -92,6 +97,7 @@ impl Config {
             function_name: vars
                 .optional("AWS_LAMBDA_FUNCTION_NAME")?
                 .unwrap_or_else(|| "local".to_owned()),
+            budget: budget::policy(&vars)?,
         })
     }
 }
@@ -135,6 +141,9 @@ pub struct ChatConfig {
     pub context_messages: u16,
     /// `HISTORY_CONTEXT_CHARS`: the most characters of earlier messages sent.
     pub context_chars: usize,
+    /// `MAX_OUTPUT_TOKENS`: the most tokens a provider may generate for one reply, sent with
+    /// every call, so that a turn's worst case (its input and this cap) is known beforehand.
+    pub max_output_tokens: u32,
     /// `LLM_CONNECT_TIMEOUT_MS` and `LLM_REQUEST_TIMEOUT_MS`.
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -234,6 +243,7 @@ impl ChatConfig {
             max_body_bytes: vars.number("MAX_BODY_BYTES", 32 * 1024, 1_024..=1_048_576)? as usize,
             context_messages: vars.number("HISTORY_CONTEXT_MESSAGES", 20, 0..=100)? as u16,
             context_chars: vars.number("HISTORY_CONTEXT_CHARS", 16_000, 0..=1_000_000)? as usize,
+            max_output_tokens: vars.number("MAX_OUTPUT_TOKENS", 2_048, 1..=65_536)? as u32,
             connect_timeout: vars.millis("LLM_CONNECT_TIMEOUT_MS", 2_000, 50..=30_000)?,
             request_timeout: vars.millis("LLM_REQUEST_TIMEOUT_MS", 20_000, 100..=900_000)?,
             max_attempts: vars.number("LLM_MAX_ATTEMPTS", 3, 1..=10)? as u32,
@@ -309,6 +319,7 @@ mod tests {
         assert!(config.fallback.is_empty());
         assert_eq!(config.max_message_chars, 8_000);
         assert_eq!(config.context_messages, 20);
+        assert_eq!(config.max_output_tokens, 2_048);
     }
 
     #[test]

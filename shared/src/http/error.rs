@@ -8,7 +8,12 @@ use lambda_http::{
 use serde::Serialize;
 
 use super::response::body_response;
-use crate::{llm::LlmError, secrets::SecretsError, store::StoreError, BoxError};
+use crate::{
+    llm::LlmError,
+    secrets::SecretsError,
+    store::{Exhausted, StoreError},
+    BoxError,
+};
 
 /// Everything a route can answer besides success. Client errors say what was wrong; server errors
 /// are logged in full with the request id and answered with a generic text.
@@ -40,8 +45,27 @@ pub enum ApiError {
         #[source]
         cause: Option<BoxError>,
     },
+    /// A per-user budget refused the request: the day's (`quota-exceeded`) or the minute's
+    /// (`rate-limited`); the client may retry after `retry_after_secs`.
+    #[error("{detail}")]
+    TooManyRequests {
+        limit: Refusal,
+        detail: String,
+        /// The refusing budget's size, for the `RateLimit-Limit` header.
+        quota: u64,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal(#[source] BoxError),
+}
+
+/// Which per-user budget refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The day's turns or tokens are spent.
+    QuotaExceeded,
+    /// Too many turns this minute.
+    RateLimited,
 }
 
 impl ApiError {
@@ -80,6 +104,7 @@ impl ApiError {
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -96,6 +121,14 @@ impl ApiError {
             Self::Unprocessable(_) => "urn:serverless-chat:problem:unprocessable",
             Self::BadGateway { .. } => "urn:serverless-chat:problem:upstream-rejected",
             Self::Unavailable { .. } => "urn:serverless-chat:problem:unavailable",
+            Self::TooManyRequests {
+                limit: Refusal::QuotaExceeded,
+                ..
+            } => "urn:serverless-chat:problem:quota-exceeded",
+            Self::TooManyRequests {
+                limit: Refusal::RateLimited,
+                ..
+            } => "urn:serverless-chat:problem:rate-limited",
             Self::Internal(_) => "urn:serverless-chat:problem:internal",
         }
     }
@@ -142,6 +175,14 @@ impl ApiError {
                 if let Ok(value) = HeaderValue::from_str(allowed) {
                     headers.insert(header::ALLOW, value);
                 }
+            }
+            Self::TooManyRequests {
+                quota,
+                retry_after_secs,
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                super::response::rate_limit_headers(headers, *quota, 0, *retry_after_secs);
             }
             _ => {}
         }
@@ -216,6 +257,48 @@ impl From<StoreError> for ApiError {
                 1,
                 None,
             ),
+            StoreError::QuotaExceeded {
+                exhausted,
+                retry_after_secs,
+            } => {
+                let (detail, quota) = match exhausted {
+                    Exhausted::Turns { limit } => (
+                        format!(
+                            "today's {limit} turns are used up; the budget renews at 00:00 UTC"
+                        ),
+                        limit,
+                    ),
+                    Exhausted::Tokens {
+                        limit,
+                        remaining,
+                        needed,
+                    } => (
+                        format!(
+                            "this turn may use up to {needed} tokens (its context and the longest \
+                             reply), and {remaining} of today's {limit} are left; the budget \
+                             renews at 00:00 UTC"
+                        ),
+                        limit,
+                    ),
+                };
+                Self::TooManyRequests {
+                    limit: Refusal::QuotaExceeded,
+                    detail,
+                    quota,
+                    retry_after_secs,
+                }
+            }
+            StoreError::RateLimited {
+                per_minute,
+                retry_after_secs,
+            } => Self::TooManyRequests {
+                limit: Refusal::RateLimited,
+                detail: format!(
+                    "{per_minute} turns a minute is the limit; retry in {retry_after_secs} s"
+                ),
+                quota: per_minute,
+                retry_after_secs,
+            },
             StoreError::Corrupt(_) | StoreError::Internal(_) => Self::internal(err),
         }
     }

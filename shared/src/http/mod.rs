@@ -10,13 +10,15 @@ mod response;
 mod serve;
 mod stream;
 
-pub use error::ApiError;
+pub use error::{ApiError, Refusal};
 pub use identity::caller;
 pub use input::{
     conversation_id, idempotency_key, invalid, json_body, message_id, page_request,
     path_conversation_id, query_params,
 };
 pub(crate) use response::set_allowed_origin;
-pub use response::{json, json_text, mark_replayed, no_content, replay, EXPOSED_HEADERS};
+pub use response::{
+    json, json_text, mark_replayed, no_content, rate_limit_headers, replay, EXPOSED_HEADERS,
+};
 pub use serve::{route, route_of, serve, Invocation};
 pub use stream::{event_stream, wants_events, AnswerBody, EventSink, Gone};

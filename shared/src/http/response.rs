@@ -10,7 +10,8 @@ use serde::Serialize;
 
 /// The response headers a browser script may read besides the CORS-safelisted ones (the same list
 /// as the API's gateway responses in `template.yaml`).
-pub const EXPOSED_HEADERS: &str = "Retry-After,idempotent-replayed,x-amzn-RequestId";
+pub const EXPOSED_HEADERS: &str =
+    "Retry-After,idempotent-replayed,x-amzn-RequestId,RateLimit-Limit,RateLimit-Remaining,RateLimit-Reset";
 
 /// The answer header that marks a replayed idempotent answer.
 const REPLAYED: &str = "idempotent-replayed";
@@ -66,6 +67,19 @@ pub fn mark_replayed<B>(response: &mut Response<B>) {
     response
         .headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
+}
+
+/// The `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers (seconds until
+/// the budget renews) of the per-user budget closest to refusing.
+pub fn rate_limit_headers(
+    headers: &mut lambda_http::http::HeaderMap,
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
+) {
+    headers.insert("ratelimit-limit", HeaderValue::from(limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(reset_secs));
 }
 
 pub(super) fn body_response(

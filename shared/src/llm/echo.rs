@@ -24,7 +24,8 @@ impl Echo {
     }
 }
 
-/// The echo's answer: `echo: ` and the last user message.
+/// The echo's answer: `echo: ` and the last user message, cut after `call.max_output_tokens`
+/// words as a real provider stops at its token cap.
 fn answer(call: &Call<'_>) -> String {
     let last = call
         .messages
@@ -32,7 +33,30 @@ fn answer(call: &Call<'_>) -> String {
         .rev()
         .find(|message| message.role == Role::User)
         .map_or("", |message| message.content.as_str());
-    format!("echo: {last}")
+    let mut text = format!("echo: {last}");
+    text.truncate(end_of_word(&text, call.max_output_tokens));
+    text
+}
+
+/// Where `text` is cut to keep its first `count` whitespace-separated words: the end of the
+/// last word kept, or the end of the text if no further word follows.
+fn end_of_word(text: &str, count: u32) -> usize {
+    let (mut words, mut end, mut in_word) = (0, 0, false);
+    for (index, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if in_word {
+                end = index;
+            }
+            in_word = false;
+        } else if !in_word {
+            if words == count {
+                return end;
+            }
+            words += 1;
+            in_word = true;
+        }
+    }
+    text.len()
 }
 
 impl Provider for Echo {
@@ -72,5 +96,23 @@ impl Provider for Echo {
                 delay: self.token_delay,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_falls_after_the_last_word_kept() {
+        assert_eq!(end_of_word("echo: a  b\nc", 2), "echo: a".len());
+        assert_eq!(end_of_word("echo: a  b\nc", 3), "echo: a  b".len());
+        assert_eq!(
+            end_of_word("echo: a b ", 3),
+            "echo: a b ".len(),
+            "nothing to cut"
+        );
+        assert_eq!(end_of_word("echo: ünï cödé", 2), "echo: ünï".len());
+        assert_eq!(end_of_word("echo: a", 1), "echo:".len());
     }
 }

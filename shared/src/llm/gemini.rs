@@ -33,6 +33,14 @@ struct Request<'a> {
     contents: Vec<Content<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     system_instruction: Option<Content<'a>>,
+    generation_config: GenerationConfig,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerationConfig {
+    /// The reply's token cap.
+    max_output_tokens: u32,
 }
 
 #[derive(Serialize)]
@@ -170,6 +178,9 @@ impl Gemini {
             .json(&Request {
                 contents,
                 system_instruction,
+                generation_config: GenerationConfig {
+                    max_output_tokens: call.max_output_tokens,
+                },
             });
         if let Some(key) = call.key {
             request = request.header("x-goog-api-key", key.expose_secret());

@@ -59,6 +59,8 @@ struct Call<'a> {
     pub key: Option<&'a SecretString>,
     /// The longest this call may take.
     pub timeout: Duration,
+    /// The most tokens the reply may have (`MAX_OUTPUT_TOKENS`).
+    pub max_output_tokens: u32,
 }
 
 /// A provider's answer.
@@ -227,6 +229,7 @@ impl Llm {
             backoff_base: config.backoff_base,
             backoff_cap: config.backoff_cap,
             request_timeout: config.request_timeout,
+            max_output_tokens: config.max_output_tokens,
             breaker: BreakerConfig {
                 failures: config.breaker_failures,
                 cool_down: config.breaker_cool_down,

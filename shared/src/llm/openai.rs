@@ -30,6 +30,11 @@ impl OpenAi {
 struct Request<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
+    /// The reply's token cap. `max_tokens`, not OpenAI's newer `max_completion_tokens`: every
+    /// OpenAI-compatible server reads `max_tokens` (Ollama reads nothing else and would ignore
+    /// the newer name, so the cap would silently not apply), and OpenAI still accepts it for its
+    /// chat models. OpenAI's reasoning models (o-series, gpt-5) refuse it with a 400.
+    max_tokens: u32,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,6 +160,7 @@ impl OpenAi {
             .json(&Request {
                 model: call.model,
                 messages,
+                max_tokens: call.max_output_tokens,
                 stream,
                 stream_options: stream.then_some(StreamOptions {
                     include_usage: true,

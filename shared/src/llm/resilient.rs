@@ -35,6 +35,8 @@ pub(super) struct LlmConfig {
     pub(super) backoff_cap: Duration,
     /// The longest a single provider request may take.
     pub(super) request_timeout: Duration,
+    /// The most tokens a reply may have, sent with every call.
+    pub(super) max_output_tokens: u32,
     pub(super) breaker: BreakerConfig,
 }
 
@@ -268,6 +270,12 @@ impl Llm {
         })
     }
 
+    /// The most tokens one reply may have: every call asks the provider for no more, so that a
+    /// turn's worst case is its input and this.
+    pub fn output_cap(&self) -> u32 {
+        self.config.max_output_tokens
+    }
+
     /// The system prompt sent with every call.
     pub(super) fn system_prompt(&self) -> Option<&str> {
         self.config.system_prompt.as_deref()
@@ -382,6 +390,7 @@ impl Llm {
                         messages,
                         key,
                         timeout: remaining.min(self.config.request_timeout),
+                        max_output_tokens: self.config.max_output_tokens,
                     },
                 )
                 .await;

@@ -82,7 +82,8 @@ impl ConversationStore {
         Ok(deleted)
     }
 
-    /// Deletes every item in the caller's partition: heads first, then messages, feedback and
+    /// Deletes every item in the caller's partition but its budget item (`USAGE`: the day's
+    /// counters and an operator's override, no content): heads first, then messages, feedback and
     /// idempotency records. Returns how many items were deleted.
     pub async fn erase_user(&self, user: &UserId, deadline: Instant) -> Result<usize, StoreError> {
         let mut deleted = 0;
@@ -131,11 +132,13 @@ impl ConversationStore {
             }
             let output = query.send().await.map_err(classify)?;
             self.meter.record(Work::Read, output.consumed_capacity());
-            let sort_keys: Vec<String> = output
+            let mut sort_keys: Vec<String> = output
                 .items()
                 .iter()
                 .map(sort_key)
                 .collect::<Result<_, _>>()?;
+            // The budget item outlives erasure: erasing data must not renew a budget.
+            sort_keys.retain(|key| key != keys::usage());
             self.delete_keys(&partition, &sort_keys, deadline, deleted)
                 .await?;
             match output.last_evaluated_key() {

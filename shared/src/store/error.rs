@@ -39,6 +39,18 @@ pub enum StoreError {
     /// request stored nothing.
     #[error("a newer request with this Idempotency-Key took over; this one stored nothing")]
     LeaseLost,
+    /// The user's daily budget cannot take this turn; it renews in `retry_after_secs`.
+    #[error("the daily budget is spent")]
+    QuotaExceeded {
+        exhausted: super::Exhausted,
+        retry_after_secs: u64,
+    },
+    /// The user started as many turns this minute as a minute allows.
+    #[error("{per_minute} turns a minute is the limit")]
+    RateLimited {
+        per_minute: u64,
+        retry_after_secs: u64,
+    },
     /// An item in the table does not have the shape we write.
     #[error("malformed item in the table: {0}")]
     Corrupt(String),

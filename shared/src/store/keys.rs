@@ -6,6 +6,7 @@
 //! PK = USER#<user>   SK = MSG#<conversation>#<message id>         one message
 //! PK = USER#<user>   SK = FB#<conversation>#<message id>          feedback on one message
 //! PK = USER#<user>   SK = IDEM#<key>                              idempotency record
+//! PK = USER#<user>   SK = USAGE                                    the user's budget and day's use
 //! GSI1PK = FB#<yyyy-mm-dd>   GSI1SK = <updated_at>#<user>#<conversation>#<message id>   feedback by day
 //! ```
 //! Message ids are zero-padded to 12 digits, so that key order is numeric order.
@@ -21,6 +22,7 @@ const HEAD: &str = "CONV#";
 const MESSAGE: &str = "MSG#";
 const FEEDBACK: &str = "FB#";
 const IDEMPOTENCY: &str = "IDEM#";
+const USAGE: &str = "USAGE";
 
 /// The index that lists feedback by day, and its key attributes.
 pub const DAY_INDEX: &str = "GSI1";
@@ -79,6 +81,11 @@ pub fn idempotency_records() -> &'static str {
 
 pub fn idempotency(key: &IdempotencyKey) -> String {
     format!("{IDEMPOTENCY}{}", key.as_str())
+}
+
+/// The user's budget item (kept by erasure).
+pub fn usage() -> &'static str {
+    USAGE
 }
 
 /// The message id at the end of a message or feedback sort key.

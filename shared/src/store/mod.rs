@@ -9,6 +9,7 @@
 //! turn is stored at most once per key. Every read is a `Query` or `GetItem` on the caller's
 //! partition. See `docs/ARCHITECTURE.md` for the whole picture.
 
+mod budget;
 mod deletion;
 mod error;
 mod feedback;
@@ -25,6 +26,10 @@ use std::{sync::Arc, time::Duration};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
+pub use budget::{
+    seconds_to_next_day, seconds_to_next_minute, BudgetPolicy, Counter, DailyBudget, Exhausted,
+    Grant, Usage,
+};
 pub use error::StoreError;
 pub use feedback::Written;
 pub use idempotency::{Admission, IdempotencyKey, Lease};

@@ -16,7 +16,7 @@ use super::{
     items::{n, number, s, timestamp, Item},
     keys,
     meter::{ask, Work},
-    ConversationStore, Lease, Reply, StoreError, StoredTurn, TurnTarget,
+    ConversationStore, Grant, Lease, Reply, StoreError, StoredTurn, TurnTarget,
 };
 use crate::{
     backoff::full_jitter,
@@ -78,25 +78,26 @@ impl ConversationStore {
         reply: &Reply,
     ) -> Result<StoredTurn, StoreError> {
         let reservation = self.reserve_turn(user, target).await?;
-        self.write_turn(reservation, target, text, reply, None)
+        self.write_turn(reservation, target, text, reply, None, None)
             .await
     }
 
     /// [`Self::append_turn`], completing the request's idempotency record with `answer` (the
-    /// request's answer for the stored turn) in the same transaction. If the lease was taken over
-    /// by a retry meanwhile, nothing is stored ([`StoreError::LeaseLost`]).
+    /// request's answer for the stored turn) in the same transaction when there is a `lease`, and
+    /// settling the turn's budget `grant` to the reply's usage when there is one. If the lease was
+    /// taken over by a retry meanwhile, nothing is stored ([`StoreError::LeaseLost`]).
     pub async fn append_turn_completing(
         &self,
         user: &UserId,
         target: &TurnTarget,
         text: &MessageText,
         reply: &Reply,
-        lease: &Lease,
-        answer: &Answer<'_>,
+        completion: Option<(&Lease, &Answer<'_>)>,
+        grant: Option<&Grant>,
     ) -> Result<StoredTurn, StoreError> {
         let reservation = self.reserve_turn(user, target).await?;
-        let completion = Completion { lease, answer };
-        self.write_turn(reservation, target, text, reply, Some(completion))
+        let completion = completion.map(|(lease, answer)| Completion { lease, answer });
+        self.write_turn(reservation, target, text, reply, completion, grant)
             .await
     }
 
@@ -126,8 +127,9 @@ impl ConversationStore {
         Ok(Reservation { turn, first })
     }
 
-    /// Writes a reserved turn, completing the idempotency record of `lease` with `answer` in the
-    /// same transaction when given (see [`Self::append_turn_completing`]).
+    /// Writes a reserved turn, completing the idempotency record of `lease` with `answer` and
+    /// settling `grant` in the same transaction when given (see
+    /// [`Self::append_turn_completing`]).
     pub async fn write_reserved(
         &self,
         reservation: Reservation,
@@ -135,9 +137,10 @@ impl ConversationStore {
         text: &MessageText,
         reply: &Reply,
         completion: Option<(&Lease, &Answer<'_>)>,
+        grant: Option<&Grant>,
     ) -> Result<StoredTurn, StoreError> {
         let completion = completion.map(|(lease, answer)| Completion { lease, answer });
-        self.write_turn(reservation, target, text, reply, completion)
+        self.write_turn(reservation, target, text, reply, completion, grant)
             .await
     }
 
@@ -148,6 +151,7 @@ impl ConversationStore {
         text: &MessageText,
         reply: &Reply,
         completion: Option<Completion<'_>>,
+        grant: Option<&Grant>,
     ) -> Result<StoredTurn, StoreError> {
         let Reservation { turn, mut first } = reservation;
         let mut timed_out = false;
@@ -159,7 +163,14 @@ impl ConversationStore {
                 created_at: turn.created_at.clone(),
             };
             let outcome = self
-                .put_turn(&turn, target, &stored, text, reply, completion.as_ref())
+                .put_turn(
+                    &turn,
+                    target,
+                    &stored,
+                    (text, reply),
+                    completion.as_ref(),
+                    grant,
+                )
                 .await?;
             match (outcome, target) {
                 (PutOutcome::Stored, _) => return Ok(stored),
@@ -253,18 +264,19 @@ impl ConversationStore {
     }
 
     /// One transaction: the head (put for a new conversation, checked for an existing one), the
-    /// two messages with `attribute_not_exists(SK)`, and the idempotency record's completion.
+    /// two messages with `attribute_not_exists(SK)`, the idempotency record's completion, and the
+    /// settlement of the turn's budget (last, unconditional: it never cancels the turn).
     async fn put_turn(
         &self,
         turn: &Turn,
         target: &TurnTarget,
         stored: &StoredTurn,
-        text: &MessageText,
-        reply: &Reply,
+        (text, reply): (&MessageText, &Reply),
         completion: Option<&Completion<'_>>,
+        grant: Option<&Grant>,
     ) -> Result<PutOutcome, StoreError> {
         let internal = |err| StoreError::Internal(Box::new(err));
-        let mut writes = Vec::with_capacity(4);
+        let mut writes = Vec::with_capacity(5);
         let head = match target {
             TurnTarget::New { title, .. } => {
                 TransactWriteItem::builder().put(self.new_item(turn.head_item(title))?)
@@ -306,6 +318,10 @@ impl ConversationStore {
                 (completion.answer)(stored),
             )?;
             writes.push(TransactWriteItem::builder().update(update).build());
+        }
+        if let Some(grant) = grant {
+            let settlement = self.settlement(grant, reply.usage.total())?;
+            writes.push(TransactWriteItem::builder().update(settlement).build());
         }
         let result = self
             .db

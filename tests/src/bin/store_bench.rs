@@ -1,7 +1,8 @@
 //! `store-bench`: what one chat turn costs the store, for a short and a long history.
 //!
-//! For a conversation with 10 prior messages and one with 10,000, it runs `append_turn` followed
-//! by `recent_messages(20)` (what a chat turn does) and prints the DynamoDB work per turn as the
+//! For a conversation with 10 prior messages and one with 10,000, it runs the budget's admission
+//! (`admit_turn`), `append_turn` with the budget's settlement in its transaction, and
+//! `recent_messages(20)` (what a chat turn does) and prints the DynamoDB work per turn as the
 //! service reports it (`ReturnConsumedCapacity=TOTAL`: capacity units, items read, calls) and the
 //! p50/p95 latency of each call. The two conversations take turns, so both meet the emulator in
 //! the same state. Run it with `make bench-store` (against the local stack).
@@ -17,7 +18,16 @@ use e2e::{
 };
 use shared::{
     domain::{ConversationId, UserId},
-    store::{ConversationStore, TurnTarget},
+    store::{BudgetPolicy, ConversationStore, DailyBudget, TurnTarget},
+};
+
+/// Unlimited budgets: the admission does the same work whatever their size.
+const POLICY: BudgetPolicy = BudgetPolicy {
+    daily: DailyBudget {
+        turns: 0,
+        tokens: 0,
+    },
+    per_minute: 0,
 };
 
 const TURNS: usize = 30;
@@ -43,12 +53,18 @@ async fn turn_once(
     turn: usize,
 ) -> (Duration, Duration, usize) {
     let started = Instant::now();
+    let grant = store
+        .admit_turn(user, 2_100, &POLICY)
+        .await
+        .expect("admit_turn");
     store
-        .append_turn(
+        .append_turn_completing(
             user,
             &TurnTarget::Existing(id.clone()),
             &text(&format!("question {turn}")),
             &reply("an answer of some length"),
+            None,
+            Some(&grant),
         )
         .await
         .expect("append_turn");

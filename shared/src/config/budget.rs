@@ -1,0 +1,55 @@
+//! The per-user budgets' settings (`shared::store::budget` enforces them).
+
+use super::{ConfigError, Vars};
+use crate::store::{BudgetPolicy, DailyBudget};
+
+/// `DAILY_TURN_BUDGET` (default 200), `DAILY_TOKEN_BUDGET` (200,000: input plus output tokens)
+/// per user and UTC day, and `TURNS_PER_MINUTE` (10) per user; 0 means unlimited.
+pub(super) fn policy<F: Fn(&str) -> Option<String>>(
+    vars: &Vars<F>,
+) -> Result<BudgetPolicy, ConfigError> {
+    Ok(BudgetPolicy {
+        daily: DailyBudget {
+            turns: vars.number("DAILY_TURN_BUDGET", 200, 0..=10_000_000)?,
+            tokens: vars.number("DAILY_TOKEN_BUDGET", 200_000, 0..=1_000_000_000_000)?,
+        },
+        per_minute: vars.number("TURNS_PER_MINUTE", 10, 0..=100_000)?,
+    })
+}
+
+/// The budgets alone, read through `lookup` (the operator's tool, which needs no other setting).
+pub fn budget_policy(lookup: impl Fn(&str) -> Option<String>) -> Result<BudgetPolicy, ConfigError> {
+    policy(&Vars(lookup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::budget_policy as budget_from_lookup;
+
+    #[test]
+    fn budgets_default_to_the_template_s_defaults_and_zero_is_unlimited() {
+        let policy = budget_from_lookup(|_| None).unwrap();
+        assert_eq!(
+            policy,
+            BudgetPolicy {
+                daily: DailyBudget {
+                    turns: 200,
+                    tokens: 200_000
+                },
+                per_minute: 10
+            }
+        );
+        let unlimited = budget_from_lookup(|name| match name {
+            "DAILY_TURN_BUDGET" | "DAILY_TOKEN_BUDGET" | "TURNS_PER_MINUTE" => Some("0".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(unlimited.daily.turns, 0);
+        assert!(
+            budget_from_lookup(|name| (name == "DAILY_TOKEN_BUDGET").then(|| "-1".to_owned()))
+                .is_err()
+        );
+    }
+}
