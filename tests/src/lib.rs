@@ -321,13 +321,17 @@ pub async fn partition_count(table: &str, user: impl AsRef<str>) -> usize {
     partition_items(table, user)
         .await
         .iter()
-        .filter(|item| {
-            item.get("SK")
-                .and_then(|key| key.as_s().ok())
-                .map(String::as_str)
-                != Some(keys::usage())
-        })
+        .filter(|item| !is_budget_item(item))
         .count()
+}
+
+/// Whether a stored item is a user's budget item (`SK = USAGE`).
+pub fn is_budget_item(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+) -> bool {
+    item.get("SK")
+        .and_then(|key| key.as_s().ok())
+        .is_some_and(|key| key == keys::usage())
 }
 
 /// Writes messages `first..=last` of a conversation directly (setup for volume tests), shaped

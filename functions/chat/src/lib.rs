@@ -1,5 +1,7 @@
-//! The chat function: `POST /chat`, one turn with an LLM that remembers the conversation, and
-//! `GET /models`, the providers and models a client may choose.
+//! The chat function: `POST /chat`, one turn with an LLM that remembers the conversation, within
+//! the user's budgets (`shared::store::budget`: admitted before the provider is called, settled
+//! in the turn's write); `GET /models`, the providers and models a client may choose; and
+//! `GET /usage`, the caller's budgets and what is used of them today.
 //!
 //! The turn is stored only after the provider answered, whole or not at all. With an
 //! `Idempotency-Key`, a retried request is answered from its first run: no second provider call,
@@ -22,7 +24,7 @@ use shared::{
     llm::{Choice, ContextMessage, Llm, Offer},
     secrets::ProviderKeys,
     store::{
-        Admission, BudgetPolicy, ConversationStore, Ending, Grant, Lease, Message, Reply,
+        Admission, BudgetPolicy, ConversationStore, Counter, Ending, Grant, Lease, Message, Reply,
         StoreError, StoredTurn, TurnTarget,
     },
 };
@@ -263,25 +265,45 @@ async fn models(state: &State) -> Result<Response<AnswerBody>, ApiError> {
 }
 
 /// `GET /usage`: the caller's day so far, and their budgets.
+#[derive(Serialize)]
+struct UsageView {
+    day: String,
+    turns: CounterView,
+    tokens: CounterView,
+    minute: CounterView,
+    custom_budget: bool,
+    resets_in_seconds: u64,
+}
+
+/// One budget's counter; `limit` and `remaining` are `null` when it is unlimited.
+#[derive(Serialize)]
+struct CounterView {
+    used: u64,
+    limit: Option<u64>,
+    remaining: Option<u64>,
+}
+
+impl From<Counter> for CounterView {
+    fn from(counter: Counter) -> Self {
+        Self {
+            used: counter.used,
+            limit: counter.limit,
+            remaining: counter.remaining,
+        }
+    }
+}
+
 async fn usage(state: &State, user: &UserId) -> Result<Response<AnswerBody>, ApiError> {
     let usage = state.store.usage(user, &state.limits).await?;
-    let now = chrono::Utc::now();
-    let counter = |counter: shared::store::Counter| {
-        serde_json::json!({
-            "used": counter.used,
-            "limit": counter.limit,
-            "remaining": counter.remaining,
-        })
+    let view = UsageView {
+        day: usage.day.to_string(),
+        turns: usage.turns.into(),
+        tokens: usage.tokens.into(),
+        minute: usage.minute.into(),
+        custom_budget: usage.overridden,
+        resets_in_seconds: usage.day_resets_in,
     };
-    let body = serde_json::json!({
-        "day": usage.day.to_string(),
-        "turns": counter(usage.turns),
-        "tokens": counter(usage.tokens),
-        "minute": counter(usage.minute),
-        "custom_budget": usage.overridden,
-        "resets_in_seconds": shared::store::seconds_to_next_day(now),
-    });
-    Ok(http::json(StatusCode::OK, &body).map(AnswerBody::from))
+    Ok(http::json(StatusCode::OK, &view).map(AnswerBody::from))
 }
 
 /// When a turn's work must be done.
@@ -398,12 +420,10 @@ fn input_token_bound(context: &[ContextMessage], system: Option<&str>) -> u64 {
 
 /// The `RateLimit-*` headers of the budget closest to refusing: this minute's turns or today's.
 fn budget_headers(headers: &mut lambda_http::http::HeaderMap, grant: &Grant) {
-    let now = chrono::Utc::now();
-    let minute = grant.usage.minute;
-    let day = grant.usage.turns;
+    let usage = &grant.usage;
     let candidates = [
-        (minute, shared::store::seconds_to_next_minute(now)),
-        (day, shared::store::seconds_to_next_day(now)),
+        (usage.minute, usage.minute_resets_in),
+        (usage.turns, usage.day_resets_in),
     ];
     let closest = candidates
         .iter()

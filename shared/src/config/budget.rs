@@ -26,11 +26,9 @@ pub fn budget_policy(lookup: impl Fn(&str) -> Option<String>) -> Result<BudgetPo
 mod tests {
     use super::*;
 
-    use super::budget_policy as budget_from_lookup;
-
     #[test]
     fn budgets_default_to_the_template_s_defaults_and_zero_is_unlimited() {
-        let policy = budget_from_lookup(|_| None).unwrap();
+        let policy = budget_policy(|_| None).unwrap();
         assert_eq!(
             policy,
             BudgetPolicy {
@@ -41,15 +39,14 @@ mod tests {
                 per_minute: 10
             }
         );
-        let unlimited = budget_from_lookup(|name| match name {
+        let unlimited = budget_policy(|name| match name {
             "DAILY_TURN_BUDGET" | "DAILY_TOKEN_BUDGET" | "TURNS_PER_MINUTE" => Some("0".to_owned()),
             _ => None,
         })
         .unwrap();
         assert_eq!(unlimited.daily.turns, 0);
         assert!(
-            budget_from_lookup(|name| (name == "DAILY_TOKEN_BUDGET").then(|| "-1".to_owned()))
-                .is_err()
+            budget_policy(|name| (name == "DAILY_TOKEN_BUDGET").then(|| "-1".to_owned())).is_err()
         );
     }
 }

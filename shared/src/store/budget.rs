@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 
 use super::{
-    error::classify,
+    error::{classify, is_condition_failed},
     items::{n, s, Item},
     keys,
     meter::{ask, Work},
@@ -90,6 +90,11 @@ impl Counter {
             remaining: (!unlimited).then(|| u64::try_from(left).unwrap_or(0)),
         }
     }
+
+    /// A counter of a day or minute with nothing used yet.
+    fn unused(limit: u64) -> Self {
+        Self::of(0, limit, i64::try_from(limit).unwrap_or(i64::MAX))
+    }
 }
 
 /// A user's day so far.
@@ -103,6 +108,29 @@ pub struct Usage {
     pub minute: Counter,
     /// Whether an operator set this user's budget.
     pub overridden: bool,
+    /// Seconds until the day's budget renews (00:00 UTC), and until the minute's does.
+    pub day_resets_in: u64,
+    pub minute_resets_in: u64,
+}
+
+impl Usage {
+    /// A day with nothing used yet, under `budget`.
+    fn fresh(
+        budget: DailyBudget,
+        overridden: bool,
+        policy: &BudgetPolicy,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            day: now.date_naive(),
+            turns: Counter::unused(budget.turns),
+            tokens: Counter::unused(budget.tokens),
+            minute: Counter::unused(policy.per_minute),
+            overridden,
+            day_resets_in: seconds_to_next_day(now),
+            minute_resets_in: seconds_to_next_minute(now),
+        }
+    }
 }
 
 /// An admitted turn: what it reserved, and the user's day after the reservation.
@@ -114,14 +142,8 @@ pub struct Grant {
     pub usage: Usage,
 }
 
-impl Grant {
-    pub fn reserved(&self) -> u64 {
-        self.reserved
-    }
-}
-
 /// Seconds from `now` to the next UTC midnight (when a day's budget renews).
-pub fn seconds_to_next_day(now: DateTime<Utc>) -> u64 {
+fn seconds_to_next_day(now: DateTime<Utc>) -> u64 {
     let next = now.date_naive() + Days::days(1);
     let midnight = next.and_hms_opt(0, 0, 0).map(|at| at.and_utc());
     midnight.map_or(86_400, |at| {
@@ -130,8 +152,20 @@ pub fn seconds_to_next_day(now: DateTime<Utc>) -> u64 {
 }
 
 /// Seconds from `now` to the next minute (when the minute window renews).
-pub fn seconds_to_next_minute(now: DateTime<Utc>) -> u64 {
+fn seconds_to_next_minute(now: DateTime<Utc>) -> u64 {
     60 - u64::try_from(now.timestamp().rem_euclid(60)).unwrap_or(0)
+}
+
+/// When a day's item (without an override) expires: `KEEP_DAYS` after its day.
+fn expiry_of(day: NaiveDate, now: DateTime<Utc>) -> i64 {
+    (day + Days::days(1 + KEEP_DAYS))
+        .and_hms_opt(0, 0, 0)
+        .map_or(now.timestamp(), |at| at.and_utc().timestamp())
+}
+
+/// The day an item counts.
+fn day_of(item: &Item) -> Option<NaiveDate> {
+    item.get("day")?.as_s().ok()?.parse().ok()
 }
 
 fn minute_of(now: DateTime<Utc>) -> i64 {
@@ -182,13 +216,7 @@ impl ConversationStore {
             match self.take(user, cost, policy, now).await? {
                 Taken::Granted(usage) => return Ok(self.grant(user, cost, usage)),
                 Taken::Refused(old) => {
-                    let today = now.date_naive();
-                    let day = old
-                        .as_ref()
-                        .and_then(|item| item.get("day"))
-                        .and_then(|day| day.as_s().ok())
-                        .and_then(|day| day.parse::<NaiveDate>().ok());
-                    if day == Some(today) {
+                    if old.as_ref().and_then(day_of) == Some(now.date_naive()) {
                         let old = old.unwrap_or_default();
                         return Err(refusal(&old, cost, policy, now));
                     }
@@ -319,11 +347,7 @@ impl ConversationStore {
                 item.insert("override_tokens".to_owned(), n(budget.tokens));
             }
             None => {
-                let end = today + Days::days(1 + KEEP_DAYS);
-                let expires_at = end
-                    .and_hms_opt(0, 0, 0)
-                    .map_or(now.timestamp(), |at| at.and_utc().timestamp());
-                item.insert("expires_at".to_owned(), n(expires_at));
+                item.insert("expires_at".to_owned(), n(expiry_of(today, now)));
             }
         }
         let put = self
@@ -348,13 +372,7 @@ impl ConversationStore {
                 self.meter.record(Work::Write, output.consumed_capacity());
                 Ok(Some(usage_of(&item, now, policy)))
             }
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(err) if is_condition_failed(&err) => Ok(None),
             Err(err) => Err(classify(err)),
         }
     }
@@ -384,10 +402,7 @@ impl ConversationStore {
             .await;
         match result {
             Ok(output) => self.meter.record(Work::Write, output.consumed_capacity()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) if is_condition_failed(&err) => {}
             Err(err) => {
                 tracing::warn!(error = %classify(err), "could not give a reservation back; it stays spent")
             }
@@ -415,38 +430,17 @@ impl ConversationStore {
     pub async fn usage(&self, user: &UserId, policy: &BudgetPolicy) -> Result<Usage, StoreError> {
         let now = self.now();
         let item = self.live_item(user, keys::usage().to_owned()).await?;
-        let today = now.date_naive().to_string();
         Ok(match item {
-            Some(item)
-                if item
-                    .get("day")
-                    .and_then(|day| day.as_s().ok())
-                    .is_some_and(|day| *day == today) =>
-            {
-                usage_of(&item, now, policy)
-            }
+            Some(item) if day_of(&item) == Some(now.date_naive()) => usage_of(&item, now, policy),
+            // Nothing used today: the override, if any, or the default.
             other => {
                 let overridden = other.as_ref().and_then(override_of);
-                let budget = overridden.unwrap_or(policy.daily);
-                Usage {
-                    day: now.date_naive(),
-                    turns: Counter::of(
-                        0,
-                        budget.turns,
-                        i64::try_from(stored(budget.turns)).unwrap_or(i64::MAX),
-                    ),
-                    tokens: Counter::of(
-                        0,
-                        budget.tokens,
-                        i64::try_from(stored(budget.tokens)).unwrap_or(i64::MAX),
-                    ),
-                    minute: Counter::of(
-                        0,
-                        policy.per_minute,
-                        i64::try_from(policy.per_minute).unwrap_or(i64::MAX),
-                    ),
-                    overridden: overridden.is_some(),
-                }
+                Usage::fresh(
+                    overridden.unwrap_or(policy.daily),
+                    overridden.is_some(),
+                    policy,
+                    now,
+                )
             }
         })
     }
@@ -460,40 +454,40 @@ impl ConversationStore {
         policy: &BudgetPolicy,
     ) -> Result<Usage, StoreError> {
         let now = self.now();
-        let effective = budget.unwrap_or(policy.daily);
         let today = now.date_naive();
-        let expires = (today + Days::days(1 + KEEP_DAYS))
-            .and_hms_opt(0, 0, 0)
-            .map_or(now.timestamp(), |at| at.and_utc().timestamp());
-        for _ in 0..MAX_ATTEMPTS {
-            let base = |update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder| {
-                let update = update
+        let effective = budget.unwrap_or(policy.daily);
+        // An override is kept (no TTL); without one the item expires as a day's item does.
+        let (keep, drop, values) = match budget {
+            Some(budget) => (
+                "override_turns = :ot, override_tokens = :ok",
+                "REMOVE expires_at",
+                vec![(":ot", n(budget.turns)), (":ok", n(budget.tokens))],
+            ),
+            None => (
+                "expires_at = :exp",
+                "REMOVE override_turns, override_tokens",
+                vec![(":exp", n(expiry_of(today, now)))],
+            ),
+        };
+        let update = || {
+            values.iter().fold(
+                self.db
+                    .update_item()
                     .table_name(&self.table)
                     .key("PK", s(keys::partition(user)))
                     .key("SK", s(keys::usage()))
                     .expression_attribute_names("#day", "day")
                     .expression_attribute_values(":today", s(today.to_string()))
-                    .return_values(ReturnValue::AllNew);
-                match budget {
-                    Some(budget) => update
-                        .expression_attribute_values(":ot", n(budget.turns))
-                        .expression_attribute_values(":ok", n(budget.tokens)),
-                    None => update.expression_attribute_values(":exp", n(expires)),
-                }
-            };
-            let keep = match budget {
-                Some(_) => "override_turns = :ot, override_tokens = :ok",
-                None => "expires_at = :exp",
-            };
-            let drop = match budget {
-                Some(_) => " REMOVE expires_at",
-                None => " REMOVE override_turns, override_tokens",
-            };
-            // Today open: move what is left along with the limit.
-            let today_open = base(self.db.update_item())
+                    .return_values(ReturnValue::AllNew),
+                |update, (name, value)| update.expression_attribute_values(*name, value.clone()),
+            )
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            // Today open: what is left moves with the limit.
+            let today_open = update()
                 .update_expression(format!(
                     "SET {keep}, turn_limit = :tl, token_limit = :kl, \
-                     turns_left = :tls - turns, tokens_left = :kls - tokens{drop}"
+                     turns_left = :tls - turns, tokens_left = :kls - tokens {drop}"
                 ))
                 .condition_expression("#day = :today")
                 .expression_attribute_values(":tl", n(effective.turns))
@@ -510,30 +504,19 @@ impl ConversationStore {
                         policy,
                     ))
                 }
-                Err(err)
-                    if !err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    return Err(classify(err))
-                }
+                Err(err) if !is_condition_failed(&err) => return Err(classify(err)),
                 Err(_) => {}
             }
-            // Not open today: keep the override for the day's opening.
-            let later = base(self.db.update_item())
-                .update_expression(format!("SET {keep}{drop}"))
+            // Not open today: the override waits for the day's opening.
+            let later = update()
+                .update_expression(format!("SET {keep} {drop}"))
                 .condition_expression("attribute_not_exists(#day) OR #day <> :today")
                 .send()
                 .await;
             match later {
                 Ok(_) => return self.usage(user, policy).await,
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    continue
-                }
+                // Opened meanwhile: again, as an open day.
+                Err(err) if is_condition_failed(&err) => continue,
                 Err(err) => return Err(classify(err)),
             }
         }
@@ -552,11 +535,7 @@ enum Taken {
 
 /// A user's day from their item.
 fn usage_of(item: &Item, now: DateTime<Utc>, policy: &BudgetPolicy) -> Usage {
-    let day = item
-        .get("day")
-        .and_then(|day| day.as_s().ok())
-        .and_then(|day| day.parse().ok())
-        .unwrap_or_else(|| now.date_naive());
+    let day = day_of(item).unwrap_or_else(|| now.date_naive());
     let this_minute = unsigned(item, &window(minute_of(now)));
     let minute_left = i64::try_from(policy.per_minute.saturating_sub(this_minute)).unwrap_or(0);
     Usage {
@@ -573,6 +552,8 @@ fn usage_of(item: &Item, now: DateTime<Utc>, policy: &BudgetPolicy) -> Usage {
         ),
         minute: Counter::of(this_minute, policy.per_minute, minute_left),
         overridden: override_of(item).is_some(),
+        day_resets_in: seconds_to_next_day(now),
+        minute_resets_in: seconds_to_next_minute(now),
     }
 }
 

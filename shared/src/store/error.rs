@@ -108,6 +108,12 @@ pub(super) fn is_transaction_conflict<E: ProvideErrorMetadata, R>(err: &SdkError
         .is_some_and(|e| e.code() == Some("TransactionConflictException"))
 }
 
+/// A conditional write whose condition did not hold (nothing was written).
+pub(super) fn is_condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error()
+        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
+}
+
 /// A call whose outcome is unknown: it may or may not have been carried out.
 pub(super) fn is_timeout<E, R>(err: &SdkError<E, R>) -> bool {
     match err {

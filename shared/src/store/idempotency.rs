@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::classify,
+    error::{classify, is_condition_failed},
     items::{n, s, text},
     keys, ConversationStore, StoreError,
 };
@@ -158,10 +158,7 @@ impl ConversationStore {
         match result {
             Ok(_) => {}
             // Our lease ran out and another request holds the key now: it is theirs to settle.
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+            Err(err) if is_condition_failed(&err) => {}
             Err(err) => {
                 let err = classify(err);
                 tracing::error!(error = %err, "could not release the idempotency record; it frees itself when its lease ends");

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{
-    error::classify,
+    error::{classify, is_condition_failed},
     items::{self, n, s},
     keys,
     meter::{ask, Work},
@@ -38,13 +38,7 @@ impl ConversationStore {
             .await;
         let output = match result {
             Ok(output) => output,
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                return Err(StoreError::NotFound)
-            }
+            Err(err) if is_condition_failed(&err) => return Err(StoreError::NotFound),
             Err(err) => return Err(classify(err)),
         };
         self.meter.record(Work::Write, output.consumed_capacity());

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::{classify, is_timeout, is_transaction_conflict},
+    error::{classify, is_condition_failed, is_timeout, is_transaction_conflict},
     items::{n, number, s, timestamp, Item},
     keys,
     meter::{ask, Work},
@@ -77,8 +77,7 @@ impl ConversationStore {
         text: &MessageText,
         reply: &Reply,
     ) -> Result<StoredTurn, StoreError> {
-        let reservation = self.reserve_turn(user, target).await?;
-        self.write_turn(reservation, target, text, reply, None, None)
+        self.append_turn_completing(user, target, text, reply, None, None)
             .await
     }
 
@@ -239,13 +238,7 @@ impl ConversationStore {
             };
             let output = match update.send().await {
                 Ok(output) => output,
-                Err(err)
-                    if err
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    return Err(StoreError::NotFound)
-                }
+                Err(err) if is_condition_failed(&err) => return Err(StoreError::NotFound),
                 // Another turn's transaction is checking the head right now.
                 Err(err) if is_transaction_conflict(&err) && attempt < MAX_ATTEMPTS => {
                     conflict_metric();
