@@ -743,11 +743,13 @@ async fn the_sample_event_gets_200_from_the_echo_provider() {
     );
 }
 
-/// A chat function (echo provider) whose DynamoDB is at `endpoint`, each call bounded by 1 s.
+/// A chat function (echo provider) whose DynamoDB is at `endpoint`, each call bounded by 3 s:
+/// short enough for a hung write to time out several times within a test, long enough for the
+/// calls that pass through (the budget's admission) on an emulator busy with the other tests.
 async fn state_with_table_at(endpoint: std::net::SocketAddr) -> State {
     let stack = stack().await;
     let clients = shared::aws::AwsClients {
-        dynamodb: e2e::dynamodb_at(endpoint, Duration::from_secs(1)).await,
+        dynamodb: e2e::dynamodb_at(endpoint, Duration::from_secs(3)).await,
         secrets: stack.clients.secrets.clone(),
     };
     State::new(&stack.config, e2e::echo_chat(), &clients).expect("the chat state")
@@ -786,9 +788,9 @@ async fn a_turn_whose_write_cannot_finish_answers_before_the_lambda_deadline() {
     // know whether they landed) eight times.
     let (address, hold) = e2e::proxy("TransactWriteItems", e2e::Fault::Hang).await;
     let state = state_with_table_at(address).await;
-    // The invocation has 5 s left; answering takes 0.5 s of it, so the work (the context, the
-    // budget's admission, the provider) and the write attempts share 4.5 s.
-    let left = Duration::from_millis(5_000);
+    // The invocation has 8 s left; answering takes 0.5 s of it, so the work (the budget's
+    // admission, the provider) and the write attempts share 7.5 s.
+    let left = Duration::from_millis(8_000);
     let request = request_with_time_left(&unique("late"), &[], left);
     let started = Instant::now();
     let response = handle(&state, request).await;
@@ -817,8 +819,8 @@ async fn an_unconfirmed_turn_keeps_its_idempotency_key_claimed() {
     let key = [("idempotency-key", "turn-1")];
     let response = handle(
         &state,
-        // Room for the reads and the budget's admission on a busy emulator, before the write.
-        request_with_time_left(&user, &key, Duration::from_millis(5_000)),
+        // Room for the budget's admission on a busy emulator, before the write.
+        request_with_time_left(&user, &key, Duration::from_millis(8_000)),
     )
     .await;
     proxy.abort();
@@ -894,7 +896,7 @@ async fn a_turn_whose_answer_was_lost_is_replayed_after_the_lease_never_stored_t
     let lossy = state_with_table_at(address).await;
     let user = unique("lost");
     let key = [("idempotency-key", "lost-1")];
-    let left = Duration::from_millis(2_500);
+    let left = Duration::from_millis(8_000);
     let response = handle(&lossy, request_with_time_left(&user, &key, left)).await;
     proxy.abort();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
