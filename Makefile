@@ -21,7 +21,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test
+.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
@@ -59,7 +59,8 @@ dev: $(VENV_DONE) web
 	  LLM_PROVIDERS=$${LLM_PROVIDERS:-echo} \
 	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
 
-# The last line totals every test binary's results ("N passed, N failed").
+# The Rust tests' last line totals every test binary's results ("N passed, N failed"); the web
+# client's tests follow.
 test: fmt-check clippy cfn-lint sam-validate
 	@mkdir -p .local
 	set -o pipefail; env $(LOCAL_ENV) CORS_ALLOW_ORIGIN=https://app.example.test \
@@ -85,6 +86,10 @@ web-test: $(VENV_DONE) web
 	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends chromium; }
 	cargo build -p local-api
 	env $(LOCAL_ENV) $(STACK) run -- infra/web_test.sh target/debug/local-api
+
+# The README's screenshots, from the browser tests (web-test writes them under .local/).
+screenshots:
+	SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(MAKE) --no-print-directory web-test
 
 # Benchmarks print figures; they are not tests. They send hundreds of turns as a few users, so
 # the per-user budgets (DAILY_TURN_BUDGET and the others, see template.yaml) are off for them.

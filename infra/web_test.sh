@@ -4,6 +4,8 @@
 # `local_stack.py run` (AWS_ENDPOINT_URL set); `make web-test` builds what it needs first.
 #   web_test.sh LOCAL_API_BINARY [node --test arguments...]
 # WEB_TEST_HOLD=1 keeps the server up (printing its URL) instead of running the tests.
+# Screenshots go to SCREENSHOTS_DIR (default .local/screenshots; `make screenshots` refreshes
+# docs/screenshots), so that a test run leaves the tracked files alone.
 set -euo pipefail
 server=$1
 shift
@@ -17,5 +19,5 @@ if [[ -n "${WEB_TEST_HOLD:-}" ]]; then
 fi
 cd "$root/web"
 npx vitest run
-BASE_URL="$url" CHROMIUM="${CHROMIUM:-/usr/bin/chromium}" SCREENSHOTS_DIR="$root/docs/screenshots" \
+BASE_URL="$url" CHROMIUM="${CHROMIUM:-/usr/bin/chromium}" SCREENSHOTS_DIR="${SCREENSHOTS_DIR:-$root/.local/screenshots}" \
   node --test --test-concurrency=1 "$@" e2e/

@@ -5,7 +5,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { BASE_URL, closePage, launch, openPage } from "./harness.mjs";
+import { BASE_URL, closePage, launch, openPage, waitFor } from "./harness.mjs";
 
 const AUTH = "https://auth.example.test";
 const CLIENT_ID = "test-client";
@@ -78,7 +78,8 @@ test("Cognito mode: PKCE sign-in, the ID token on API calls, nothing in storage,
   assert.equal(exchange.get("code"), "the-code");
   assert.equal(createHash("sha256").update(exchange.get("code_verifier")).digest("base64url"), authorize.get("code_challenge"));
 
-  assert.ok(apiHeaders.length >= 2);
+  // The page shows the user before its first API calls have necessarily been sent.
+  await waitFor("the conversations and models calls", () => apiHeaders.length >= 2);
   for (const headers of apiHeaders) {
     assert.equal(headers["authorization"], idToken);
     assert.equal(headers["x-dev-user"], undefined);
