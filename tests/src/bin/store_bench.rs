@@ -89,7 +89,7 @@ async fn main() {
     );
     let user = UserId::parse(&unique("bench")).expect("a user id");
     println!(
-        "store benchmark: {TURNS} turns each (append_turn + recent_messages({CONTEXT})), after {WARM_UP} warm-up turns"
+        "store benchmark: {TURNS} turns each (admit_turn + append_turn with its settlement + recent_messages({CONTEXT})), after {WARM_UP} warm-up turns"
     );
     println!(
         "{:>9} | {:>10} {:>10} {:>10} {:>6} | {:>12} {:>12} | {:>12} {:>12}",
