@@ -1,0 +1,111 @@
+// One streamed chat turn, without the page: it sends the message, reads the server-sent events
+// (start, delta, done, error), tells a listener what arrives, and ends with what became of it.
+
+import { ApiError, isAbort, problemFromEvent, type ChatDone, type ChatStart, type ModelChoice } from "./api";
+import { readEvents, type SseEvent } from "./sse";
+
+/** A message on its way. A retry sends the same one, Idempotency-Key included, so the server
+ *  either replays the stored turn or runs it once: it is never doubled. */
+export interface PendingTurn {
+  message: string;
+  conversationId: string | null;
+  choice: ModelChoice | null;
+  idempotencyKey: string;
+}
+
+export type ChatRequest = (
+  body: { message: string; conversation_id?: string; provider?: string; model?: string },
+  idempotencyKey: string,
+  signal: AbortSignal,
+) => Promise<Response>;
+
+export type ReadEvents = (body: ReadableStream<Uint8Array>) => AsyncIterable<SseEvent>;
+
+/** What arrives, as it arrives. */
+export interface TurnListener {
+  /** The server took the turn: the ids of both messages. */
+  started(start: ChatStart): void;
+  /** The reply so far, after each delta. */
+  grew(text: string): void;
+  /** The whole reply, as stored. */
+  finished(done: ChatDone): void;
+  /** The server's error event: the reply so far is all there is (stored as incomplete). */
+  failed(problem: ApiError, text: string): void;
+}
+
+export type TurnResult =
+  /** The stream ended after `done` or an `error` event. */
+  | { outcome: "answered" }
+  /** Stopped by the user; `text` is the reply so far, null if it had not begun. */
+  | { outcome: "stopped"; text: string | null }
+  /** The sign-in expired (the API client has already said so). */
+  | { outcome: "signed-out" }
+  /** No answer (refused, or the connection failed): nothing of it is kept; `retry` may be sent again. */
+  | { outcome: "unanswered"; problem: ApiError; retry: PendingTurn };
+
+export class Turn {
+  private readonly controller = new AbortController();
+  private stoppedByUser = false;
+
+  constructor(
+    readonly pending: PendingTurn,
+    private readonly chat: ChatRequest,
+    private readonly read: ReadEvents = readEvents,
+  ) {}
+
+  /** The user's Stop: the reply so far is kept (the server stores it as stopped). */
+  stop(): void {
+    this.stoppedByUser = true;
+    this.controller.abort();
+  }
+
+  /** Abandons the turn without a word (signing out, erasing). */
+  abort(): void {
+    this.controller.abort();
+  }
+
+  async run(listener: TurnListener): Promise<TurnResult> {
+    const { pending } = this;
+    let begun = false;
+    let text = "";
+    let finished = false;
+    try {
+      const body = {
+        message: pending.message,
+        ...(pending.conversationId ? { conversation_id: pending.conversationId } : {}),
+        ...(pending.choice ? { provider: pending.choice.provider, model: pending.choice.model } : {}),
+      };
+      const response = await this.chat(body, pending.idempotencyKey, this.controller.signal);
+      if (!response.body) throw new ApiError("network", 0, "The reply did not arrive", "");
+      for await (const event of this.read(response.body)) {
+        if (event.event === "start") {
+          begun = true;
+          listener.started(JSON.parse(event.data) as ChatStart);
+        } else if (event.event === "delta") {
+          const delta = JSON.parse(event.data) as { text: string };
+          if (!begun) continue;
+          text += delta.text;
+          listener.grew(text);
+        } else if (event.event === "done") {
+          const done = JSON.parse(event.data) as ChatDone;
+          begun = true;
+          text = done.reply;
+          listener.finished(done);
+          finished = true;
+        } else if (event.event === "error") {
+          listener.failed(problemFromEvent(event.data), text);
+          finished = true;
+        }
+      }
+      if (!finished) throw new ApiError("network", 0, "The reply was cut off", "");
+      return { outcome: "answered" };
+    } catch (error) {
+      if (this.stoppedByUser && (isAbort(error) || (error instanceof ApiError && error.kind === "aborted"))) {
+        return { outcome: "stopped", text: begun ? text : null };
+      }
+      if (error instanceof ApiError && error.status === 401) return { outcome: "signed-out" };
+      const problem = error instanceof ApiError ? error : new ApiError("network", 0, "The reply was cut off", "");
+      return { outcome: "unanswered", problem, retry: pending };
+    }
+  }
+}
