@@ -1,0 +1,135 @@
+// Sending a message (what the server's chat function serves): the turn streams into the log, Stop
+// keeps what arrived, a failure offers Retry with the same Idempotency-Key; and the model picker.
+
+import type { Api } from "./api";
+import type { Banner } from "./banner";
+import type { Composer } from "./composer";
+import type { ConversationView } from "./conversation";
+import type { History } from "./history";
+import { derivedTitle } from "./limits";
+import type { AssistantView, Messages } from "./messages";
+import type { Sidebar } from "./sidebar";
+import { state } from "./state";
+import { Turn, type PendingTurn } from "./turn";
+
+export interface ChatViews {
+  composer: Composer;
+  conversation: ConversationView;
+  messages: Messages;
+  sidebar: Pick<Sidebar, "setBusy">;
+  banner: Banner;
+}
+
+export function chatController(api: Api, history: Pick<History, "adopt" | "refreshCurrentEntry">, views: ChatViews) {
+  const { composer, conversation: view, messages, sidebar, banner } = views;
+
+  function setStreaming(turn: Turn | null): void {
+    state.streaming = turn;
+    composer.setBusy(turn !== null);
+    sidebar.setBusy(turn !== null);
+    view.setBusy(turn !== null);
+  }
+
+  /** The composer's message: shown at once, then answered. */
+  function send(message: string): void {
+    banner.hide();
+    view.setEmptyHint(false);
+    const userView = messages.message({ id: "", role: "user", content: message });
+    view.append(userView);
+    view.scrollToEnd();
+    const pending = {
+      message,
+      conversationId: state.current?.id ?? null,
+      choice: composer.chosenModel(),
+      idempotencyKey: crypto.randomUUID(),
+    };
+    void run(pending, userView);
+  }
+
+  async function run(pending: PendingTurn, userView: HTMLElement): Promise<void> {
+    const turn = new Turn(pending, (body, key, signal) => api.chat(body, key, signal));
+    setStreaming(turn);
+    view.announce("Sending…");
+    // Set by the listener's closures; the cast keeps TypeScript from narrowing it to null.
+    let reply = null as AssistantView | null;
+    let frame = 0;
+    const listing = state.messagePages.listing;
+    const render = () => {
+      frame = 0;
+      if (!reply) return;
+      const stick = view.nearBottom();
+      messages.grow(reply, reply.text);
+      if (stick) view.scrollToEnd();
+    };
+    const ensureReply = (messageId: string) => {
+      if (reply) return reply;
+      reply = messages.assistant(messageId);
+      view.append(reply.element);
+      return reply;
+    };
+    // The turn's conversation, once the server named it, is the open one (unless another opened).
+    const adopt = (conversationId: string) => {
+      if (state.current?.id === conversationId || listing !== state.messagePages.listing) return;
+      history.adopt(conversationId, derivedTitle(pending.message));
+    };
+    const result = await turn.run({
+      started(start) {
+        messages.setId(userView, start.user_message_id);
+        adopt(start.conversation_id);
+        ensureReply(start.message_id);
+        view.announce("The assistant is replying…");
+      },
+      grew(text) {
+        if (!reply) return;
+        reply.text = text;
+        if (!frame) frame = requestAnimationFrame(render);
+      },
+      finished(done) {
+        adopt(done.conversation_id);
+        const stick = view.nearBottom();
+        const target = ensureReply(done.message_id);
+        cancelAnimationFrame(frame);
+        messages.setId(target.element, done.message_id);
+        messages.finish(target, done.reply, done.ending);
+        if (stick) view.scrollToEnd();
+        view.announce("Reply finished.");
+      },
+      failed(problem) {
+        cancelAnimationFrame(frame);
+        if (reply) messages.finish(reply, reply.text, "incomplete");
+        view.announce("The reply failed.");
+        banner.show(problem);
+      },
+    });
+    if (result.outcome !== "answered") cancelAnimationFrame(frame);
+    if (result.outcome === "stopped") {
+      if (reply) messages.finish(reply, reply.text, "stopped");
+      else messages.stoppedBeforeReply(userView);
+      view.announce("Reply stopped.");
+    } else if (result.outcome === "unanswered") {
+      // Nothing is kept of a reply that did not finish: a retry (the same Idempotency-Key) gets
+      // either the whole stored turn or runs it once.
+      reply?.element.remove();
+      view.announce("The message was not answered.");
+      banner.show(result.problem, () => {
+        if (state.current?.id !== (pending.conversationId ?? state.current?.id)) return;
+        void run(result.retry, userView);
+      });
+    }
+    // "signed-out": the app is back at the sign-in screen.
+    setStreaming(null);
+    if (state.current && listing === state.messagePages.listing) history.refreshCurrentEntry();
+    composer.regainFocus();
+  }
+
+  async function loadModels(): Promise<void> {
+    try {
+      composer.showModels(await api.models());
+    } catch (error) {
+      composer.hideModels();
+      banner.show(error, () => void loadModels());
+    }
+  }
+
+  return { send, stop: () => state.streaming?.stop(), loadModels };
+}

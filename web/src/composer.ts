@@ -1,0 +1,91 @@
+// The message box: Enter sends, Shift+Enter starts a new line, it grows with its text; the model
+// picker; Send, or Stop while a reply streams.
+
+import type { ModelChoice, Models } from "./api";
+import { byId, h } from "./dom";
+import { MAX_MESSAGE_CHARS } from "./limits";
+import { state } from "./state";
+
+export interface ComposerHandlers {
+  /** A message to send (trimmed, not empty); the box is already cleared. */
+  send(message: string): void;
+  stop(): void;
+}
+
+export interface Composer {
+  /** Fills the model picker, or hides it (null, or no providers: the server's default applies). */
+  showModels(models: Models | null): void;
+  hideModels(): void;
+  chosenModel(): ModelChoice | null;
+  setBusy(busy: boolean): void;
+  focus(): void;
+  /** Takes the focus back if the Stop button had it, or nothing had. */
+  regainFocus(): void;
+}
+
+export function composerView(handlers: ComposerHandlers): Composer {
+  const form = byId<HTMLFormElement>("composer");
+  const input = byId<HTMLTextAreaElement>("composer-input");
+  const modelField = byId("model-field");
+  const modelSelect = byId<HTMLSelectElement>("model");
+  const sendButton = byId<HTMLButtonElement>("send");
+  const stopButton = byId<HTMLButtonElement>("stop");
+  input.maxLength = MAX_MESSAGE_CHARS;
+
+  function autoGrow(): void {
+    input.style.height = "auto";
+    input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
+  }
+
+  input.addEventListener("input", autoGrow);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const message = input.value.trim();
+    if (!message || state.streaming) return;
+    input.value = "";
+    autoGrow();
+    handlers.send(message);
+  });
+  stopButton.addEventListener("click", () => handlers.stop());
+
+  return {
+    showModels(models) {
+      modelSelect.replaceChildren();
+      if (!models || models.providers.length === 0) {
+        modelField.hidden = true;
+        return;
+      }
+      for (const provider of models.providers) {
+        const group = h("optgroup", { label: provider.name });
+        for (const model of provider.models) {
+          const option = h("option", { value: JSON.stringify({ provider: provider.name, model }) }, model);
+          if (provider.name === models.default.provider && model === models.default.model) option.selected = true;
+          group.append(option);
+        }
+        modelSelect.append(group);
+      }
+      modelField.hidden = false;
+    },
+    hideModels() {
+      modelField.hidden = true;
+    },
+    chosenModel() {
+      if (modelField.hidden || !modelSelect.value) return null;
+      return JSON.parse(modelSelect.value) as ModelChoice;
+    },
+    setBusy(busy) {
+      stopButton.hidden = !busy;
+      sendButton.hidden = busy;
+    },
+    focus: () => input.focus(),
+    regainFocus() {
+      if (document.activeElement === stopButton || document.activeElement === document.body) input.focus();
+    },
+  };
+}

@@ -1,0 +1,179 @@
+// Messages as the log shows them: the user's as plain text, the assistant's as Markdown (growing
+// while it streams), with Copy and a rating form once finished.
+
+import { ApiError, type Ending, type Feedback, type Message } from "./api";
+import { h } from "./dom";
+import { MAX_COMMENT_CHARS } from "./limits";
+import { flash, renderInto } from "./markdown";
+import { describe } from "./problem";
+import { state } from "./state";
+
+/** An assistant's reply on the page, and its text (what Copy copies). */
+export interface AssistantView {
+  element: HTMLElement;
+  body: HTMLElement;
+  text: string;
+}
+
+export interface Messages {
+  /** A stored message, or the user's just sent (id ""). */
+  message(message: Pick<Message, "id" | "role" | "content" | "ending">): HTMLElement;
+  /** A reply that is about to stream in. */
+  assistant(messageId: string): AssistantView;
+  /** Shows the reply so far while it streams. */
+  grow(view: AssistantView, text: string): void;
+  /** Shows the final text, how it ended (if cut short), and its actions. */
+  finish(view: AssistantView, text: string, ending: Ending | undefined): void;
+  setId(element: HTMLElement, messageId: string): void;
+  /** Says, under the user's message, that it was stopped before any reply. */
+  stoppedBeforeReply(userMessage: HTMLElement): void;
+}
+
+export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): Messages {
+  let ratingForms = 0;
+
+  function assistant(messageId: string): AssistantView {
+    const body = h("div", { class: "message-body markdown" });
+    const element = h(
+      "article",
+      { class: "message assistant", "data-message-id": messageId, "aria-busy": "true" },
+      h("h3", { class: "visually-hidden" }, "Assistant replied"),
+      body,
+    );
+    return { element, body, text: "" };
+  }
+
+  function finish(view: AssistantView, text: string, ending: Ending | undefined): void {
+    view.text = text;
+    view.element.removeAttribute("aria-busy");
+    renderInto(view.body, text, true);
+    if (ending) {
+      view.element.classList.add(ending);
+      view.element.append(
+        h(
+          "p",
+          { class: "ending" },
+          ending === "stopped" ? "Stopped: the reply was cut short." : "Incomplete: the model stopped midway.",
+        ),
+      );
+    }
+    view.element.append(actionsFor(view));
+  }
+
+  function actionsFor(view: AssistantView): HTMLElement {
+    const messageId = view.element.getAttribute("data-message-id") ?? "";
+    const copy = h("button", { type: "button", class: "small" }, "Copy");
+    copy.addEventListener("click", () => {
+      navigator.clipboard.writeText(view.text).then(
+        () => flash(copy, "Copied", "Copy"),
+        () => flash(copy, "Copy failed", "Copy"),
+      );
+    });
+    const given = h("span", { class: "rating-given" });
+    const rateButton = h("button", { type: "button", class: "small", "aria-expanded": "false" }, "Rate");
+    const actions = h("div", { class: "message-actions" }, copy, rateButton, given);
+    const showGiven = (feedback: Feedback | undefined) => {
+      given.textContent = feedback
+        ? `Rated ${feedback.rating} of 5${feedback.comment ? `: “${feedback.comment}”` : ""}`
+        : "";
+      rateButton.textContent = feedback ? "Change rating" : "Rate";
+    };
+    showGiven(state.ratings.get(messageId));
+    const closed = () => {
+      rateButton.setAttribute("aria-expanded", "false");
+      rateButton.focus();
+    };
+    rateButton.addEventListener("click", () => {
+      const open = view.element.querySelector("form.rate-form");
+      if (open) {
+        open.remove();
+        rateButton.setAttribute("aria-expanded", "false");
+        return;
+      }
+      const form = ratingForm(messageId, (feedback) => {
+        state.ratings.set(messageId, feedback);
+        showGiven(feedback);
+        closed();
+      }, closed);
+      view.element.append(form);
+      rateButton.setAttribute("aria-expanded", "true");
+      form.querySelector<HTMLInputElement>("input")?.focus();
+    });
+    return actions;
+  }
+
+  function ratingForm(messageId: string, saved: (feedback: Feedback) => void, cancelled: () => void): HTMLFormElement {
+    const n = ++ratingForms;
+    const previous = state.ratings.get(messageId);
+    const stars = h("div", { class: "stars" });
+    for (let value = 1; value <= 5; value++) {
+      const id = `rating-${n}-${value}`;
+      const radio = h("input", { type: "radio", name: "rating", value: String(value), id, required: true });
+      if (previous?.rating === value) radio.checked = true;
+      stars.append(h("span", { class: "star" }, radio, h("label", { for: id }, String(value))));
+    }
+    const comment = h("textarea", { id: `rating-${n}-comment`, name: "comment", maxlength: String(MAX_COMMENT_CHARS), rows: "2" });
+    comment.value = previous?.comment ?? "";
+    const error = h("p", { class: "field-error", role: "alert" });
+    const cancel = h("button", { type: "button", class: "small" }, "Cancel");
+    const form = h(
+      "form",
+      { class: "rate-form", "aria-label": "Rate this reply" },
+      h("fieldset", {}, h("legend", {}, "Rating, 1 (poor) to 5 (great)"), stars),
+      h("label", { for: `rating-${n}-comment` }, "Comment (optional)"),
+      comment,
+      error,
+      h("div", { class: "form-actions" }, h("button", { type: "submit", class: "small primary" }, "Submit rating"), cancel),
+    );
+    cancel.addEventListener("click", () => {
+      form.remove();
+      cancelled();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const rating = Number(new FormData(form).get("rating"));
+      if (!state.current || !(rating >= 1 && rating <= 5)) return;
+      const text = comment.value.trim();
+      const submit = form.querySelector<HTMLButtonElement>("button[type=submit]")!;
+      submit.disabled = true;
+      rate({ conversation_id: state.current.id, message_id: messageId, rating, ...(text ? { comment: text } : {}) })
+        .then((feedback) => {
+          form.remove();
+          saved(feedback);
+        })
+        .catch((failure: unknown) => {
+          submit.disabled = false;
+          error.textContent = failure instanceof ApiError ? describe(failure) : "The rating was not saved.";
+        });
+    });
+    return form;
+  }
+
+  return {
+    message(message) {
+      if (message.role === "user") {
+        return h(
+          "article",
+          { class: "message user", "data-message-id": message.id },
+          h("h3", { class: "visually-hidden" }, "You wrote"),
+          h("div", { class: "message-body plain" }, message.content),
+        );
+      }
+      const view = assistant(message.id);
+      finish(view, message.content, message.ending);
+      return view.element;
+    },
+    assistant,
+    grow(view, text) {
+      view.text = text;
+      renderInto(view.body, text, false);
+    },
+    finish,
+    setId(element, messageId) {
+      element.setAttribute("data-message-id", messageId);
+    },
+    stoppedBeforeReply(userMessage) {
+      userMessage.append(h("p", { class: "ending" }, "Stopped before the reply began."));
+    },
+  };
+}
