@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The web client's tests: its unit tests (vitest: the SSE parser, PKCE, settings), then browser tests: the local API server (echo provider, a visible delay per word)
+# The web client's tests: its unit tests (vitest: the SSE parser, PKCE, settings, the streamed turn, paging, limits), then browser tests: the local API server (echo provider, a visible delay per word)
 # serving web/dist, driven by Playwright in Debian's Chromium, with axe-core. Runs inside
 # `local_stack.py run` (AWS_ENDPOINT_URL set); `make web-test` builds what it needs first.
 #   web_test.sh LOCAL_API_BINARY [node --test arguments...]

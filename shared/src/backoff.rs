@@ -2,6 +2,26 @@
 
 use std::time::Duration;
 
+/// A capped exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The pause before retry `attempt` (1 is the first retry).
+    pub fn pause(&self, attempt: u32) -> Duration {
+        full_jitter(self.base, self.cap, attempt)
+    }
+}
+
+/// The store's retries of a collided or timed-out write.
+pub const STORE_RETRY: Backoff = Backoff {
+    base: Duration::from_millis(20),
+    cap: Duration::from_millis(500),
+};
+
 /// A random pause from zero up to `base * 2^(attempt - 1)`, capped at `cap` (attempt 1 is the
 /// first retry). Full jitter spreads writers that collided, so they do not collide again.
 pub fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {

@@ -59,7 +59,7 @@ fn template_routes() -> BTreeSet<(String, String, String)> {
 #[test]
 fn the_template_the_local_server_and_the_openapi_document_serve_the_same_routes() {
     let template = template_routes();
-    let local: BTreeSet<(String, String, String)> = local_api::ROUTES
+    let local: BTreeSet<(String, String, String)> = local_api::routes()
         .iter()
         .map(|route| {
             (

@@ -7,8 +7,8 @@ use e2e::{message_id, reply, stack, store, text, user};
 use shared::{
     domain::{ConversationId, Role, UserId},
     store::{
-        keys, Admission, ConversationStore, Cursor, IdempotencyKey, Message, Order, PageRequest,
-        StoreError, TurnTarget,
+        keys, Claim, ConversationStore, Cursor, IdempotencyKey, Message, Order, PageRequest,
+        StoreError, TurnTarget, TurnWrite,
     },
 };
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
@@ -528,22 +528,21 @@ async fn deleting_a_conversation_deletes_the_idempotency_records_of_its_turns() 
     for (n, id) in [&doomed, &kept].into_iter().enumerate() {
         let key = IdempotencyKey::parse(&format!("key-{n}")).unwrap();
         let far = std::time::SystemTime::now() + Duration::from_secs(60);
-        let Admission::Run(Some(lease)) =
-            store.admit(&user, Some(&key), "hash", far).await.unwrap()
+        let Claim::Run(Some(lease)) = store.claim(&user, Some(&key), "hash", far).await.unwrap()
         else {
             panic!("a fresh key is claimed");
         };
-        store
-            .append_turn_completing(
-                &user,
-                &TurnTarget::Existing(id.clone()),
-                &text("q"),
-                &reply("a"),
-                Some((&lease, &|_| "{}".to_owned())),
-                None,
-            )
+        let reservation = store
+            .reserve_turn(&user, &TurnTarget::Existing(id.clone()))
             .await
             .unwrap();
+        let write = TurnWrite {
+            text: &text("q"),
+            reply: &reply("a"),
+            completes: Some((&lease, &|_| "{}".to_owned())),
+            settles: None,
+        };
+        store.write_turn(reservation, &write).await.unwrap();
     }
     store
         .delete_conversation(&user, &doomed, deadline())
@@ -568,7 +567,7 @@ async fn the_stored_key_layout_is_pinned() {
     let id = start_conversation(&store, &user).await;
     let key = IdempotencyKey::parse("pinned").unwrap();
     let far = std::time::SystemTime::now() + Duration::from_secs(60);
-    store.admit(&user, Some(&key), "hash", far).await.unwrap();
+    store.claim(&user, Some(&key), "hash", far).await.unwrap();
     let mut sort_keys: Vec<String> = partition_items(&user)
         .await
         .iter()

@@ -16,13 +16,17 @@
 use lambda_http::Response;
 use serde::Serialize;
 use shared::{
-    domain::{ConversationId, MessageId, MessageText, UserId},
+    domain::{ConversationId, MessageId},
     http::{self, AnswerBody, ApiError, EventSink},
     llm::{ReplyStream, StreamError},
-    store::{ConversationStore, Ending, Grant, Lease, Reply, Reservation, StoreError, TurnTarget},
+    store::{Ending, Reply, Reservation, StoredTurn},
 };
 
-use super::{admit, budget_headers, prepare, ChatAnswer, Failure, Limits, State, Turn};
+use crate::{
+    answer::ChatAnswer,
+    turn::{Failure, Turn, Written},
+    usage, State,
+};
 
 /// The longest silence on a stream: API Gateway's edge endpoint closes an idle connection after
 /// 30 s, so a provider that thinks for long is covered by comment lines.
@@ -38,94 +42,61 @@ struct Start<'a> {
     model: &'a str,
 }
 
+/// The event of one piece of the reply's text.
 #[derive(Serialize)]
-struct Delta<'a> {
+struct DeltaEvent<'a> {
     text: &'a str,
 }
 
-/// Answers a turn as a stream of events.
+/// Answers a claimed turn as a stream of events.
 pub(super) async fn start(
     state: &State,
-    turn: Turn,
-    lease: Option<Lease>,
-    limits: &Limits,
+    mut turn: Turn,
     request_id: &str,
 ) -> Result<Response<AnswerBody>, ApiError> {
-    let opened = open(state, &turn, limits).await;
-    let (target, reply, reservation, grant) = match opened {
+    let (reply, reservation) = match open(state, &mut turn).await {
         Ok(opened) => opened,
-        Err(err) => {
-            state
-                .store
-                .abandon(&turn.user, lease, err.may_have_been_stored())
-                .await;
-            return Err(err.into());
-        }
+        Err(failure) => return Err(turn.fail(failure).await),
     };
     let (sink, mut response) = http::event_stream();
-    budget_headers(response.headers_mut(), &grant);
+    usage::rate_limit_headers(response.headers_mut(), turn.usage());
     let producer = Producer {
-        store: state.store.clone(),
-        user: turn.user,
-        text: turn.message,
-        target,
+        turn,
         reservation,
-        grant,
-        lease,
         sink,
         request_id: request_id.to_owned(),
-        write_by: limits.write_by,
     };
     tokio::spawn(producer.run(reply));
     Ok(response)
 }
 
-/// The context, the provider's first piece, and the reply's message ids; the provider and the
-/// reservation are asked at once, so that the ids cost no time before the first byte.
-async fn open(
-    state: &State,
-    turn: &Turn,
-    limits: &Limits,
-) -> Result<(TurnTarget, ReplyStream, Reservation, Grant), Failure> {
-    let (target, context) = prepare(state, turn).await?;
-    let grant = admit(state, turn, &context).await?;
+/// The context and the budget, then the provider's first piece and the reply's message ids;
+/// the provider and the reservation are asked at once, so that the ids cost no time before the
+/// first byte.
+async fn open(state: &State, turn: &mut Turn) -> Result<(ReplyStream, Reservation), Failure> {
+    let (target, context) = turn.prepare(state).await?;
     let (reply, reservation) = tokio::join!(
-        state.llm.stream(&turn.choice, &context, limits.work),
-        state.store.reserve_turn(&turn.user, &target),
+        state
+            .llm
+            .stream(&turn.request.choice, &context, turn.deadlines.work),
+        state.store.reserve_turn(&turn.request.user, &target),
     );
     // A reservation whose provider failed leaves two unused sequence numbers: ids only grow.
-    match (reply, reservation) {
-        (Ok(reply), Ok(reservation)) => Ok((target, reply, reservation, grant)),
-        (Err(err), _) => {
-            state.store.refund(&grant).await;
-            Err(err.into())
-        }
-        (_, Err(err)) => {
-            state.store.refund(&grant).await;
-            Err(err.into())
-        }
-    }
+    Ok((reply?, reservation?))
 }
 
 /// Everything the producing task owns.
 struct Producer {
-    store: std::sync::Arc<ConversationStore>,
-    user: UserId,
-    text: MessageText,
-    target: TurnTarget,
+    turn: Turn,
     reservation: Reservation,
-    /// The turn's budget reservation, settled in the turn's write.
-    grant: Grant,
-    lease: Option<Lease>,
     sink: EventSink,
     request_id: String,
-    write_by: std::time::Instant,
 }
 
 impl Producer {
     async fn run(self, mut stream: ReplyStream) {
         let start = Start {
-            conversation_id: self.target.id(),
+            conversation_id: self.reservation.target().id(),
             user_message_id: self.reservation.user_message(),
             message_id: self.reservation.reply_message(),
             provider: stream.provider(),
@@ -175,12 +146,8 @@ impl Producer {
             match piece {
                 Ok(Some(text)) => {
                     content.push_str(&text);
-                    if self
-                        .sink
-                        .send("delta", &Delta { text: &text })
-                        .await
-                        .is_err()
-                    {
+                    let event = DeltaEvent { text: &text };
+                    if self.sink.send("delta", &event).await.is_err() {
                         return (Ending::Stopped, None);
                     }
                 }
@@ -190,53 +157,41 @@ impl Producer {
         }
     }
 
-    /// Stores the turn and sends its last event.
+    /// Stores the turn, ends it, and sends the last event.
     async fn finish(self, reply: Reply, failure: Option<StreamError>) {
+        let Self {
+            turn,
+            reservation,
+            sink,
+            request_id,
+        } = self;
         // An incomplete reply does not complete the key: a retry generates anew.
-        let answer = |stored: &shared::store::StoredTurn| ChatAnswer::text(stored, &reply);
-        let completion: Option<(&Lease, &shared::store::Answer<'_>)> =
-            match (&self.lease, reply.ending) {
-                (Some(lease), Ending::Complete | Ending::Stopped) => Some((lease, &answer)),
-                _ => None,
-            };
-        let write = self.store.write_reserved(
-            self.reservation,
-            &self.target,
-            &self.text,
-            &reply,
-            completion,
-            Some(&self.grant),
-        );
-        let stored = tokio::time::timeout_at(self.write_by.into(), write)
-            .await
-            .unwrap_or(Err(StoreError::Unconfirmed));
+        let completes_key = matches!(reply.ending, Ending::Complete | Ending::Stopped);
+        let replay = |stored: &StoredTurn| ChatAnswer::text(stored, &reply);
+        let stored = turn
+            .store(reservation, &reply, completes_key.then_some(&replay as _))
+            .await;
         let error = match (stored, failure) {
             (Ok(stored), None) => {
-                let _ = self
-                    .sink
-                    .send("done", &ChatAnswer::of(&stored, &reply))
-                    .await;
+                turn.end(Written::Yes {
+                    key_completed: completes_key,
+                })
+                .await;
+                let _ = sink.send("done", &ChatAnswer::of(&stored, &reply)).await;
                 return;
             }
             (Ok(_), Some(failure)) => {
-                self.store.abandon(&self.user, self.lease, false).await;
+                turn.end(Written::Yes {
+                    key_completed: false,
+                })
+                .await;
                 provider_failure(&failure)
             }
-            (Err(err), _) => {
-                let may_have_been_stored = err.may_have_been_stored();
-                if !may_have_been_stored {
-                    self.store.refund(&self.grant).await;
-                }
-                self.store
-                    .abandon(&self.user, self.lease, may_have_been_stored)
-                    .await;
-                ApiError::from(err)
-            }
+            (Err(err), _) => turn.fail(err.into()).await,
         };
-        error.log(&self.request_id);
-        let _ = self
-            .sink
-            .send_text("error", error.problem_json(&self.request_id))
+        error.log(&request_id);
+        let _ = sink
+            .send_text("error", error.problem_json(&request_id))
             .await;
     }
 }

@@ -85,12 +85,15 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     .await
 }
 
+/// The function's routes, `(method, resource)` as API Gateway names them.
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/feedback"), ("GET", "/feedback")];
+
 async fn route(
     state: &State,
     req: Request,
     _invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    http::route(&req, &[("POST", "/feedback"), ("GET", "/feedback")])?;
+    http::route(&req, ROUTES)?;
     let user = http::caller(&req)?;
     if req.method().as_str() == "POST" {
         rate(state, &req, &user).await

@@ -114,12 +114,15 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     .await
 }
 
+/// The function's routes, `(method, resource)` as API Gateway names them.
+pub const ROUTES: &[(&str, &str)] = &[("GET", "/health"), ("GET", "/health/ready")];
+
 async fn route(
     state: &State,
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    let route = http::route(&req, &[("GET", "/health"), ("GET", "/health/ready")])?;
+    let route = http::route(&req, ROUTES)?;
     if route == "/health" {
         return Ok(http::json(StatusCode::OK, &liveness(state, &invocation)));
     }

@@ -49,21 +49,21 @@ pub async fn handle(state: &State, req: Request) -> Response<Body> {
     .await
 }
 
+/// The function's routes, `(method, resource)` as API Gateway names them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/conversations"),
+    ("GET", "/conversations/{id}/messages"),
+    ("PATCH", "/conversations/{id}"),
+    ("DELETE", "/conversations/{id}"),
+    ("DELETE", "/history"),
+];
+
 async fn route(
     state: &State,
     req: Request,
     invocation: Invocation,
 ) -> Result<Response<Body>, ApiError> {
-    let route = http::route(
-        &req,
-        &[
-            ("GET", "/conversations"),
-            ("GET", "/conversations/{id}/messages"),
-            ("PATCH", "/conversations/{id}"),
-            ("DELETE", "/conversations/{id}"),
-            ("DELETE", "/history"),
-        ],
-    )?;
+    let route = http::route(&req, ROUTES)?;
     let user = http::caller(&req)?;
     match route {
         "/conversations" => list_conversations(state, &req, &user).await,

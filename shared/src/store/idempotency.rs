@@ -1,13 +1,15 @@
 //! The idempotency lifecycle: `IDEM#<key>` records in the caller's partition, so that a retried
 //! request is answered from its first run instead of being run twice.
 //!
-//! 1. [`ConversationStore::admit`] claims the key with a conditional put (the key is free,
+//! 1. [`ConversationStore::claim`] claims the key with a conditional put (the key is free,
 //!    expired, or held by an owner whose lease ran out) or finds the answer of the first run.
 //! 2. The turn's own transaction completes the record with the answer
-//!    ([`ConversationStore::append_turn_completing`]): the turn and its answer land together or
-//!    not at all, and a write whose lease was taken over stores nothing.
-//! 3. After a failure, [`ConversationStore::abandon`] gives the key back so that a retry can run,
-//!    unless the turn's write may have landed: then the key stays claimed until its lease ends.
+//!    ([`ConversationStore::write_turn`] with [`super::TurnWrite::completes`]): the turn and its
+//!    answer land together or not at all, and a write whose lease was taken over stores nothing.
+//! 3. After a failure that stored nothing, [`ConversationStore::release`] gives the key back so
+//!    that a retry can run. A caller whose write may have landed keeps the key claimed instead
+//!    (it just drops the lease): the record then frees itself when its lease ends, and a retry
+//!    meanwhile is told to wait.
 //!
 //! The payload fingerprint is compared on every path: the same key with another request is
 //! refused, whether the record is in progress or completed.
@@ -48,10 +50,10 @@ impl IdempotencyKey {
     }
 }
 
-/// May the request run?
+/// What claiming a key found: may the request run?
 #[derive(Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// Yes; with a key, the lease proves the claim until the request completes or abandons it.
+pub enum Claim {
+    /// Yes; with a key, the lease proves the claim until the request completes or releases it.
     Run(Option<Lease>),
     /// The same request completed before: here is its answer.
     Replay(String),
@@ -70,19 +72,19 @@ fn epoch(at: SystemTime) -> (u64, u128) {
 }
 
 impl ConversationStore {
-    /// Admits a request with `key` (none: no idempotency) and the `fingerprint` of its payload.
+    /// Claims `key` for a request (none: no idempotency) and the `fingerprint` of its payload.
     /// A claimed key is held until `lease_until`, the request's deadline: a record whose owner
     /// died frees itself then. A key in use is [`StoreError::KeyInProgress`], a key used with
     /// another payload [`StoreError::KeyReused`].
-    pub async fn admit(
+    pub async fn claim(
         &self,
         user: &UserId,
         key: Option<&IdempotencyKey>,
         fingerprint: &str,
         lease_until: SystemTime,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Claim, StoreError> {
         let Some(key) = key else {
-            return Ok(Admission::Run(None));
+            return Ok(Claim::Run(None));
         };
         let now = SystemTime::from(self.now());
         let (now_secs, now_millis) = epoch(now);
@@ -112,7 +114,7 @@ impl ConversationStore {
             .send()
             .await;
         let existing = match result {
-            Ok(_) => return Ok(Admission::Run(Some(Lease { sort_key, token }))),
+            Ok(_) => return Ok(Claim::Run(Some(Lease { sort_key, token }))),
             Err(err) => match err.as_service_error() {
                 // DynamoDB returns the item that failed the condition (ALL_OLD), so no read is
                 // needed, and chat is not granted GetItem for one.
@@ -130,20 +132,14 @@ impl ConversationStore {
             return Err(StoreError::KeyReused);
         }
         match (text(&existing, "status")?, text(&existing, "response")) {
-            ("completed", Ok(response)) => Ok(Admission::Replay(response.to_owned())),
+            ("completed", Ok(response)) => Ok(Claim::Replay(response.to_owned())),
             _ => Err(StoreError::KeyInProgress),
         }
     }
 
-    /// After a request failed: gives its key back so that a retry can run, unless the turn's
-    /// write `may_have_been_stored` (then the key stays claimed until its lease ends, a retry
-    /// meanwhile is told to wait, and after it the record itself tells whether the turn landed).
-    pub async fn abandon(&self, user: &UserId, lease: Option<Lease>, may_have_been_stored: bool) {
-        let Some(lease) = lease else { return };
-        if may_have_been_stored {
-            tracing::warn!("the turn's write was not confirmed; its Idempotency-Key stays claimed until the lease ends");
-            return;
-        }
+    /// After a request failed and stored nothing: gives its key back so that a retry can run
+    /// (a conditional delete on the lease's token: a key another request took over is theirs).
+    pub async fn release(&self, user: &UserId, lease: Lease) {
         let result = self
             .db
             .delete_item()

@@ -29,11 +29,11 @@ use chrono::{DateTime, Utc};
 pub use budget::{BudgetPolicy, Counter, DailyBudget, Exhausted, Grant, Usage};
 pub use error::StoreError;
 pub use feedback::Written;
-pub use idempotency::{Admission, IdempotencyKey, Lease};
+pub use idempotency::{Claim, IdempotencyKey, Lease};
 pub use keys::{Cursor, InvalidCursor};
 #[cfg(feature = "metering")]
 pub use meter::Consumption;
-pub use turns::{Answer, Reservation};
+pub use turns::{ReplayText, Reservation, TurnWrite};
 
 use crate::domain::{ConversationId, MessageId, MessageText, Rating, Role, TokenUsage};
 

@@ -18,7 +18,7 @@ use e2e::{
 };
 use shared::{
     domain::{ConversationId, UserId},
-    store::{BudgetPolicy, ConversationStore, DailyBudget, TurnTarget},
+    store::{BudgetPolicy, ConversationStore, DailyBudget, TurnTarget, TurnWrite},
 };
 
 /// Unlimited budgets: the admission does the same work whatever their size.
@@ -57,17 +57,20 @@ async fn turn_once(
         .admit_turn(user, 2_100, &POLICY)
         .await
         .expect("admit_turn");
-    store
-        .append_turn_completing(
-            user,
-            &TurnTarget::Existing(id.clone()),
-            &text(&format!("question {turn}")),
-            &reply("an answer of some length"),
-            None,
-            Some(&grant),
-        )
+    let reservation = store
+        .reserve_turn(user, &TurnTarget::Existing(id.clone()))
         .await
-        .expect("append_turn");
+        .expect("reserve_turn");
+    let write = TurnWrite {
+        text: &text(&format!("question {turn}")),
+        reply: &reply("an answer of some length"),
+        completes: None,
+        settles: Some(&grant),
+    };
+    store
+        .write_turn(reservation, &write)
+        .await
+        .expect("write_turn");
     let append = started.elapsed();
     let started = Instant::now();
     let context = store

@@ -1,0 +1,103 @@
+//! What the provider is sent besides the new message: the conversation's recent messages, and
+//! the bound of its tokens that the budget reserves.
+
+use shared::{domain::Role, llm::ContextMessage, store::Message};
+
+/// The earlier messages sent to the LLM: the newest ones, oldest first, within `max_chars`,
+/// starting with a user message (providers expect alternating turns from the user's side).
+pub(crate) fn window(history: &[Message], max_chars: usize) -> Vec<ContextMessage> {
+    let mut budget = max_chars;
+    let mut context: Vec<ContextMessage> = history
+        .iter()
+        .rev()
+        .map_while(|message| {
+            let size = message.content.chars().count();
+            budget = budget.checked_sub(size)?;
+            Some(ContextMessage {
+                role: message.role,
+                content: message.content.clone(),
+            })
+        })
+        .collect();
+    context.reverse();
+    let first_user = context
+        .iter()
+        .position(|message| message.role == Role::User)
+        .unwrap_or(context.len());
+    context.drain(..first_user);
+    context
+}
+
+/// At least as many tokens as any provider counts for this input: a token is at least one byte
+/// of UTF-8 in the byte-level tokenizers of OpenAI's and Gemini's models, and each message costs
+/// a few tokens of framing. Far above the usual count (about four bytes a token in English), which
+/// the settlement gives back; the price of never overdrawing.
+pub(crate) fn input_token_bound(context: &[ContextMessage], system: Option<&str>) -> u64 {
+    const FRAMING: u64 = 8;
+    let bytes = |text: &str| u64::try_from(text.len()).unwrap_or(u64::MAX);
+    let system = system.map_or(0, |text| bytes(text) + FRAMING);
+    context
+        .iter()
+        .map(|message| bytes(&message.content) + FRAMING)
+        .fold(system + FRAMING, u64::saturating_add)
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::{domain::MessageId, store::Ending};
+
+    use super::*;
+
+    fn message(seq: u64, role: Role, content: &str) -> Message {
+        Message {
+            id: MessageId::new(seq).unwrap(),
+            role,
+            content: content.to_owned(),
+            created_at: String::new(),
+            provider: None,
+            model: None,
+            usage: None,
+            ending: Ending::Complete,
+        }
+    }
+
+    fn contents(context: &[ContextMessage]) -> Vec<&str> {
+        context.iter().map(|m| m.content.as_str()).collect()
+    }
+
+    #[test]
+    fn the_context_keeps_the_newest_messages_within_budget_and_starts_with_the_user() {
+        let history = [
+            message(1, Role::User, "aaaa"),
+            message(2, Role::Assistant, "bbbb"),
+            message(3, Role::User, "cc"),
+            message(4, Role::Assistant, "dd"),
+        ];
+        assert_eq!(
+            contents(&window(&history, 100)),
+            ["aaaa", "bbbb", "cc", "dd"]
+        );
+        // 8 characters: "dd", "cc", then "bbbb" fits but starts with the assistant: dropped.
+        assert_eq!(contents(&window(&history, 8)), ["cc", "dd"]);
+        assert!(window(&history, 1).is_empty());
+    }
+
+    #[test]
+    fn the_token_bound_counts_every_byte_and_the_framing_of_each_message() {
+        let context = [
+            ContextMessage {
+                role: Role::User,
+                content: "héllo".to_owned(), // 6 bytes
+            },
+            ContextMessage {
+                role: Role::Assistant,
+                content: String::new(),
+            },
+        ];
+        // 8 for the reply's framing, 6 + 8, 0 + 8.
+        assert_eq!(input_token_bound(&context, None), 30);
+        // The system prompt: its bytes and framing.
+        assert_eq!(input_token_bound(&context, Some("be brief")), 30 + 8 + 8);
+        assert_eq!(input_token_bound(&[], None), 8);
+    }
+}

@@ -1,0 +1,386 @@
+//! One turn, from its claim to its end: claim the idempotency key, admit the budget, call the
+//! provider (whole here, streamed in `stream.rs`), store, answer.
+//!
+//! A [`Turn`] holds what the turn has taken so far (the key's lease, the budget's grant), and
+//! [`Turn::end`] alone decides what it leaves behind, from one fact: whether the turn's messages
+//! are in the table ([`Written`]). The JSON and the streamed path both end through it.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use shared::{
+    domain::{ConversationId, MessageText, Role, UserId},
+    http::{ApiError, Invocation},
+    llm::{Choice, ContextMessage, LlmError},
+    store::{
+        Claim, ConversationStore, Ending, Grant, IdempotencyKey, Lease, ReplayText, Reply,
+        Reservation, StoreError, StoredTurn, TurnTarget, TurnWrite, Usage,
+    },
+};
+
+use crate::{answer::ChatAnswer, context, State};
+
+/// A validated chat request.
+pub(crate) struct Request {
+    pub(crate) user: UserId,
+    pub(crate) message: MessageText,
+    pub(crate) conversation: Option<ConversationId>,
+    pub(crate) choice: Choice,
+}
+
+/// When a turn's work must be done.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// For the context and the provider.
+    pub(crate) work: Instant,
+    /// For the turn's write, which may also use the invocation's time beyond the work deadline:
+    /// its retries (a timed-out write is retried until it is stored or found ours) must end
+    /// while an answer can still be sent, or the caller gets the gateway's bare timeout.
+    pub(crate) write_by: Instant,
+}
+
+impl Deadlines {
+    /// A whole answer: the invocation's work deadline, then its hard one.
+    pub(crate) fn whole(invocation: &Invocation) -> Self {
+        Self {
+            work: invocation.deadline,
+            write_by: invocation.hard_deadline,
+        }
+    }
+
+    /// A streamed answer is not bound by API Gateway's 29 s, only by the Lambda deadline: its
+    /// work gets `work_time` (`STREAM_WORK_BUDGET_MS`), its write the rest of the invocation
+    /// (10 s outside Lambda).
+    pub(crate) fn streamed(invocation: &Invocation, work_time: Duration) -> Self {
+        let work = Instant::now() + work_time;
+        match invocation.lambda_deadline {
+            Some(end) => Self {
+                work: work.min(end),
+                write_by: end,
+            },
+            None => Self {
+                work,
+                write_by: work + Duration::from_secs(10),
+            },
+        }
+    }
+}
+
+/// Whether a turn's messages are in the table: what its end depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Nothing of the turn was stored.
+    No,
+    /// The turn is stored; `key_completed` when its write also completed the idempotency record.
+    Yes { key_completed: bool },
+    /// The write was sent but never confirmed: it may have landed.
+    Maybe,
+}
+
+/// What a turn's end leaves behind.
+#[derive(Debug, PartialEq, Eq)]
+struct Aftermath {
+    /// Give the budget's reservation back.
+    refund: bool,
+    /// Give the idempotency key back, so that a retry runs anew.
+    release_key: bool,
+}
+
+/// The rules: a stored turn was settled in its own write, and keeps its key if the write
+/// completed it; a turn that stored nothing gives back its reservation and its key; a turn that
+/// may have been stored keeps both (the reservation stays spent, erring on the budget's side, and
+/// the key stays claimed until its lease ends, when the record itself tells a retry what happened).
+fn aftermath(written: Written) -> Aftermath {
+    match written {
+        Written::No => Aftermath {
+            refund: true,
+            release_key: true,
+        },
+        Written::Yes { key_completed } => Aftermath {
+            refund: false,
+            release_key: !key_completed,
+        },
+        Written::Maybe => Aftermath {
+            refund: false,
+            release_key: false,
+        },
+    }
+}
+
+/// Why a turn failed.
+pub(crate) enum Failure {
+    Store(StoreError),
+    Other(ApiError),
+}
+
+impl Failure {
+    fn written(&self) -> Written {
+        match self {
+            Self::Store(err) if err.may_have_been_stored() => Written::Maybe,
+            _ => Written::No,
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(err: StoreError) -> Self {
+        Self::Store(err)
+    }
+}
+
+impl From<LlmError> for Failure {
+    fn from(err: LlmError) -> Self {
+        Self::Other(err.into())
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Store(err) => err.into(),
+            Failure::Other(err) => err,
+        }
+    }
+}
+
+/// What claiming a turn's key found.
+pub(crate) enum Claimed {
+    /// The same request completed before: its answer, to send again.
+    Replay(String),
+    Run(Box<Turn>),
+}
+
+/// A claimed turn: what it has taken so far, and where it goes.
+pub(crate) struct Turn {
+    store: Arc<ConversationStore>,
+    pub(crate) request: Request,
+    pub(crate) deadlines: Deadlines,
+    lease: Option<Lease>,
+    grant: Option<Grant>,
+}
+
+impl Turn {
+    /// Claims the request's idempotency key (if it has one) for the whole request, its write
+    /// included.
+    pub(crate) async fn claim(
+        state: &State,
+        request: Request,
+        key: Option<&IdempotencyKey>,
+        deadlines: Deadlines,
+    ) -> Result<Claimed, ApiError> {
+        let lease_until =
+            SystemTime::now() + deadlines.write_by.saturating_duration_since(Instant::now());
+        let claim = state
+            .store
+            .claim(&request.user, key, &fingerprint(&request), lease_until)
+            .await?;
+        Ok(match claim {
+            Claim::Replay(answer) => Claimed::Replay(answer),
+            Claim::Run(lease) => Claimed::Run(Box::new(Self {
+                store: state.store.clone(),
+                request,
+                deadlines,
+                lease,
+                grant: None,
+            })),
+        })
+    }
+
+    /// The user's day after this turn's admission (once admitted).
+    pub(crate) fn usage(&self) -> Option<&Usage> {
+        self.grant.as_ref().map(|grant| &grant.usage)
+    }
+
+    /// Where the turn goes and the context sent to the provider, then the budget's admission of
+    /// the turn's worst case: after the context is known, before the provider is called (a
+    /// refusal stores nothing and calls no provider).
+    pub(crate) async fn prepare(
+        &mut self,
+        state: &State,
+    ) -> Result<(TurnTarget, Vec<ContextMessage>), Failure> {
+        let request = &self.request;
+        let (target, history) = match &request.conversation {
+            Some(id) => {
+                let history = self
+                    .store
+                    .recent_messages(&request.user, id, state.config.context_messages)
+                    .await?;
+                (TurnTarget::Existing(id.clone()), history)
+            }
+            None => (TurnTarget::new_for(&request.message), Vec::new()),
+        };
+        let mut context = context::window(&history, state.config.context_chars);
+        context.push(ContextMessage {
+            role: Role::User,
+            content: request.message.as_str().to_owned(),
+        });
+        let cost = context::input_token_bound(&context, state.config.system_prompt.as_deref())
+            + u64::from(state.llm.output_cap());
+        let grant = self
+            .store
+            .admit_turn(&request.user, cost, &state.budgets)
+            .await?;
+        self.grant = Some(grant);
+        Ok((target, context))
+    }
+
+    /// A whole turn: the context, the provider's answer, the write. The answer's text, as
+    /// stored for replays.
+    pub(crate) async fn answer(
+        mut self,
+        state: &State,
+    ) -> Result<(String, Option<Usage>), ApiError> {
+        match self.answer_and_store(state).await {
+            Ok(text) => {
+                let usage = self.usage().copied();
+                self.end(Written::Yes {
+                    key_completed: true,
+                })
+                .await;
+                Ok((text, usage))
+            }
+            Err(failure) => Err(self.fail(failure).await),
+        }
+    }
+
+    async fn answer_and_store(&mut self, state: &State) -> Result<String, Failure> {
+        let (target, context) = self.prepare(state).await?;
+        let answer = state
+            .llm
+            .complete(&self.request.choice, &context, self.deadlines.work)
+            .await?;
+        let reply = Reply {
+            content: answer.text,
+            provider: answer.provider,
+            model: answer.model,
+            usage: answer.usage,
+            ending: Ending::Complete,
+        };
+        let reservation = self
+            .within_write_deadline(self.store.reserve_turn(&self.request.user, &target))
+            .await?;
+        let replay = |stored: &StoredTurn| ChatAnswer::text(stored, &reply);
+        let stored = self.store(reservation, &reply, Some(&replay)).await?;
+        Ok(replay(&stored))
+    }
+
+    /// Writes the reserved turn, settling its grant and, with `replay`, completing its key with
+    /// that answer; bounded by the write deadline ([`StoreError::Unconfirmed`] past it).
+    pub(crate) async fn store(
+        &self,
+        reservation: Reservation,
+        reply: &Reply,
+        replay: Option<&ReplayText<'_>>,
+    ) -> Result<StoredTurn, StoreError> {
+        let write = TurnWrite {
+            text: &self.request.message,
+            reply,
+            completes: self.lease.as_ref().zip(replay),
+            settles: self.grant.as_ref(),
+        };
+        self.within_write_deadline(self.store.write_turn(reservation, &write))
+            .await
+    }
+
+    async fn within_write_deadline<T>(
+        &self,
+        write: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout_at(self.deadlines.write_by.into(), write)
+            .await
+            .unwrap_or(Err(StoreError::Unconfirmed))
+    }
+
+    /// Ends a failed turn (see [`Self::end`]) and gives its error.
+    pub(crate) async fn fail(self, failure: Failure) -> ApiError {
+        self.end(failure.written()).await;
+        failure.into()
+    }
+
+    /// The one place that decides what a turn leaves behind ([`aftermath`]).
+    pub(crate) async fn end(self, written: Written) {
+        let rules = aftermath(written);
+        if let (true, Some(grant)) = (rules.refund, &self.grant) {
+            self.store.refund(grant).await;
+        }
+        match self.lease {
+            Some(lease) if rules.release_key => {
+                self.store.release(&self.request.user, lease).await;
+            }
+            Some(_) if written == Written::Maybe => {
+                tracing::warn!("the turn's write was not confirmed; its Idempotency-Key stays claimed until the lease ends");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What makes two requests "the same" for idempotency.
+fn fingerprint(request: &Request) -> String {
+    let canonical = serde_json::json!({
+        "message": request.message.as_str(),
+        "conversation_id": request.conversation.as_ref().map(ConversationId::as_str),
+        "provider": request.choice.provider,
+        "model": request.choice.model,
+    });
+    shared::tokens::sha256_hex(canonical.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_that_stored_nothing_gives_back_its_budget_and_its_key() {
+        assert_eq!(
+            aftermath(Written::No),
+            Aftermath {
+                refund: true,
+                release_key: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_stored_turn_keeps_its_settlement_and_releases_only_an_uncompleted_key() {
+        let completed = aftermath(Written::Yes {
+            key_completed: true,
+        });
+        assert!(!completed.refund && !completed.release_key);
+        // An incomplete streamed reply is stored but does not complete its key: a retry runs anew.
+        let incomplete = aftermath(Written::Yes {
+            key_completed: false,
+        });
+        assert!(!incomplete.refund && incomplete.release_key);
+    }
+
+    #[test]
+    fn a_turn_that_may_have_been_stored_keeps_its_reservation_and_its_key() {
+        assert_eq!(
+            aftermath(Written::Maybe),
+            Aftermath {
+                refund: false,
+                release_key: false
+            }
+        );
+    }
+
+    #[test]
+    fn only_an_unconfirmed_write_may_have_been_stored() {
+        assert_eq!(
+            Failure::from(StoreError::Unconfirmed).written(),
+            Written::Maybe
+        );
+        for err in [
+            StoreError::NotFound,
+            StoreError::LeaseLost,
+            StoreError::Conflict { attempts: 8 },
+        ] {
+            assert_eq!(Failure::from(err).written(), Written::No);
+        }
+        let provider = Failure::Other(ApiError::NotFound("x".into()));
+        assert_eq!(provider.written(), Written::No);
+    }
+}

@@ -1,0 +1,332 @@
+//! The turn write: a user message and its reply, stored whole or not at all.
+//!
+//! Two calls: [`ConversationStore::reserve_turn`] takes the turn's two message ids (an atomic
+//! `ADD` on an existing conversation's head; a new conversation's are 1 and 2), and
+//! [`ConversationStore::write_turn`] puts the messages in one transaction with whatever else the
+//! turn completes (the request's idempotency record, the budget's settlement). A streamed reply
+//! reserves first, since it announces its ids; a whole one reserves after the provider answered.
+
+mod items;
+mod judge;
+
+use aws_sdk_dynamodb::types::{
+    ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+
+use super::{
+    error::{classify, is_condition_failed, is_timeout, is_transaction_conflict},
+    items::{n, number, s, timestamp, Item, NOT_EXPIRED},
+    keys,
+    meter::{ask, Work},
+    ConversationStore, Grant, Lease, Reply, StoreError, StoredTurn, TurnTarget,
+};
+use crate::{
+    backoff::STORE_RETRY,
+    domain::{MessageId, MessageText, Role, UserId},
+};
+use judge::{judge, Outcome};
+
+/// How often a turn's write (or its reservation) is tried before it is given up as a
+/// [`StoreError::Conflict`].
+const MAX_ATTEMPTS: u32 = 8;
+
+/// The answer a request gives for its stored turn (its ids are known only once it is stored),
+/// as the idempotency record keeps it for replays.
+pub type ReplayText<'a> = dyn Fn(&StoredTurn) -> String + Sync + 'a;
+
+/// One turn's write: its two messages, and what else lands with them in the same transaction.
+pub struct TurnWrite<'a> {
+    pub text: &'a MessageText,
+    pub reply: &'a Reply,
+    /// The request's idempotency record, completed with the answer it replays; if the lease
+    /// was taken over by a retry meanwhile, nothing is stored ([`StoreError::LeaseLost`]).
+    pub completes: Option<(&'a Lease, &'a ReplayText<'a>)>,
+    /// The turn's budget grant, settled to the reply's usage.
+    pub settles: Option<&'a Grant>,
+}
+
+/// A turn's reserved message ids, to be written with [`ConversationStore::write_turn`].
+#[derive(Debug)]
+pub struct Reservation {
+    turn: items::Turn,
+    target: TurnTarget,
+    first: u64,
+}
+
+impl Reservation {
+    pub fn target(&self) -> &TurnTarget {
+        &self.target
+    }
+
+    pub fn user_message(&self) -> MessageId {
+        MessageId::new(self.first).unwrap_or(MessageId::FIRST)
+    }
+
+    pub fn reply_message(&self) -> MessageId {
+        MessageId::new(self.first + 1).unwrap_or(MessageId::FIRST)
+    }
+}
+
+impl ConversationStore {
+    /// Stores a plain turn, the user's message and the assistant's reply, whole or not at all
+    /// (tools and seeding; the chat function uses [`Self::reserve_turn`] and
+    /// [`Self::write_turn`]).
+    pub async fn append_turn(
+        &self,
+        user: &UserId,
+        target: &TurnTarget,
+        text: &MessageText,
+        reply: &Reply,
+    ) -> Result<StoredTurn, StoreError> {
+        let reservation = self.reserve_turn(user, target).await?;
+        let write = TurnWrite {
+            text,
+            reply,
+            completes: None,
+            settles: None,
+        };
+        self.write_turn(reservation, &write).await
+    }
+
+    /// Reserves a turn's two message ids: a new conversation's are 1 and 2; an existing one's
+    /// are the next two of its head (an atomic `ADD`, so concurrent turns never conflict;
+    /// [`StoreError::NotFound`] for an unknown or expired conversation).
+    pub async fn reserve_turn(
+        &self,
+        user: &UserId,
+        target: &TurnTarget,
+    ) -> Result<Reservation, StoreError> {
+        let now = self.now();
+        let turn = items::Turn {
+            user: user.clone(),
+            partition: keys::partition(user),
+            conversation: target.id().clone(),
+            token: crate::tokens::random_token(),
+            created_at: timestamp(now),
+            now: now.timestamp(),
+            expires_at: self.expires_at(now),
+        };
+        let first = match target {
+            TurnTarget::New { .. } => 1,
+            TurnTarget::Existing(_) => self.reserve(&turn).await?,
+        };
+        message_id(first + 1)?;
+        Ok(Reservation {
+            turn,
+            target: target.clone(),
+            first,
+        })
+    }
+
+    /// Writes a reserved turn in one transaction: a new conversation's head with
+    /// `attribute_not_exists` (an existing one's checked, so that a conversation deleted
+    /// meanwhile takes no orphans), both messages with `attribute_not_exists(SK)`, and what
+    /// `write` completes and settles. Collisions are retried; numbers taken by someone else are
+    /// reserved again; a write that timed out is retried with the same keys and token (it either
+    /// lands or is found ours), and one never confirmed is [`StoreError::Unconfirmed`].
+    pub async fn write_turn(
+        &self,
+        reservation: Reservation,
+        write: &TurnWrite<'_>,
+    ) -> Result<StoredTurn, StoreError> {
+        let Reservation {
+            turn,
+            target,
+            mut first,
+        } = reservation;
+        let mut timed_out = false;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let stored = StoredTurn {
+                conversation_id: turn.conversation.clone(),
+                user_message: message_id(first)?,
+                reply_message: message_id(first + 1)?,
+                created_at: turn.created_at.clone(),
+            };
+            match (
+                self.put_turn(&turn, &target, &stored, write).await?,
+                &target,
+            ) {
+                (Outcome::Stored, _) => return Ok(stored),
+                // A new id that is already taken cannot become free: a fresh id is the caller's call.
+                (Outcome::Taken, TurnTarget::New { .. }) => {
+                    return Err(StoreError::Conflict { attempts: attempt })
+                }
+                (Outcome::Taken, TurnTarget::Existing(_)) => {
+                    conflict_metric();
+                    tracing::warn!(conversation = %turn.conversation, first, "reserved sequence numbers were taken; reserving again");
+                    first = self.reserve(&turn).await?;
+                }
+                (Outcome::Retry, _) => {
+                    conflict_metric();
+                    tracing::info!(conversation = %turn.conversation, attempt, "turn write collided; retrying");
+                    timed_out = false;
+                    tokio::time::sleep(STORE_RETRY.pause(attempt)).await;
+                }
+                // A timed-out write may still land. Retrying the same keys with the same token is
+                // safe: the retry either writes the turn or finds it ours. Answering an error here
+                // instead could leave a stored turn behind a 503.
+                (Outcome::TimedOut, _) => {
+                    tracing::warn!(conversation = %turn.conversation, attempt, "turn write timed out; retrying");
+                    timed_out = true;
+                    tokio::time::sleep(STORE_RETRY.pause(attempt)).await;
+                }
+            }
+        }
+        if timed_out {
+            return Err(StoreError::Unconfirmed);
+        }
+        Err(StoreError::Conflict {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Reserves the next two sequence numbers of an existing, unexpired conversation; returns
+    /// the first.
+    async fn reserve(&self, turn: &items::Turn) -> Result<u64, StoreError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut update = self
+                .db
+                .update_item()
+                .table_name(&self.table)
+                .key("PK", s(&turn.partition))
+                .key("SK", s(keys::head(&turn.conversation)))
+                .condition_expression(format!("attribute_exists(SK) AND ({NOT_EXPIRED})"))
+                .expression_attribute_values(":two", n(2))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(turn.now))
+                .expression_attribute_values(":at", s(&turn.created_at))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_consumed_capacity(ask());
+            update = match turn.expires_at {
+                Some(expires_at) => update
+                    .update_expression(
+                        "ADD message_count :two, version :one SET updated_at = :at, expires_at = :exp",
+                    )
+                    .expression_attribute_values(":exp", n(expires_at)),
+                None => update
+                    .update_expression("ADD message_count :two, version :one SET updated_at = :at"),
+            };
+            let output = match update.send().await {
+                Ok(output) => output,
+                Err(err) if is_condition_failed(&err) => return Err(StoreError::NotFound),
+                // Another turn's transaction is checking the head right now.
+                Err(err) if is_transaction_conflict(&err) && attempt < MAX_ATTEMPTS => {
+                    conflict_metric();
+                    tokio::time::sleep(STORE_RETRY.pause(attempt)).await;
+                    continue;
+                }
+                Err(err) => return Err(classify(err)),
+            };
+            self.meter.record(Work::Write, output.consumed_capacity());
+            let attributes = output.attributes().cloned().unwrap_or_default();
+            let count = number(&attributes, "message_count")?;
+            return count.checked_sub(1).ok_or_else(|| {
+                StoreError::Corrupt("message_count below 2 after a reservation".into())
+            });
+        }
+    }
+
+    /// One transaction, its items in [`judge::Slots`]' order: the head (put for a new
+    /// conversation, checked for an existing one), the two messages, the idempotency record's
+    /// completion, and the budget's settlement (last, unconditional: it never cancels the turn).
+    async fn put_turn(
+        &self,
+        turn: &items::Turn,
+        target: &TurnTarget,
+        stored: &StoredTurn,
+        write: &TurnWrite<'_>,
+    ) -> Result<Outcome, StoreError> {
+        let internal = |err| StoreError::Internal(Box::new(err));
+        let mut writes = Vec::with_capacity(5);
+        let head = match target {
+            TurnTarget::New { title, .. } => {
+                TransactWriteItem::builder().put(self.new_item(turn.head_item(title))?)
+            }
+            TurnTarget::Existing(_) => {
+                let check = ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .key("PK", s(&turn.partition))
+                    .key("SK", s(keys::head(&turn.conversation)))
+                    .condition_expression(format!("attribute_exists(SK) AND ({NOT_EXPIRED})"))
+                    .expression_attribute_values(":now", n(turn.now))
+                    .build()
+                    .map_err(internal)?;
+                TransactWriteItem::builder().condition_check(check)
+            }
+        };
+        writes.push(head.build());
+        let question =
+            turn.message_item(stored.user_message, Role::User, write.text.as_str(), None);
+        let answer = turn.message_item(
+            stored.reply_message,
+            Role::Assistant,
+            &write.reply.content,
+            Some(write.reply),
+        );
+        for item in [question, answer] {
+            writes.push(
+                TransactWriteItem::builder()
+                    .put(self.new_item(item)?)
+                    .build(),
+            );
+        }
+        if let Some((lease, replay)) = write.completes {
+            let update = self.completion(&turn.user, lease, &turn.conversation, replay(stored))?;
+            writes.push(TransactWriteItem::builder().update(update).build());
+        }
+        if let Some(grant) = write.settles {
+            let settlement = self.settlement(grant, write.reply.usage.total())?;
+            writes.push(TransactWriteItem::builder().update(settlement).build());
+        }
+        let result = self
+            .db
+            .transact_write_items()
+            .set_transact_items(Some(writes))
+            .return_consumed_capacity(ask())
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                self.meter.record(Work::Write, output.consumed_capacity());
+                Ok(Outcome::Stored)
+            }
+            Err(err) => {
+                let slots = judge::Slots {
+                    existing_head: matches!(target, TurnTarget::Existing(_)),
+                    completion: write.completes.is_some(),
+                };
+                match judge::cancellation_reasons(&err) {
+                    Some(reasons) => judge(&slots.decode(reasons), &turn.token),
+                    None if is_timeout(&err) => Ok(Outcome::TimedOut),
+                    None => Err(classify(err)),
+                }
+            }
+        }
+    }
+
+    /// A put of a new item, returning the existing one when the key is taken.
+    fn new_item(&self, item: Item) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(SK)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|err| StoreError::Internal(Box::new(err)))
+    }
+}
+
+fn message_id(seq: u64) -> Result<MessageId, StoreError> {
+    MessageId::new(seq)
+        .ok_or_else(|| StoreError::Corrupt(format!("sequence number {seq} out of range")))
+}
+
+/// One conditional-write conflict of the store, as a CloudWatch metric.
+fn conflict_metric() {
+    crate::telemetry::emit_metrics(
+        &[("Operation", "append_turn")],
+        &[("StoreConflicts", 1.0, "Count")],
+    );
+}
