@@ -12,9 +12,12 @@ mod backoff;
 pub mod config;
 pub mod domain;
 pub mod http;
+#[cfg(test)]
+mod layers;
 pub mod llm;
 pub mod readiness;
 pub mod secrets;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tokens;

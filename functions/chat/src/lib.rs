@@ -18,13 +18,13 @@ use lambda_http::{http::StatusCode, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared::{
     aws::AwsClients,
-    config::{ChatConfig, Config, ConfigError},
+    config::{BudgetPolicy, ChatConfig, Config, ConfigError},
     domain::{ConversationId, MessageId, MessageText, Role, TokenUsage, UserId},
     http::{self, AnswerBody, ApiError, Invocation},
     llm::{Choice, ContextMessage, Llm, Offer},
     secrets::ProviderKeys,
     store::{
-        Admission, BudgetPolicy, ConversationStore, Counter, Ending, Grant, Lease, Message, Reply,
+        Admission, ConversationStore, Counter, Ending, Grant, Lease, Message, Reply,
         StoreError, StoredTurn, TurnTarget,
     },
 };

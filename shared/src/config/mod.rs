@@ -2,11 +2,12 @@
 //!
 //! A missing or malformed variable fails the cold start with an error that names it, so a
 //! misconfigured deployment is visible in the first log line instead of in the first request.
+//! Reading is all it does: the settings are plain data, applied by `shared::startup`.
 
 mod budget;
 mod vars;
 
-pub use budget::budget_policy;
+pub use budget::{budget_policy, BudgetPolicy, DailyBudget};
 
 use std::time::Duration;
 
@@ -56,7 +57,7 @@ pub struct Config {
     /// `AWS_LAMBDA_FUNCTION_NAME`, or `local` outside Lambda.
     pub function_name: String,
     /// `DAILY_TURN_BUDGET`, `DAILY_TOKEN_BUDGET`, `TURNS_PER_MINUTE`: every user's budgets.
-    pub budget: crate::store::BudgetPolicy,
+    pub budget: BudgetPolicy,
 }
 
 impl Config {
@@ -67,13 +68,11 @@ impl Config {
 }
 
 impl Config {
-    /// Reads the configuration from the process environment, and applies its process-wide parts
-    /// (the CORS origin of every answer, the metric records) for this execution environment.
+    /// Reads the configuration from the process environment. It changes nothing: the
+    /// process-wide parts (the CORS origin, the metric records) are applied by
+    /// `shared::startup::apply`.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let config = Self::from_lookup(|name| std::env::var(name).ok())?;
-        crate::http::set_allowed_origin(config.cors_allow_origin.as_deref());
-        crate::telemetry::configure_metrics(config.metrics, &config.function_name);
-        Ok(config)
+        Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// Reads the configuration through `lookup`, which returns a variable's value if it is set.

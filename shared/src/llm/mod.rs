@@ -6,7 +6,6 @@ mod echo;
 mod gemini;
 mod openai;
 mod resilient;
-mod sse;
 mod stream;
 
 use std::{future::Future, pin::Pin, time::Duration};

@@ -5,8 +5,7 @@ use serde::{de::IgnoredAny, Deserialize, Serialize};
 
 use super::{
     post_json, send,
-    sse::{malformed_chunk, reported_error, Parsed, SseSource},
-    stream::{Delta, Source},
+    stream::{malformed_chunk, reported_error, Delta, Parsed, Source, SseSource},
     BoxFuture, Call, Completion, Provider, ProviderError, Role,
 };
 use crate::domain::TokenUsage;

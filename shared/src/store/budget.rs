@@ -33,7 +33,10 @@ use super::{
     meter::{ask, Work},
     ConversationStore, StoreError,
 };
-use crate::domain::UserId;
+use crate::{
+    config::{BudgetPolicy, DailyBudget},
+    domain::UserId,
+};
 
 /// What "unlimited" is stored as: larger than any day's use, small enough for DynamoDB numbers.
 const UNLIMITED: u64 = 1 << 50;
@@ -41,22 +44,6 @@ const UNLIMITED: u64 = 1 << 50;
 const KEEP_DAYS: i64 = 2;
 /// How often admission goes round (update, day opening lost to a racer, update again).
 const MAX_ATTEMPTS: u32 = 4;
-
-/// A user's daily budget, or the deployment's default; 0 means unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DailyBudget {
-    pub turns: u64,
-    pub tokens: u64,
-}
-
-/// The budget rules of a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BudgetPolicy {
-    /// Every user's daily budget unless an operator set another.
-    pub daily: DailyBudget,
-    /// Turns that may start in one calendar minute; 0 means unlimited.
-    pub per_minute: u64,
-}
 
 /// Which budget refused a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Streamed answers: [`Llm::stream`] and the [`ReplyStream`] it hands out.
+//! Streamed answers: [`Llm::stream`] and the [`ReplyStream`] it hands out, and where their pieces
+//! come from (a provider's server-sent events, `sse.rs`, or the echo provider's words).
 //!
 //! Retries, breakers and the fallback list act until a provider's first piece of text is in hand
 //! (the same loop as `complete`, in `resilient.rs`); after that the stream belongs to the caller,
@@ -9,9 +10,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod sse;
+
+pub(super) use sse::{malformed_chunk, reported_error, Parsed, SseSource};
+
 use super::{
     resilient::{Ask, Served},
-    sse::SseSource,
     BoxFuture, Call, Choice, ContextMessage, Llm, LlmError, Provider, ProviderError,
 };
 use crate::domain::TokenUsage;

@@ -6,20 +6,21 @@ use std::pin::Pin;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_core::Stream;
 
-use super::{stream::Delta, ProviderError};
+use super::Delta;
+use crate::llm::ProviderError;
 
 type Events =
     Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Sync>>;
 
 /// What one event's data says.
-pub(super) enum Parsed {
+pub(in crate::llm) enum Parsed {
     Delta(Delta),
     /// The end marker (OpenAI's `[DONE]`).
     Done,
 }
 
 /// Reads a provider's event stream; dropping it drops the response, and so the connection.
-pub(super) struct SseSource {
+pub(in crate::llm) struct SseSource {
     events: Events,
     parse: fn(&str) -> Result<Parsed, ProviderError>,
     /// Whether the provider said its reply is complete: only then is the end of the body the
@@ -30,7 +31,7 @@ pub(super) struct SseSource {
 
 impl SseSource {
     /// The events of `response`, whose status was checked; `parse` reads one event's data.
-    pub(super) fn new(
+    pub(in crate::llm) fn new(
         response: reqwest::Response,
         parse: fn(&str) -> Result<Parsed, ProviderError>,
     ) -> Result<Self, ProviderError> {
@@ -95,7 +96,7 @@ impl SseSource {
 }
 
 /// The provider sent an error event instead of the rest of its reply.
-pub(super) fn reported_error() -> ProviderError {
+pub(in crate::llm) fn reported_error() -> ProviderError {
     ProviderError::Transient {
         reason: "the provider reported an error in its stream".to_owned(),
         retry_after: None,
@@ -103,7 +104,7 @@ pub(super) fn reported_error() -> ProviderError {
 }
 
 /// A chunk whose data is not the JSON the provider documents. Never carries the data itself.
-pub(super) fn malformed_chunk() -> ProviderError {
+pub(in crate::llm) fn malformed_chunk() -> ProviderError {
     ProviderError::Malformed("a chunk of the stream is not the expected JSON".to_owned())
 }
 
