@@ -24,8 +24,8 @@ use shared::{
     llm::{Choice, ContextMessage, Llm, Offer},
     secrets::ProviderKeys,
     store::{
-        Admission, ConversationStore, Counter, Ending, Grant, Lease, Message, Reply,
-        StoreError, StoredTurn, TurnTarget,
+        Admission, ConversationStore, Counter, Ending, Grant, Lease, Message, Reply, StoreError,
+        StoredTurn, TurnTarget,
     },
 };
 

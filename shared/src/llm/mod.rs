@@ -225,8 +225,10 @@ impl Llm {
             fallback: config.fallback.clone(),
             system_prompt: config.system_prompt.clone(),
             max_attempts: config.max_attempts,
-            backoff_base: config.backoff_base,
-            backoff_cap: config.backoff_cap,
+            backoff: crate::backoff::Backoff {
+                base: config.backoff_base,
+                cap: config.backoff_cap,
+            },
             request_timeout: config.request_timeout,
             max_output_tokens: config.max_output_tokens,
             breaker: BreakerConfig {

@@ -11,7 +11,7 @@ use super::{
     BoxFuture, Call, Completion, ContextMessage, Provider, ProviderError,
 };
 use crate::{
-    backoff::full_jitter,
+    backoff::Backoff,
     domain::TokenUsage,
     secrets::{Keys, ProviderKeys, SecretsError},
 };
@@ -31,8 +31,8 @@ pub(super) struct LlmConfig {
     pub(super) system_prompt: Option<String>,
     /// Attempts per provider for transient failures.
     pub(super) max_attempts: u32,
-    pub(super) backoff_base: Duration,
-    pub(super) backoff_cap: Duration,
+    /// Between attempts, unless the provider says when to come back (`Retry-After`).
+    pub(super) backoff: Backoff,
     /// The longest a single provider request may take.
     pub(super) request_timeout: Duration,
     /// The most tokens a reply may have, sent with every call.
@@ -437,9 +437,7 @@ impl Llm {
                     reason,
                     retry_after,
                 }) if attempt < self.config.max_attempts => {
-                    let pause = retry_after.unwrap_or_else(|| {
-                        full_jitter(self.config.backoff_base, self.config.backoff_cap, attempt)
-                    });
+                    let pause = retry_after.unwrap_or_else(|| self.config.backoff.pause(attempt));
                     // A provider may ask for any pause (`Retry-After: 18446744073709551615`):
                     // one that would end past the deadline is not taken, and no sum overflows.
                     let resume = Instant::now().checked_add(pause);

@@ -28,7 +28,7 @@ use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 
 use super::{
     error::{classify, is_condition_failed},
-    items::{n, s, Item},
+    items::{n, number, s, signed, text, Item},
     keys,
     meter::{ask, Work},
     ConversationStore, StoreError,
@@ -152,7 +152,7 @@ fn expiry_of(day: NaiveDate, now: DateTime<Utc>) -> i64 {
 
 /// The day an item counts.
 fn day_of(item: &Item) -> Option<NaiveDate> {
-    item.get("day")?.as_s().ok()?.parse().ok()
+    text(item, "day").ok()?.parse().ok()
 }
 
 fn minute_of(now: DateTime<Utc>) -> i64 {
@@ -171,21 +171,11 @@ fn stored(limit: u64) -> u64 {
     }
 }
 
-fn signed(item: &Item, name: &str) -> Option<i64> {
-    item.get(name)?.as_n().ok()?.parse().ok()
-}
-
-fn unsigned(item: &Item, name: &str) -> u64 {
-    signed(item, name)
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(0)
-}
-
 /// The operator's override stored in a user's item, if any.
 fn override_of(item: &Item) -> Option<DailyBudget> {
     Some(DailyBudget {
-        turns: u64::try_from(signed(item, "override_turns")?).ok()?,
-        tokens: u64::try_from(signed(item, "override_tokens")?).ok()?,
+        turns: number(item, "override_turns").ok()?,
+        tokens: number(item, "override_tokens").ok()?,
     })
 }
 
@@ -523,18 +513,18 @@ enum Taken {
 /// A user's day from their item.
 fn usage_of(item: &Item, now: DateTime<Utc>, policy: &BudgetPolicy) -> Usage {
     let day = day_of(item).unwrap_or_else(|| now.date_naive());
-    let this_minute = unsigned(item, &window(minute_of(now)));
+    let this_minute = number(item, &window(minute_of(now))).unwrap_or(0);
     let minute_left = i64::try_from(policy.per_minute.saturating_sub(this_minute)).unwrap_or(0);
     Usage {
         day,
         turns: Counter::of(
-            unsigned(item, "turns"),
-            unsigned(item, "turn_limit"),
+            number(item, "turns").unwrap_or(0),
+            number(item, "turn_limit").unwrap_or(0),
             signed(item, "turns_left").unwrap_or(0),
         ),
         tokens: Counter::of(
-            unsigned(item, "tokens"),
-            unsigned(item, "token_limit"),
+            number(item, "tokens").unwrap_or(0),
+            number(item, "token_limit").unwrap_or(0),
             signed(item, "tokens_left").unwrap_or(0),
         ),
         minute: Counter::of(this_minute, policy.per_minute, minute_left),
@@ -546,7 +536,7 @@ fn usage_of(item: &Item, now: DateTime<Utc>, policy: &BudgetPolicy) -> Usage {
 
 /// Why an open day refused a turn: the minute window first (it renews soonest).
 fn refusal(old: &Item, cost: u64, policy: &BudgetPolicy, now: DateTime<Utc>) -> StoreError {
-    let this_minute = unsigned(old, &window(minute_of(now)));
+    let this_minute = number(old, &window(minute_of(now))).unwrap_or(0);
     if policy.per_minute > 0 && this_minute >= policy.per_minute {
         return StoreError::RateLimited {
             per_minute: policy.per_minute,
@@ -557,15 +547,15 @@ fn refusal(old: &Item, cost: u64, policy: &BudgetPolicy, now: DateTime<Utc>) -> 
     if signed(old, "turns_left").unwrap_or(0) < 1 {
         return StoreError::QuotaExceeded {
             exhausted: Exhausted::Turns {
-                limit: unsigned(old, "turn_limit"),
+                limit: number(old, "turn_limit").unwrap_or(0),
             },
             retry_after_secs,
         };
     }
     StoreError::QuotaExceeded {
         exhausted: Exhausted::Tokens {
-            limit: unsigned(old, "token_limit"),
-            remaining: unsigned(old, "tokens_left"),
+            limit: number(old, "token_limit").unwrap_or(0),
+            remaining: number(old, "tokens_left").unwrap_or(0),
             needed: cost,
         },
         retry_after_secs,

@@ -13,12 +13,9 @@ use super::{
     items::{s, sort_key, Item},
     keys,
     meter::{ask, Work},
-    ConversationStore, StoreError,
+    ConversationStore, StoreError, BACKOFF,
 };
-use crate::{
-    backoff::full_jitter,
-    domain::{ConversationId, UserId},
-};
+use crate::domain::{ConversationId, UserId};
 
 /// DynamoDB's limit of requests in one `BatchWriteItem`.
 const BATCH_WRITE_LIMIT: usize = 25;
@@ -198,7 +195,8 @@ impl ConversationStore {
                 pending = unprocessed;
                 if !pending.is_empty() {
                     attempt += 1;
-                    let pause = full_jitter(BACKOFF_BASE, BACKOFF_CAP, attempt)
+                    let pause = BACKOFF
+                        .pause(attempt)
                         .min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
                 }
@@ -207,6 +205,3 @@ impl ConversationStore {
         Ok(())
     }
 }
-
-const BACKOFF_BASE: std::time::Duration = std::time::Duration::from_millis(20);
-const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_millis(500);

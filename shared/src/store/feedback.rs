@@ -10,15 +10,12 @@ use aws_sdk_dynamodb::{
 
 use super::{
     error::classify,
-    items::{self, n, s, text, timestamp, Item},
+    items::{self, n, optional, s, text, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    ConversationStore, Feedback, Page, PageRequest, StoreError,
+    ConversationStore, Feedback, Page, PageRequest, StoreError, BACKOFF,
 };
-use crate::{
-    backoff::full_jitter,
-    domain::{Comment, ConversationId, MessageId, Rating, UserId},
-};
+use crate::domain::{Comment, ConversationId, MessageId, Rating, UserId};
 
 /// Attempts of a feedback write that keeps colliding with concurrent ones.
 const MAX_ATTEMPTS: u32 = 5;
@@ -70,8 +67,8 @@ impl ConversationStore {
             comment: comment.map(|comment| comment.as_str().to_owned()),
             created_at: now.clone(),
             updated_at: now.clone(),
-            provider: text(&reply, "provider").ok().map(str::to_owned),
-            model: text(&reply, "model").ok().map(str::to_owned),
+            provider: optional(&reply, "provider"),
+            model: optional(&reply, "model"),
         };
         let mut item = Item::from([
             ("PK".to_owned(), s(&partition)),
@@ -123,12 +120,7 @@ impl ConversationStore {
                     new = !new;
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    let pause = full_jitter(
-                        std::time::Duration::from_millis(20),
-                        std::time::Duration::from_millis(500),
-                        attempt,
-                    );
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(BACKOFF.pause(attempt)).await;
                 }
                 Err(err) => return Err(err),
             }
@@ -150,13 +142,11 @@ impl ConversationStore {
         now: i64,
     ) -> Result<Result<(), Refusal>, StoreError> {
         let internal = |err| StoreError::Internal(Box::new(err));
-        let alive =
-            "attribute_exists(SK) AND (attribute_not_exists(expires_at) OR expires_at > :now)";
         let head = ConditionCheck::builder()
             .table_name(&self.table)
             .key("PK", s(partition))
             .key("SK", s(keys::head(conversation)))
-            .condition_expression(alive)
+            .condition_expression(EXISTS_NOT_EXPIRED)
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(internal)?;
@@ -164,7 +154,7 @@ impl ConversationStore {
             .table_name(&self.table)
             .key("PK", s(partition))
             .key("SK", s(message_key))
-            .condition_expression(format!("{alive} AND #role = :assistant"))
+            .condition_expression(format!("{EXISTS_NOT_EXPIRED} AND #role = :assistant"))
             .expression_attribute_names("#role", "role")
             .expression_attribute_values(":assistant", s("assistant"))
             .expression_attribute_values(":now", n(now))

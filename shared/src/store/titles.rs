@@ -29,7 +29,7 @@ impl ConversationStore {
             .key("PK", s(keys::partition(user)))
             .key("SK", s(keys::head(conversation)))
             .update_expression("SET title = :title")
-            .condition_expression(format!("attribute_exists(SK) AND ({})", items::NOT_EXPIRED))
+            .condition_expression(items::EXISTS_NOT_EXPIRED)
             .expression_attribute_values(":title", s(title.as_str()))
             .expression_attribute_values(":now", n(self.now().timestamp()))
             .return_values(ReturnValue::AllNew)
