@@ -8,7 +8,7 @@ use std::{
 
 use super::{
     breaker::{Breaker, BreakerConfig},
-    BoxFuture, Call, Completion, ContextMessage, Provider, ProviderError,
+    BoxFuture, Call, ContextMessage, Provider, ProviderError, WholeReply,
 };
 use crate::{
     backoff::Backoff,
@@ -40,9 +40,10 @@ pub(super) struct LlmConfig {
     pub(super) breaker: BreakerConfig,
 }
 
-/// A provider's answer, and who gave it.
+/// A completed answer to a conversation: the provider's whole reply, and who gave it (the
+/// chosen provider or a fallback).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub struct Completion {
     pub text: String,
     pub usage: TokenUsage,
     pub provider: String,
@@ -99,7 +100,7 @@ pub(super) trait Ask {
 struct Completing;
 
 impl Ask for Completing {
-    type Reply = Completion;
+    type Reply = WholeReply;
     const KIND: &'static str = "complete";
     const LATENCY_METRIC: &'static str = "ProviderLatency";
 
@@ -107,11 +108,11 @@ impl Ask for Completing {
         &self,
         provider: &'a dyn Provider,
         call: Call<'a>,
-    ) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+    ) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
         provider.complete(call)
     }
 
-    fn usage(reply: &Completion) -> Option<TokenUsage> {
+    fn usage(reply: &WholeReply) -> Option<TokenUsage> {
         Some(reply.usage)
     }
 }
@@ -260,11 +261,11 @@ impl Llm {
         choice: &Choice,
         messages: &[ContextMessage],
         deadline: Instant,
-    ) -> Result<Answer, LlmError> {
-        let (completion, served) = self.ask(&Completing, choice, messages, deadline).await?;
-        Ok(Answer {
-            text: completion.text,
-            usage: completion.usage,
+    ) -> Result<Completion, LlmError> {
+        let (reply, served) = self.ask(&Completing, choice, messages, deadline).await?;
+        Ok(Completion {
+            text: reply.text,
+            usage: reply.usage,
             provider: served.provider,
             model: served.model,
         })

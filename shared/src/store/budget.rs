@@ -27,7 +27,7 @@ use aws_sdk_dynamodb::{
 use chrono::{DateTime, Duration as Days, NaiveDate, Utc};
 
 use super::{
-    error::{classify, is_condition_failed},
+    error::{from_sdk, is_condition_failed},
     items::{n, number, s, signed, text, Item},
     keys,
     meter::{ask, Work},
@@ -271,7 +271,7 @@ impl ConversationStore {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     Ok(Taken::Refused(failed.item().cloned()))
                 }
-                _ => Err(classify(err)),
+                _ => Err(from_sdk(err)),
             },
         }
     }
@@ -350,7 +350,7 @@ impl ConversationStore {
                 Ok(Some(usage_of(&item, now, policy)))
             }
             Err(err) if is_condition_failed(&err) => Ok(None),
-            Err(err) => Err(classify(err)),
+            Err(err) => Err(from_sdk(err)),
         }
     }
 
@@ -381,7 +381,7 @@ impl ConversationStore {
             Ok(output) => self.meter.record(Work::Write, output.consumed_capacity()),
             Err(err) if is_condition_failed(&err) => {}
             Err(err) => {
-                tracing::warn!(error = %classify(err), "could not give a reservation back; it stays spent")
+                tracing::warn!(error = %from_sdk(err), "could not give a reservation back; it stays spent")
             }
         }
     }
@@ -481,7 +481,7 @@ impl ConversationStore {
                         policy,
                     ))
                 }
-                Err(err) if !is_condition_failed(&err) => return Err(classify(err)),
+                Err(err) if !is_condition_failed(&err) => return Err(from_sdk(err)),
                 Err(_) => {}
             }
             // Not open today: the override waits for the day's opening.
@@ -494,7 +494,7 @@ impl ConversationStore {
                 Ok(_) => return self.usage(user, policy).await,
                 // Opened meanwhile: again, as an open day.
                 Err(err) if is_condition_failed(&err) => continue,
-                Err(err) => return Err(classify(err)),
+                Err(err) => return Err(from_sdk(err)),
             }
         }
         Err(StoreError::Conflict {

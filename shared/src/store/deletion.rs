@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, WriteRequest};
 use tokio::time::Instant;
 
 use super::{
-    error::classify,
+    error::from_sdk,
     items::{s, sort_key, Item},
     keys,
     meter::{ask, Work},
@@ -50,7 +50,7 @@ impl ConversationStore {
             .return_consumed_capacity(ask())
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(from_sdk)?;
         self.meter.record(Work::Write, head.consumed_capacity());
         let mut deleted = usize::from(head.attributes().is_some());
         let messages = keys::messages(conversation);
@@ -127,7 +127,7 @@ impl ConversationStore {
                     .filter_expression("conversation_id = :conversation")
                     .expression_attribute_values(":conversation", s(conversation.as_str()));
             }
-            let output = query.send().await.map_err(classify)?;
+            let output = query.send().await.map_err(from_sdk)?;
             self.meter.record(Work::Read, output.consumed_capacity());
             let mut sort_keys: Vec<String> = output
                 .items()
@@ -184,7 +184,7 @@ impl ConversationStore {
                     .return_consumed_capacity(ask())
                     .send()
                     .await
-                    .map_err(classify)?;
+                    .map_err(from_sdk)?;
                 self.meter.record(Work::Write, output.consumed_capacity());
                 let unprocessed = output
                     .unprocessed_items()

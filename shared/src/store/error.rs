@@ -70,9 +70,9 @@ impl StoreError {
     }
 }
 
-/// Throttling and transient failures that outlived the SDK's retries are `Unavailable` (503);
-/// anything else is an internal error.
-pub(super) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+/// The store's error for a failed SDK call: throttling and transient failures that outlived the
+/// SDK's retries are `Unavailable` (503); anything else is an internal error.
+pub(super) fn from_sdk<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

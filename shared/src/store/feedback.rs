@@ -9,11 +9,12 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::classify,
+    error::from_sdk,
     items::{self, n, optional, s, text, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    ConversationStore, Feedback, Page, PageRequest, StoreError, BACKOFF,
+    paging::{resume_within, Listing, Next},
+    ConversationStore, Feedback, Order, Page, PageRequest, StoreError, BACKOFF,
 };
 use crate::domain::{Comment, ConversationId, MessageId, Rating, UserId};
 
@@ -28,7 +29,7 @@ pub enum Written {
 }
 
 /// Which condition of a feedback transaction failed.
-enum Refusal {
+enum FailedCondition {
     /// The conversation or the message is gone, or the message is not a reply.
     NotFound,
     /// The feedback existed when created, or vanished when replaced: the existing item, if any.
@@ -111,8 +112,8 @@ impl ConversationStore {
             {
                 Ok(Ok(())) if new => return Ok((Written::Created, feedback)),
                 Ok(Ok(())) => return Ok((Written::Replaced, feedback)),
-                Ok(Err(Refusal::NotFound)) => return Err(StoreError::MessageNotFound),
-                Ok(Err(Refusal::Feedback(previous))) => {
+                Ok(Err(FailedCondition::NotFound)) => return Err(StoreError::MessageNotFound),
+                Ok(Err(FailedCondition::Feedback(previous))) => {
                     if let Ok(created_at) = text(&previous, "created_at") {
                         item.insert("created_at".to_owned(), s(created_at));
                         feedback.created_at = created_at.to_owned();
@@ -140,7 +141,7 @@ impl ConversationStore {
         item: Item,
         new: bool,
         now: i64,
-    ) -> Result<Result<(), Refusal>, StoreError> {
+    ) -> Result<Result<(), FailedCondition>, StoreError> {
         let internal = |err| StoreError::Internal(Box::new(err));
         let head = ConditionCheck::builder()
             .table_name(&self.table)
@@ -191,7 +192,7 @@ impl ConversationStore {
             Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
                 cancelled.cancellation_reasons().to_vec()
             }
-            _ => return Err(classify(err)),
+            _ => return Err(from_sdk(err)),
         };
         let failed = |index: usize| {
             reasons
@@ -200,7 +201,7 @@ impl ConversationStore {
                 .is_some_and(|code| code == "ConditionalCheckFailed")
         };
         if failed(0) || failed(1) {
-            return Ok(Err(Refusal::NotFound));
+            return Ok(Err(FailedCondition::NotFound));
         }
         if failed(2) {
             let previous = reasons
@@ -208,7 +209,7 @@ impl ConversationStore {
                 .and_then(|reason| reason.item())
                 .cloned()
                 .unwrap_or_default();
-            return Ok(Err(Refusal::Feedback(previous)));
+            return Ok(Err(FailedCondition::Feedback(previous)));
         }
         // TransactionConflict: another post on the same message is in flight. Ours is as good.
         Err(StoreError::Conflict { attempts: 1 })
@@ -223,10 +224,14 @@ impl ConversationStore {
         page: &PageRequest,
     ) -> Result<Page<Feedback>, StoreError> {
         let prefix = keys::feedback_on(conversation);
-        let start = super::paging::resume_within(page, &prefix)?;
-        let raw = self
-            .query_page(user, &prefix, start, page.limit, false, true)
-            .await?;
+        let listing = Listing {
+            prefix: &prefix,
+            start_after: resume_within(page, &prefix)?,
+            limit: page.limit,
+            order: Order::Newest,
+            next: Next::Cursor,
+        };
+        let raw = self.query_page(user, &listing).await?;
         raw.map(items::feedback_from)
     }
 }

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::{classify, is_condition_failed},
+    error::{from_sdk as classify, is_condition_failed},
     items::{n, s, text},
     keys, ConversationStore, StoreError,
 };

@@ -234,7 +234,7 @@ pub struct Feedback {
     pub model: Option<String>,
 }
 
-/// The order of a message listing.
+/// The order of a listing, by sort key: for messages and conversations, by creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     #[default]

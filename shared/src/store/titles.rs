@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{
-    error::{classify, is_condition_failed},
+    error::{from_sdk, is_condition_failed},
     items::{self, n, s},
     keys,
     meter::{ask, Work},
@@ -39,7 +39,7 @@ impl ConversationStore {
         let output = match result {
             Ok(output) => output,
             Err(err) if is_condition_failed(&err) => return Err(StoreError::NotFound),
-            Err(err) => return Err(classify(err)),
+            Err(err) => return Err(from_sdk(err)),
         };
         self.meter.record(Work::Write, output.consumed_capacity());
         let item = output

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::{classify, is_condition_failed, is_timeout, is_transaction_conflict},
+    error::{from_sdk as classify, is_condition_failed, is_timeout, is_transaction_conflict},
     items::{n, number, s, timestamp, Item},
     keys,
     meter::{ask, Work},

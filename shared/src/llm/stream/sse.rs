@@ -1,12 +1,12 @@
 //! Server-sent events from a provider's streamed response, parsed by `eventsource-stream`; each
-//! provider turns an event's data into a [`Delta`].
+//! provider turns an event's data into a [`Piece`].
 
 use std::pin::Pin;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_core::Stream;
 
-use super::Delta;
+use super::Piece;
 use crate::llm::ProviderError;
 
 type Events =
@@ -14,7 +14,7 @@ type Events =
 
 /// What one event's data says.
 pub(in crate::llm) enum Parsed {
-    Delta(Delta),
+    Piece(Piece),
     /// The end marker (OpenAI's `[DONE]`).
     Done,
 }
@@ -54,8 +54,8 @@ impl SseSource {
         })
     }
 
-    /// The next delta; `Ok(None)` at the normal end.
-    pub(super) async fn next(&mut self) -> Result<Option<Delta>, ProviderError> {
+    /// The next piece; `Ok(None)` at the normal end.
+    pub(super) async fn next(&mut self) -> Result<Option<Piece>, ProviderError> {
         loop {
             if self.done {
                 return Ok(None);
@@ -86,9 +86,9 @@ impl SseSource {
                     self.done = true;
                     return Ok(None);
                 }
-                Parsed::Delta(delta) => {
-                    self.finished |= delta.finished;
-                    return Ok(Some(delta));
+                Parsed::Piece(piece) => {
+                    self.finished |= piece.finished;
+                    return Ok(Some(piece));
                 }
             }
         }
