@@ -2,7 +2,7 @@
 //! come from (a provider's server-sent events, `sse.rs`, or the echo provider's words).
 //!
 //! Retries, breakers and the fallback list act until a provider's first piece of text is in hand
-//! (the same loop as `complete`, in `resilient.rs`); after that the stream belongs to the caller,
+//! (the same loop as `complete`, in `resilient/fallback.rs`); after that the stream belongs to the caller,
 //! and every read is bounded by the request's deadline.
 
 use std::{
