@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use aws_config::{timeout::TimeoutConfig, BehaviorVersion};
 
-use crate::config::Config;
-
 /// The clients a function may use. Cloning is cheap: clients share their connection pools.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -16,18 +14,24 @@ pub struct AwsClients {
     pub secrets: aws_sdk_secretsmanager::Client,
 }
 
-impl AwsClients {
-    /// Builds the clients from the standard AWS configuration chain. It makes no network call:
-    /// credentials are resolved lazily, on the first request.
-    pub async fn load(config: &Config) -> Self {
-        Self::with_timeouts(config.aws_connect_timeout, config.aws_operation_timeout).await
-    }
+/// The timeouts of every client (a function's `Config` gives them: `shared::startup`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The longest a connection may take to open.
+    pub connect: Duration,
+    /// The longest one call may take, its retries included.
+    pub operation: Duration,
+}
 
-    /// As [`Self::load`], for tools that have no function configuration.
-    pub async fn with_timeouts(connect: Duration, operation: Duration) -> Self {
+impl AwsClients {
+    /// Builds the clients from the standard AWS configuration chain, with `timeouts` (a
+    /// function's `&Config`, or [`Timeouts`] for tools that have none). It makes no network
+    /// call: credentials are resolved lazily, on the first request.
+    pub async fn load(timeouts: impl Into<Timeouts>) -> Self {
+        let timeouts = timeouts.into();
         let timeouts = TimeoutConfig::builder()
-            .connect_timeout(connect)
-            .operation_timeout(operation)
+            .connect_timeout(timeouts.connect)
+            .operation_timeout(timeouts.operation)
             .build();
         let sdk_config = aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(timeouts)

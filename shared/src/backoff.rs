@@ -2,33 +2,28 @@
 
 use std::time::Duration;
 
-/// A capped exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy)]
+/// Capped exponential backoff with full jitter: the store's retries (`store::BACKOFF`) and the
+/// LLM providers' (configured) use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
+    /// The bound of the first retry's pause.
     pub base: Duration,
+    /// The bound of every pause.
     pub cap: Duration,
 }
 
 impl Backoff {
-    /// The pause before retry `attempt` (1 is the first retry).
+    /// A random pause from zero up to `base * 2^(attempt - 1)`, capped at `cap` (attempt 1 is the
+    /// first retry). Full jitter spreads writers that collided, so they do not collide again.
     pub fn pause(&self, attempt: u32) -> Duration {
-        full_jitter(self.base, self.cap, attempt)
+        self.bound(attempt).mul_f64(fastrand::f64())
     }
-}
 
-/// The store's retries of a collided or timed-out write.
-pub const STORE_RETRY: Backoff = Backoff {
-    base: Duration::from_millis(20),
-    cap: Duration::from_millis(500),
-};
-
-/// A random pause from zero up to `base * 2^(attempt - 1)`, capped at `cap` (attempt 1 is the
-/// first retry). Full jitter spreads writers that collided, so they do not collide again.
-pub fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let bound = base
-        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-        .min(cap);
-    bound.mul_f64(fastrand::f64())
+    fn bound(&self, attempt: u32) -> Duration {
+        self.base
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
+            .min(self.cap)
+    }
 }
 
 #[cfg(test)]
@@ -37,15 +32,17 @@ mod tests {
 
     #[test]
     fn pauses_grow_and_stay_under_the_cap() {
-        let (base, cap) = (Duration::from_millis(10), Duration::from_millis(500));
+        let backoff = Backoff {
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(500),
+        };
+        assert_eq!(backoff.bound(1), backoff.base);
+        assert_eq!(backoff.bound(2), Duration::from_millis(20));
+        assert_eq!(backoff.bound(40), backoff.cap);
         for attempt in [1, 2, 5, 40, u32::MAX] {
-            let bound = base
-                .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-                .min(cap);
             for _ in 0..50 {
-                assert!(full_jitter(base, cap, attempt) <= bound);
+                assert!(backoff.pause(attempt) <= backoff.bound(attempt));
             }
         }
-        assert!(full_jitter(base, cap, 1) <= base);
     }
 }

@@ -63,14 +63,14 @@ pub async fn check(clients: &AwsClients, config: &Config) -> Readiness {
     let (dynamodb, secrets) = tokio::join!(
         timed("dynamodb", timeout, async {
             table.await.map(drop).map_err(|err| {
-                classify(err, |e: &DescribeTableError| {
+                failure_kind(err, |e: &DescribeTableError| {
                     e.is_resource_not_found_exception()
                 })
             })
         }),
         timed("secretsmanager", timeout, async {
             secret.await.map(drop).map_err(|err| {
-                classify(err, |e: &DescribeSecretError| {
+                failure_kind(err, |e: &DescribeSecretError| {
                     e.is_resource_not_found_exception()
                 })
             })
@@ -104,7 +104,7 @@ async fn timed(
 
 /// Sorts an SDK error into a category safe to show on an unauthenticated route; the whole error
 /// goes to the log.
-fn classify<E, R>(err: SdkError<E, R>, is_not_found: impl Fn(&E) -> bool) -> &'static str
+fn failure_kind<E, R>(err: SdkError<E, R>, is_not_found: impl Fn(&E) -> bool) -> &'static str
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,

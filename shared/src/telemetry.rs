@@ -1,6 +1,9 @@
-//! Structured JSON logs through `tracing`, and the cold-start flag.
+//! Structured JSON logs through `tracing`, CloudWatch metrics as Embedded Metric Format records
+//! in the log, the one summary line (and record) of each request, and the cold-start flag.
 //!
 //! Info-level lines carry ids, routes, statuses and timings; never a secret, never a message body.
+//! Metric records are written only once `startup::apply` turned them on (in Lambda, or with
+//! `METRICS=emf`); until then [`emit_metrics`] writes nothing.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -100,8 +103,8 @@ pub(crate) fn metric_record(
 static METRICS: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// Turns metric records on (`Config::metrics`: in Lambda, where CloudWatch reads them, or when
-/// `METRICS=emf` asks for them) for `function_name`, once per process; the configuration loader
-/// calls it. Until then, and when off, no record is written.
+/// `METRICS=emf` asks for them) for `function_name`, once per process; `startup::apply` calls
+/// it. Until then, and when off, no record is written.
 pub(crate) fn configure_metrics(enabled: bool, function_name: &str) {
     let _ = METRICS.set(enabled.then(|| function_name.to_owned()));
 }

@@ -9,8 +9,9 @@ use e2e::{chat_request, json_body, stack, user};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use shared::{
+    config::{BudgetPolicy, DailyBudget},
     domain::UserId,
-    store::{BudgetPolicy, ConversationStore, DailyBudget, Exhausted, StoreError},
+    store::{ConversationStore, Exhausted, StoreError},
 };
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
 

@@ -20,12 +20,12 @@ use lambda_http::{http::StatusCode, Request, Response};
 use serde::Deserialize;
 use shared::{
     aws::AwsClients,
-    config::{ChatConfig, Config, ConfigError},
+    config::{BudgetPolicy, ChatConfig, Config, ConfigError},
     domain::MessageText,
     http::{self, AnswerBody, ApiError, Invocation},
     llm::Llm,
     secrets::ProviderKeys,
-    store::{BudgetPolicy, ConversationStore},
+    store::ConversationStore,
 };
 
 use turn::{Claimed, Deadlines, Turn};
@@ -48,6 +48,7 @@ pub struct State {
 impl State {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
+        shared::startup::apply(&config);
         let chat = ChatConfig::from_env()?;
         let clients = AwsClients::load(&config).await;
         Self::new(&config, chat, &clients)

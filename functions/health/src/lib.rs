@@ -34,6 +34,7 @@ impl State {
     /// Reads the configuration and builds the clients; fails naming a bad variable.
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
+        shared::startup::apply(&config);
         let clients = AwsClients::load(&config).await;
         Ok(Self::new(config, clients))
     }

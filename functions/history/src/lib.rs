@@ -29,6 +29,7 @@ pub struct State {
 impl State {
     pub async fn from_env() -> Result<Self, ConfigError> {
         let config = Config::from_env()?;
+        shared::startup::apply(&config);
         let clients = AwsClients::load(&config).await;
         Ok(Self::new(&config, &clients))
     }

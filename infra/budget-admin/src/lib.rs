@@ -14,8 +14,9 @@
 
 use serde_json::{json, Value};
 use shared::{
+    config::{BudgetPolicy, DailyBudget},
     domain::UserId,
-    store::{BudgetPolicy, ConversationStore, Counter, DailyBudget, StoreError, Usage},
+    store::{ConversationStore, Counter, StoreError, Usage},
 };
 
 pub const USAGE: &str =

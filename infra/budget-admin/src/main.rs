@@ -2,7 +2,10 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use shared::{aws::AwsClients, store::ConversationStore};
+use shared::{
+    aws::{AwsClients, Timeouts},
+    store::ConversationStore,
+};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -25,7 +28,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let clients = AwsClients::with_timeouts(Duration::from_secs(2), Duration::from_secs(30)).await;
+    let clients = AwsClients::load(Timeouts {
+        connect: Duration::from_secs(2),
+        operation: Duration::from_secs(30),
+    })
+    .await;
     let store = ConversationStore::new(clients.dynamodb, table, None);
     match budget_admin::run(&store, &policy, &command).await {
         Ok(report) => {

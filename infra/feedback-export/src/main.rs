@@ -10,7 +10,7 @@
 use std::{process::ExitCode, time::Duration};
 
 use chrono::NaiveDate;
-use shared::aws::AwsClients;
+use shared::aws::{AwsClients, Timeouts};
 
 struct Args {
     table: String,
@@ -68,7 +68,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let clients = AwsClients::with_timeouts(Duration::from_secs(2), Duration::from_secs(30)).await;
+    let clients = AwsClients::load(Timeouts {
+        connect: Duration::from_secs(2),
+        operation: Duration::from_secs(30),
+    })
+    .await;
     let table = feedback_export::Table {
         db: clients.dynamodb,
         name: args.table.clone(),

@@ -106,6 +106,7 @@ impl Functions {
     /// Builds every function's state from the environment, as each Lambda would at cold start.
     pub async fn from_env() -> Result<Self, shared::config::ConfigError> {
         let config = shared::config::Config::from_env()?;
+        shared::startup::apply(&config);
         let clients = shared::aws::AwsClients::load(&config).await;
         let chat = shared::config::ChatConfig::from_env()?;
         let feedback = shared::config::FeedbackConfig::from_env()?;

@@ -1,7 +1,22 @@
-//! The per-user budgets' settings (`shared::store::budget` enforces them).
+//! The per-user budgets' settings (the store's budget enforces them).
 
 use super::{ConfigError, Vars};
-use crate::store::{BudgetPolicy, DailyBudget};
+
+/// A user's daily budget, or the deployment's default; 0 means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyBudget {
+    pub turns: u64,
+    pub tokens: u64,
+}
+
+/// The budget rules of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    /// Every user's daily budget unless an operator set another.
+    pub daily: DailyBudget,
+    /// Turns that may start in one calendar minute; 0 means unlimited.
+    pub per_minute: u64,
+}
 
 /// `DAILY_TURN_BUDGET` (default 200), `DAILY_TOKEN_BUDGET` (200,000: input plus output tokens)
 /// per user and UTC day, and `TURNS_PER_MINUTE` (10) per user; 0 means unlimited.

@@ -18,8 +18,8 @@ const REPLAYED: &str = "idempotent-replayed";
 
 static ALLOWED_ORIGIN: OnceLock<Option<HeaderValue>> = OnceLock::new();
 
-/// Sets the one browser origin the API answers (`CORS_ALLOW_ORIGIN`), once per process; the
-/// configuration loader calls it. API Gateway answers preflights; a proxy integration must add
+/// Sets the one browser origin the API answers (`CORS_ALLOW_ORIGIN`), once per process;
+/// `startup::apply` calls it. API Gateway answers preflights; a proxy integration must add
 /// the header to every response itself.
 pub(crate) fn set_allowed_origin(origin: Option<&str>) {
     let value = origin

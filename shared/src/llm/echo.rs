@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{
     stream::{word_pieces, Source},
-    BoxFuture, Call, Completion, Provider, ProviderError, Role,
+    BoxFuture, Call, Provider, ProviderError, Role, WholeReply,
 };
 use crate::domain::TokenUsage;
 
@@ -68,13 +68,13 @@ impl Provider for Echo {
         None
     }
 
-    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
         Box::pin(async move {
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency.min(call.timeout)).await;
             }
             let text = answer(&call);
-            Ok(Completion {
+            Ok(WholeReply {
                 usage: TokenUsage {
                     input_tokens: super::prompt_words(call.messages, call.system),
                     output_tokens: super::words(&text),

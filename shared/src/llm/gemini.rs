@@ -6,9 +6,8 @@ use serde::{de::IgnoredAny, Deserialize, Serialize};
 
 use super::{
     post_json, send,
-    sse::{malformed_chunk, reported_error, Parsed, SseSource},
-    stream::{Delta, Source},
-    BoxFuture, Call, Completion, Provider, ProviderError, Role,
+    stream::{malformed_chunk, reported_error, Parsed, Piece, Source, SseSource},
+    BoxFuture, Call, Provider, ProviderError, Role, WholeReply,
 };
 use crate::domain::TokenUsage;
 
@@ -145,7 +144,7 @@ fn parse_event(data: &str) -> Result<Parsed, ProviderError> {
             output_tokens: usage.candidates_token_count?,
         })
     });
-    Ok(Parsed::Delta(Delta {
+    Ok(Parsed::Piece(Piece {
         text: response.text().unwrap_or_default(),
         usage,
         finished,
@@ -198,7 +197,7 @@ impl Provider for Gemini {
         Some("gemini_api_key")
     }
 
-    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
         Box::pin(async move {
             let request = self.request(&call, "generateContent");
             let mut response: Response = post_json(request, call.timeout).await?;
@@ -212,7 +211,7 @@ impl Provider for Gemini {
                     input_tokens: usage.prompt_token_count,
                     output_tokens: usage.candidates_token_count.unwrap_or(0),
                 });
-            Ok(Completion { text, usage })
+            Ok(WholeReply { text, usage })
         })
     }
 

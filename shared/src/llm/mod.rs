@@ -6,7 +6,6 @@ mod echo;
 mod gemini;
 mod openai;
 mod resilient;
-mod sse;
 mod stream;
 
 use std::{future::Future, pin::Pin, time::Duration};
@@ -17,7 +16,7 @@ use breaker::BreakerConfig;
 use echo::Echo;
 use gemini::Gemini;
 use openai::OpenAi;
-pub use resilient::{Answer, Choice, Llm, LlmError, Offer};
+pub use resilient::{Choice, Completion, Llm, LlmError, Offer};
 use resilient::{LlmConfig, ProviderSettings};
 use stream::Source;
 pub use stream::{ReplyStream, StreamError};
@@ -63,9 +62,9 @@ struct Call<'a> {
     pub max_output_tokens: u32,
 }
 
-/// A provider's answer.
+/// A provider's whole reply to one call (not streamed), before [`Llm`] says who gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Completion {
+struct WholeReply {
     pub text: String,
     pub usage: TokenUsage,
 }
@@ -126,7 +125,7 @@ trait Provider: Send + Sync {
     fn name(&self) -> &str;
     /// The name of this provider's key in the keys secret; `None` if it needs no key.
     fn key_name(&self) -> Option<&str>;
-    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>>;
+    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>>;
     /// Starts a streamed answer: the request is sent and its status checked, and the pieces are
     /// read from the returned source. `call.timeout` is for the caller to enforce: it bounds the
     /// wait for the first piece, not the whole stream.
@@ -226,8 +225,10 @@ impl Llm {
             fallback: config.fallback.clone(),
             system_prompt: config.system_prompt.clone(),
             max_attempts: config.max_attempts,
-            backoff_base: config.backoff_base,
-            backoff_cap: config.backoff_cap,
+            backoff: crate::backoff::Backoff {
+                base: config.backoff_base,
+                cap: config.backoff_cap,
+            },
             request_timeout: config.request_timeout,
             max_output_tokens: config.max_output_tokens,
             breaker: BreakerConfig {

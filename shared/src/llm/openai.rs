@@ -5,9 +5,8 @@ use serde::{de::IgnoredAny, Deserialize, Serialize};
 
 use super::{
     post_json, send,
-    sse::{malformed_chunk, reported_error, Parsed, SseSource},
-    stream::{Delta, Source},
-    BoxFuture, Call, Completion, Provider, ProviderError, Role,
+    stream::{malformed_chunk, reported_error, Parsed, Piece, Source, SseSource},
+    BoxFuture, Call, Provider, ProviderError, Role, WholeReply,
 };
 use crate::domain::TokenUsage;
 
@@ -130,7 +129,7 @@ fn parse_chunk(data: &str) -> Result<Parsed, ProviderError> {
         .and_then(|choice| choice.delta)
         .and_then(|delta| delta.content)
         .unwrap_or_default();
-    Ok(Parsed::Delta(Delta {
+    Ok(Parsed::Piece(Piece {
         text,
         usage: chunk.usage.map(TokenUsage::from),
         finished,
@@ -182,7 +181,7 @@ impl Provider for OpenAi {
         Some("openai_api_key")
     }
 
-    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Completion, ProviderError>> {
+    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
         Box::pin(async move {
             let request = self.request(&call, false);
             let response: Response = post_json(request, call.timeout).await?;
@@ -195,7 +194,7 @@ impl Provider for OpenAi {
             let usage = response
                 .usage
                 .map_or_else(TokenUsage::default, TokenUsage::from);
-            Ok(Completion { text, usage })
+            Ok(WholeReply { text, usage })
         })
     }
 

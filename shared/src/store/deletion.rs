@@ -9,16 +9,13 @@ use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, WriteRequest};
 use tokio::time::Instant;
 
 use super::{
-    error::classify,
+    error::from_sdk,
     items::{s, sort_key, Item},
     keys,
     meter::{ask, Work},
-    ConversationStore, StoreError,
+    ConversationStore, StoreError, BACKOFF,
 };
-use crate::{
-    backoff::full_jitter,
-    domain::{ConversationId, UserId},
-};
+use crate::domain::{ConversationId, UserId};
 
 /// DynamoDB's limit of requests in one `BatchWriteItem`.
 const BATCH_WRITE_LIMIT: usize = 25;
@@ -53,7 +50,7 @@ impl ConversationStore {
             .return_consumed_capacity(ask())
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(from_sdk)?;
         self.meter.record(Work::Write, head.consumed_capacity());
         let mut deleted = usize::from(head.attributes().is_some());
         let messages = keys::messages(conversation);
@@ -130,7 +127,7 @@ impl ConversationStore {
                     .filter_expression("conversation_id = :conversation")
                     .expression_attribute_values(":conversation", s(conversation.as_str()));
             }
-            let output = query.send().await.map_err(classify)?;
+            let output = query.send().await.map_err(from_sdk)?;
             self.meter.record(Work::Read, output.consumed_capacity());
             let mut sort_keys: Vec<String> = output
                 .items()
@@ -187,7 +184,7 @@ impl ConversationStore {
                     .return_consumed_capacity(ask())
                     .send()
                     .await
-                    .map_err(classify)?;
+                    .map_err(from_sdk)?;
                 self.meter.record(Work::Write, output.consumed_capacity());
                 let unprocessed = output
                     .unprocessed_items()
@@ -198,7 +195,8 @@ impl ConversationStore {
                 pending = unprocessed;
                 if !pending.is_empty() {
                     attempt += 1;
-                    let pause = full_jitter(BACKOFF_BASE, BACKOFF_CAP, attempt)
+                    let pause = BACKOFF
+                        .pause(attempt)
                         .min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
                 }
@@ -207,6 +205,3 @@ impl ConversationStore {
         Ok(())
     }
 }
-
-const BACKOFF_BASE: std::time::Duration = std::time::Duration::from_millis(20);
-const BACKOFF_CAP: std::time::Duration = std::time::Duration::from_millis(500);

@@ -1,6 +1,11 @@
 //! The store's errors, and how an SDK failure becomes one.
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::{
+    error::{ProvideErrorMetadata, SdkError},
+    operation::{
+        delete_item::DeleteItemError, put_item::PutItemError, update_item::UpdateItemError,
+    },
+};
 
 use super::InvalidCursor;
 use crate::BoxError;
@@ -65,9 +70,9 @@ impl StoreError {
     }
 }
 
-/// Throttling and transient failures that outlived the SDK's retries are `Unavailable` (503);
-/// anything else is an internal error.
-pub(super) fn classify<E, R>(err: SdkError<E, R>) -> StoreError
+/// The store's error for a failed SDK call: throttling and transient failures that outlived the
+/// SDK's retries are `Unavailable` (503); anything else is an internal error.
+pub(super) fn from_sdk<E, R>(err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -101,17 +106,38 @@ fn is_transient_code(code: Option<&str>) -> bool {
     )
 }
 
+/// The error of a single-item write, which says by its type why the write was refused.
+pub(super) trait WriteError {
+    /// The write's condition did not hold.
+    fn condition_failed(&self) -> bool;
+    /// A transaction in flight on the same item stood in the way.
+    fn transaction_conflict(&self) -> bool;
+}
+
+macro_rules! write_error {
+    ($($error:ty),*) => {$(
+        impl WriteError for $error {
+            fn condition_failed(&self) -> bool {
+                self.is_conditional_check_failed_exception()
+            }
+            fn transaction_conflict(&self) -> bool {
+                self.is_transaction_conflict_exception()
+            }
+        }
+    )*};
+}
+
+write_error!(PutItemError, UpdateItemError, DeleteItemError);
+
 /// A single-item write that collided with a transaction in flight on the same item: the same
 /// write may be tried again at once.
-pub(super) fn is_transaction_conflict<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    err.as_service_error()
-        .is_some_and(|e| e.code() == Some("TransactionConflictException"))
+pub(super) fn is_transaction_conflict<E: WriteError, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error().is_some_and(E::transaction_conflict)
 }
 
 /// A conditional write whose condition did not hold (nothing was written).
-pub(super) fn is_condition_failed<E: ProvideErrorMetadata, R>(err: &SdkError<E, R>) -> bool {
-    err.as_service_error()
-        .is_some_and(|e| e.code() == Some("ConditionalCheckFailedException"))
+pub(super) fn is_condition_failed<E: WriteError, R>(err: &SdkError<E, R>) -> bool {
+    err.as_service_error().is_some_and(E::condition_failed)
 }
 
 /// A call whose outcome is unknown: it may or may not have been carried out.

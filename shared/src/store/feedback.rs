@@ -9,16 +9,14 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::classify,
-    items::{self, n, s, text, timestamp, Item},
+    error::from_sdk,
+    items::{self, n, optional, s, text, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    ConversationStore, Feedback, Page, PageRequest, StoreError,
+    paging::{resume_within, Listing, Next},
+    ConversationStore, Feedback, Order, Page, PageRequest, StoreError, BACKOFF,
 };
-use crate::{
-    backoff::full_jitter,
-    domain::{Comment, ConversationId, MessageId, Rating, UserId},
-};
+use crate::domain::{Comment, ConversationId, MessageId, Rating, UserId};
 
 /// Attempts of a feedback write that keeps colliding with concurrent ones.
 const MAX_ATTEMPTS: u32 = 5;
@@ -31,7 +29,7 @@ pub enum Written {
 }
 
 /// Which condition of a feedback transaction failed.
-enum Refusal {
+enum FailedCondition {
     /// The conversation or the message is gone, or the message is not a reply.
     NotFound,
     /// The feedback existed when created, or vanished when replaced: the existing item, if any.
@@ -70,8 +68,8 @@ impl ConversationStore {
             comment: comment.map(|comment| comment.as_str().to_owned()),
             created_at: now.clone(),
             updated_at: now.clone(),
-            provider: text(&reply, "provider").ok().map(str::to_owned),
-            model: text(&reply, "model").ok().map(str::to_owned),
+            provider: optional(&reply, "provider"),
+            model: optional(&reply, "model"),
         };
         let mut item = Item::from([
             ("PK".to_owned(), s(&partition)),
@@ -114,8 +112,8 @@ impl ConversationStore {
             {
                 Ok(Ok(())) if new => return Ok((Written::Created, feedback)),
                 Ok(Ok(())) => return Ok((Written::Replaced, feedback)),
-                Ok(Err(Refusal::NotFound)) => return Err(StoreError::MessageNotFound),
-                Ok(Err(Refusal::Feedback(previous))) => {
+                Ok(Err(FailedCondition::NotFound)) => return Err(StoreError::MessageNotFound),
+                Ok(Err(FailedCondition::Feedback(previous))) => {
                     if let Ok(created_at) = text(&previous, "created_at") {
                         item.insert("created_at".to_owned(), s(created_at));
                         feedback.created_at = created_at.to_owned();
@@ -123,12 +121,7 @@ impl ConversationStore {
                     new = !new;
                 }
                 Err(StoreError::Conflict { .. }) => {
-                    let pause = full_jitter(
-                        std::time::Duration::from_millis(20),
-                        std::time::Duration::from_millis(500),
-                        attempt,
-                    );
-                    tokio::time::sleep(pause).await;
+                    tokio::time::sleep(BACKOFF.pause(attempt)).await;
                 }
                 Err(err) => return Err(err),
             }
@@ -148,15 +141,13 @@ impl ConversationStore {
         item: Item,
         new: bool,
         now: i64,
-    ) -> Result<Result<(), Refusal>, StoreError> {
+    ) -> Result<Result<(), FailedCondition>, StoreError> {
         let internal = |err| StoreError::Internal(Box::new(err));
-        let alive =
-            "attribute_exists(SK) AND (attribute_not_exists(expires_at) OR expires_at > :now)";
         let head = ConditionCheck::builder()
             .table_name(&self.table)
             .key("PK", s(partition))
             .key("SK", s(keys::head(conversation)))
-            .condition_expression(alive)
+            .condition_expression(EXISTS_NOT_EXPIRED)
             .expression_attribute_values(":now", n(now))
             .build()
             .map_err(internal)?;
@@ -164,7 +155,7 @@ impl ConversationStore {
             .table_name(&self.table)
             .key("PK", s(partition))
             .key("SK", s(message_key))
-            .condition_expression(format!("{alive} AND #role = :assistant"))
+            .condition_expression(format!("{EXISTS_NOT_EXPIRED} AND #role = :assistant"))
             .expression_attribute_names("#role", "role")
             .expression_attribute_values(":assistant", s("assistant"))
             .expression_attribute_values(":now", n(now))
@@ -201,7 +192,7 @@ impl ConversationStore {
             Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => {
                 cancelled.cancellation_reasons().to_vec()
             }
-            _ => return Err(classify(err)),
+            _ => return Err(from_sdk(err)),
         };
         let failed = |index: usize| {
             reasons
@@ -210,7 +201,7 @@ impl ConversationStore {
                 .is_some_and(|code| code == "ConditionalCheckFailed")
         };
         if failed(0) || failed(1) {
-            return Ok(Err(Refusal::NotFound));
+            return Ok(Err(FailedCondition::NotFound));
         }
         if failed(2) {
             let previous = reasons
@@ -218,7 +209,7 @@ impl ConversationStore {
                 .and_then(|reason| reason.item())
                 .cloned()
                 .unwrap_or_default();
-            return Ok(Err(Refusal::Feedback(previous)));
+            return Ok(Err(FailedCondition::Feedback(previous)));
         }
         // TransactionConflict: another post on the same message is in flight. Ours is as good.
         Err(StoreError::Conflict { attempts: 1 })
@@ -233,10 +224,14 @@ impl ConversationStore {
         page: &PageRequest,
     ) -> Result<Page<Feedback>, StoreError> {
         let prefix = keys::feedback_on(conversation);
-        let start = super::paging::resume_within(page, &prefix)?;
-        let raw = self
-            .query_page(user, &prefix, start, page.limit, false, true)
-            .await?;
+        let listing = Listing {
+            prefix: &prefix,
+            start_after: resume_within(page, &prefix)?,
+            limit: page.limit,
+            order: Order::Newest,
+            next: Next::Cursor,
+        };
+        let raw = self.query_page(user, &listing).await?;
         raw.map(items::feedback_from)
     }
 }

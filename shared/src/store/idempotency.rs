@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    error::{classify, is_condition_failed},
+    error::{from_sdk, is_condition_failed},
     items::{n, s, text},
     keys, ConversationStore, StoreError,
 };
@@ -125,7 +125,7 @@ impl ConversationStore {
                         )
                     })?
                 }
-                _ => return Err(classify(err)),
+                _ => return Err(from_sdk(err)),
             },
         };
         if text(&existing, "payload_hash")? != fingerprint {
@@ -156,7 +156,7 @@ impl ConversationStore {
             // Our lease ran out and another request holds the key now: it is theirs to settle.
             Err(err) if is_condition_failed(&err) => {}
             Err(err) => {
-                let err = classify(err);
+                let err = from_sdk(err);
                 tracing::error!(error = %err, "could not release the idempotency record; it frees itself when its lease ends");
             }
         }

@@ -11,8 +11,19 @@ use crate::domain::{Rating, Role, TokenUsage};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
+/// The condition of a live item, written once for the two forms below (`:now`: epoch seconds).
+macro_rules! not_expired {
+    () => {
+        "attribute_not_exists(expires_at) OR expires_at > :now"
+    };
+}
+
 /// Reads skip items whose retention has passed: DynamoDB deletes expired items late.
-pub(super) const NOT_EXPIRED: &str = "attribute_not_exists(expires_at) OR expires_at > :now";
+pub(super) const NOT_EXPIRED: &str = not_expired!();
+
+/// A write's condition that its item exists and is not expired (a conversation's head, a reply).
+pub(super) const EXISTS_NOT_EXPIRED: &str =
+    concat!("attribute_exists(SK) AND (", not_expired!(), ")");
 
 pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -27,6 +38,8 @@ pub(super) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The readers of an item's attributes: each names the attribute when it is missing or has
+/// another type.
 pub(super) fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|value| value.as_s().ok())
@@ -34,14 +47,26 @@ pub(super) fn text<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing or not a string")))
 }
 
+/// A count or limit: a whole number of zero or more.
 pub(super) fn number(item: &Item, name: &str) -> Result<u64, StoreError> {
+    parsed(item, name)
+}
+
+/// A whole number that may be below zero (what is left of a budget after a settlement) or a
+/// time in epoch seconds.
+pub(super) fn signed(item: &Item, name: &str) -> Result<i64, StoreError> {
+    parsed(item, name)
+}
+
+fn parsed<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
     item.get(name)
         .and_then(|value| value.as_n().ok())
         .and_then(|value| value.parse().ok())
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing or not a number")))
 }
 
-fn optional(item: &Item, name: &str) -> Option<String> {
+/// A string attribute that may be absent.
+pub(super) fn optional(item: &Item, name: &str) -> Option<String> {
     text(item, name).ok().map(str::to_owned)
 }
 
@@ -50,10 +75,7 @@ pub(super) fn sort_key(item: &Item) -> Result<String, StoreError> {
 }
 
 pub(super) fn is_expired(item: &Item, now: i64) -> bool {
-    item.get("expires_at")
-        .and_then(|value| value.as_n().ok())
-        .and_then(|value| value.parse::<i64>().ok())
-        .is_some_and(|expires_at| expires_at <= now)
+    signed(item, "expires_at").is_ok_and(|expires_at| expires_at <= now)
 }
 
 pub(super) fn conversation_from(item: &Item) -> Result<Conversation, StoreError> {

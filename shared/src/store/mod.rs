@@ -26,7 +26,7 @@ use std::{sync::Arc, time::Duration};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-pub use budget::{BudgetPolicy, Counter, DailyBudget, Exhausted, Grant, Usage};
+pub use budget::{Counter, Exhausted, Grant, Usage};
 pub use error::StoreError;
 pub use feedback::Written;
 pub use idempotency::{Claim, IdempotencyKey, Lease};
@@ -35,11 +35,21 @@ pub use keys::{Cursor, InvalidCursor};
 pub use meter::Consumption;
 pub use turns::{ReplayText, Reservation, TurnWrite};
 
-use crate::domain::{ConversationId, MessageId, MessageText, Rating, Role, TokenUsage};
+use crate::{
+    backoff::Backoff,
+    domain::{ConversationId, MessageId, MessageText, Rating, Role, TokenUsage},
+};
 
 /// Page sizes of the listings.
 pub const DEFAULT_PAGE_SIZE: u16 = 20;
 pub const MAX_PAGE_SIZE: u16 = 100;
+
+/// The pause before the store tries a call again: a write that collided with another, a batch's
+/// unprocessed items.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(20),
+    cap: Duration::from_millis(500),
+};
 
 /// What "now" is for the store: the system clock, or a fixed time in tests and tools.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
@@ -224,7 +234,7 @@ pub struct Feedback {
     pub model: Option<String>,
 }
 
-/// The order of a message listing.
+/// The order of a listing, by sort key: for messages and conversations, by creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
     #[default]

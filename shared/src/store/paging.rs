@@ -6,7 +6,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{
-    error::classify,
+    error::from_sdk,
     items::{self, n, s, sort_key, Item, NOT_EXPIRED},
     keys,
     meter::{ask, Work},
@@ -25,6 +25,28 @@ pub(super) fn resume_within<'a>(
         .as_ref()
         .map(|cursor| cursor.within(prefix))
         .transpose()?)
+}
+
+/// What one `Query` of a listing reads, within the caller's partition.
+pub(super) struct Listing<'a> {
+    /// The sort keys' common prefix.
+    pub(super) prefix: &'a str,
+    /// Resume after this sort key.
+    pub(super) start_after: Option<&'a str>,
+    /// How many items at most.
+    pub(super) limit: u16,
+    /// In sort-key order (oldest first) or the reverse.
+    pub(super) order: Order,
+    pub(super) next: Next,
+}
+
+/// Whether a listing's page says where the next one starts.
+pub(super) enum Next {
+    /// A cursor when more items exist: one item more than the page is read, so that the last
+    /// page carries none.
+    Cursor,
+    /// No cursor: these items are all the caller wants (the LLM's context).
+    Omitted,
 }
 
 /// Items of one `Query`, and where the listing goes on.
@@ -60,11 +82,13 @@ impl ConversationStore {
         let raw = self
             .query_page(
                 user,
-                &keys::messages(conversation),
-                None,
-                n.max(1),
-                false,
-                false,
+                &Listing {
+                    prefix: &keys::messages(conversation),
+                    start_after: None,
+                    limit: n.max(1),
+                    order: Order::Newest,
+                    next: Next::Omitted,
+                },
             )
             .await?;
         let mut messages = raw.map(items::message_from)?.items;
@@ -106,7 +130,7 @@ impl ConversationStore {
             .return_consumed_capacity(ask())
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(from_sdk)?;
         self.meter.record(Work::Read, output.consumed_capacity());
         let Some(item) = output.item else {
             return Ok(None);
@@ -122,9 +146,14 @@ impl ConversationStore {
         page: &PageRequest,
     ) -> Result<Page<Conversation>, StoreError> {
         let start = page.cursor.as_ref().map(Cursor::head_key).transpose()?;
-        let raw = self
-            .query_page(user, keys::heads(), start, page.limit, false, true)
-            .await?;
+        let listing = Listing {
+            prefix: keys::heads(),
+            start_after: start,
+            limit: page.limit,
+            order: Order::Newest,
+            next: Next::Cursor,
+        };
+        let raw = self.query_page(user, &listing).await?;
         raw.map(items::conversation_from)
     }
 
@@ -137,30 +166,31 @@ impl ConversationStore {
         order: Order,
     ) -> Result<Page<Message>, StoreError> {
         let prefix = keys::messages(conversation);
-        let start = resume_within(page, &prefix)?;
-        let forward = order == Order::Oldest;
+        let listing = Listing {
+            prefix: &prefix,
+            start_after: resume_within(page, &prefix)?,
+            limit: page.limit,
+            order,
+            next: Next::Cursor,
+        };
         let (head, messages) = tokio::join!(
             self.conversation(user, conversation),
-            self.query_page(user, &prefix, start, page.limit, forward, true)
+            self.query_page(user, &listing)
         );
         head?;
         messages?.map(items::message_from)
     }
 
-    /// One page of a `Query` on the caller's partition, within `prefix`, skipping expired items.
-    /// With `paginate`, one item more than the page is read, so that the last page carries no
-    /// cursor.
+    /// One page of a `Query` on the caller's partition, as `listing` says, skipping expired
+    /// items.
     pub(super) async fn query_page(
         &self,
         user: &UserId,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: u16,
-        forward: bool,
-        paginate: bool,
+        listing: &Listing<'_>,
     ) -> Result<RawPage, StoreError> {
         let partition = keys::partition(user);
-        let limit = usize::from(limit.max(1));
+        let limit = usize::from(listing.limit.max(1));
+        let paginate = matches!(listing.next, Next::Cursor);
         let read = if paginate { limit + 1 } else { limit };
         let mut query = self
             .db
@@ -169,18 +199,18 @@ impl ConversationStore {
             .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
             .filter_expression(NOT_EXPIRED)
             .expression_attribute_values(":pk", s(&partition))
-            .expression_attribute_values(":prefix", s(prefix))
+            .expression_attribute_values(":prefix", s(listing.prefix))
             .expression_attribute_values(":now", n(self.now().timestamp()))
-            .scan_index_forward(forward)
+            .scan_index_forward(listing.order == Order::Oldest)
             .consistent_read(true)
             .limit(i32::try_from(read).unwrap_or(i32::MAX))
             .return_consumed_capacity(ask());
-        if let Some(sort_key) = start_after {
+        if let Some(sort_key) = listing.start_after {
             query = query
                 .exclusive_start_key("PK", s(&partition))
                 .exclusive_start_key("SK", AttributeValue::S(sort_key.to_owned()));
         }
-        let output = query.send().await.map_err(classify)?;
+        let output = query.send().await.map_err(from_sdk)?;
         self.meter.record(Work::Read, output.consumed_capacity());
         self.meter
             .items(u64::try_from(output.scanned_count()).unwrap_or(0));

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{
-    error::{classify, is_condition_failed},
+    error::{from_sdk, is_condition_failed},
     items::{self, n, s},
     keys,
     meter::{ask, Work},
@@ -29,7 +29,7 @@ impl ConversationStore {
             .key("PK", s(keys::partition(user)))
             .key("SK", s(keys::head(conversation)))
             .update_expression("SET title = :title")
-            .condition_expression(format!("attribute_exists(SK) AND ({})", items::NOT_EXPIRED))
+            .condition_expression(items::EXISTS_NOT_EXPIRED)
             .expression_attribute_values(":title", s(title.as_str()))
             .expression_attribute_values(":now", n(self.now().timestamp()))
             .return_values(ReturnValue::AllNew)
@@ -39,7 +39,7 @@ impl ConversationStore {
         let output = match result {
             Ok(output) => output,
             Err(err) if is_condition_failed(&err) => return Err(StoreError::NotFound),
-            Err(err) => return Err(classify(err)),
+            Err(err) => return Err(from_sdk(err)),
         };
         self.meter.record(Work::Write, output.consumed_capacity());
         let item = output

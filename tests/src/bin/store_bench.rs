@@ -17,8 +17,9 @@ use e2e::{
     conversation_with_history, reply, stack, text, unique,
 };
 use shared::{
+    config::{BudgetPolicy, DailyBudget},
     domain::{ConversationId, UserId},
-    store::{BudgetPolicy, ConversationStore, DailyBudget, TurnTarget, TurnWrite},
+    store::{ConversationStore, TurnTarget, TurnWrite},
 };
 
 /// Unlimited budgets: the admission does the same work whatever their size.

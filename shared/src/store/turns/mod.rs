@@ -14,16 +14,13 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::{
-    error::{classify, is_condition_failed, is_timeout, is_transaction_conflict},
-    items::{n, number, s, timestamp, Item, NOT_EXPIRED},
+    error::{from_sdk, is_condition_failed, is_timeout, is_transaction_conflict},
+    items::{n, number, s, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    ConversationStore, Grant, Lease, Reply, StoreError, StoredTurn, TurnTarget,
+    ConversationStore, Grant, Lease, Reply, StoreError, StoredTurn, TurnTarget, BACKOFF,
 };
-use crate::{
-    backoff::STORE_RETRY,
-    domain::{MessageId, MessageText, Role, UserId},
-};
+use crate::domain::{MessageId, MessageText, Role, UserId};
 use judge::{judge, Outcome};
 
 /// How often a turn's write (or its reservation) is tried before it is given up as a
@@ -160,7 +157,7 @@ impl ConversationStore {
                     conflict_metric();
                     tracing::info!(conversation = %turn.conversation, attempt, "turn write collided; retrying");
                     timed_out = false;
-                    tokio::time::sleep(STORE_RETRY.pause(attempt)).await;
+                    tokio::time::sleep(BACKOFF.pause(attempt)).await;
                 }
                 // A timed-out write may still land. Retrying the same keys with the same token is
                 // safe: the retry either writes the turn or finds it ours. Answering an error here
@@ -168,7 +165,7 @@ impl ConversationStore {
                 (Outcome::TimedOut, _) => {
                     tracing::warn!(conversation = %turn.conversation, attempt, "turn write timed out; retrying");
                     timed_out = true;
-                    tokio::time::sleep(STORE_RETRY.pause(attempt)).await;
+                    tokio::time::sleep(BACKOFF.pause(attempt)).await;
                 }
             }
         }
@@ -192,7 +189,7 @@ impl ConversationStore {
                 .table_name(&self.table)
                 .key("PK", s(&turn.partition))
                 .key("SK", s(keys::head(&turn.conversation)))
-                .condition_expression(format!("attribute_exists(SK) AND ({NOT_EXPIRED})"))
+                .condition_expression(EXISTS_NOT_EXPIRED)
                 .expression_attribute_values(":two", n(2))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":now", n(turn.now))
@@ -214,10 +211,10 @@ impl ConversationStore {
                 // Another turn's transaction is checking the head right now.
                 Err(err) if is_transaction_conflict(&err) && attempt < MAX_ATTEMPTS => {
                     conflict_metric();
-                    tokio::time::sleep(STORE_RETRY.pause(attempt)).await;
+                    tokio::time::sleep(BACKOFF.pause(attempt)).await;
                     continue;
                 }
-                Err(err) => return Err(classify(err)),
+                Err(err) => return Err(from_sdk(err)),
             };
             self.meter.record(Work::Write, output.consumed_capacity());
             let attributes = output.attributes().cloned().unwrap_or_default();
@@ -249,7 +246,7 @@ impl ConversationStore {
                     .table_name(&self.table)
                     .key("PK", s(&turn.partition))
                     .key("SK", s(keys::head(&turn.conversation)))
-                    .condition_expression(format!("attribute_exists(SK) AND ({NOT_EXPIRED})"))
+                    .condition_expression(EXISTS_NOT_EXPIRED)
                     .expression_attribute_values(":now", n(turn.now))
                     .build()
                     .map_err(internal)?;
@@ -300,7 +297,7 @@ impl ConversationStore {
                 match judge::cancellation_reasons(&err) {
                     Some(reasons) => judge(&slots.decode(reasons), &turn.token),
                     None if is_timeout(&err) => Ok(Outcome::TimedOut),
-                    None => Err(classify(err)),
+                    None => Err(from_sdk(err)),
                 }
             }
         }

@@ -1,7 +1,8 @@
-//! Streamed answers: [`Llm::stream`] and the [`ReplyStream`] it hands out.
+//! Streamed answers: [`Llm::stream`] and the [`ReplyStream`] it hands out, and where their pieces
+//! come from (a provider's server-sent events, `sse.rs`, or the echo provider's words).
 //!
 //! Retries, breakers and the fallback list act until a provider's first piece of text is in hand
-//! (the same loop as `complete`, in `resilient.rs`); after that the stream belongs to the caller,
+//! (the same loop as `complete`, in `resilient/fallback.rs`); after that the stream belongs to the caller,
 //! and every read is bounded by the request's deadline.
 
 use std::{
@@ -9,16 +10,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod sse;
+
+pub(super) use sse::{malformed_chunk, reported_error, Parsed, SseSource};
+
 use super::{
     resilient::{Ask, Served},
-    sse::SseSource,
     BoxFuture, Call, Choice, ContextMessage, Llm, LlmError, Provider, ProviderError,
 };
 use crate::domain::TokenUsage;
 
 /// A piece of a provider's stream: text (possibly empty), and usage when the provider reports it.
 #[derive(Debug, Default)]
-pub(super) struct Delta {
+pub(super) struct Piece {
     pub(super) text: String,
     pub(super) usage: Option<TokenUsage>,
     /// The provider said the reply is complete (a finish reason).
@@ -37,8 +41,8 @@ pub(super) enum Source {
 }
 
 impl Source {
-    /// The next delta; `Ok(None)` at the normal end. Unbounded: callers bound it.
-    async fn next(&mut self) -> Result<Option<Delta>, ProviderError> {
+    /// The next piece; `Ok(None)` at the normal end. Unbounded: callers bound it.
+    async fn next(&mut self) -> Result<Option<Piece>, ProviderError> {
         match self {
             Self::Sse(source) => source.next().await,
             Self::Words { words, delay } => {
@@ -48,7 +52,7 @@ impl Source {
                 if !delay.is_zero() {
                     tokio::time::sleep(*delay).await;
                 }
-                Ok(words.pop_front().map(|text| Delta {
+                Ok(words.pop_front().map(|text| Piece {
                     text,
                     usage: None,
                     finished: words.is_empty(),
@@ -85,14 +89,14 @@ impl Ask for Streaming {
                 let mut source = provider.stream(call).await?;
                 let mut usage = None;
                 loop {
-                    let delta = source.next().await?.ok_or_else(|| {
+                    let piece = source.next().await?.ok_or_else(|| {
                         ProviderError::Malformed("the provider streamed no text".to_owned())
                     })?;
-                    usage = delta.usage.or(usage);
-                    if !delta.text.is_empty() {
+                    usage = piece.usage.or(usage);
+                    if !piece.text.is_empty() {
                         return Ok(Started {
                             source,
-                            first: delta.text,
+                            first: piece.text,
                             usage,
                         });
                     }
@@ -207,13 +211,13 @@ impl ReplyStream {
                 return Err(StreamError::Stalled);
             };
             match result {
-                Ok(Some(delta)) => {
-                    self.reported = delta.usage.or(self.reported);
-                    if delta.text.is_empty() {
+                Ok(Some(piece)) => {
+                    self.reported = piece.usage.or(self.reported);
+                    if piece.text.is_empty() {
                         continue;
                     }
-                    self.reply_words.add(&delta.text);
-                    return Ok(Some(delta.text));
+                    self.reply_words.add(&piece.text);
+                    return Ok(Some(piece.text));
                 }
                 Ok(None) => {
                     self.close(false);

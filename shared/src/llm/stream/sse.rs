@@ -1,25 +1,26 @@
 //! Server-sent events from a provider's streamed response, parsed by `eventsource-stream`; each
-//! provider turns an event's data into a [`Delta`].
+//! provider turns an event's data into a [`Piece`].
 
 use std::pin::Pin;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_core::Stream;
 
-use super::{stream::Delta, ProviderError};
+use super::Piece;
+use crate::llm::ProviderError;
 
 type Events =
     Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Sync>>;
 
 /// What one event's data says.
-pub(super) enum Parsed {
-    Delta(Delta),
+pub(in crate::llm) enum Parsed {
+    Piece(Piece),
     /// The end marker (OpenAI's `[DONE]`).
     Done,
 }
 
 /// Reads a provider's event stream; dropping it drops the response, and so the connection.
-pub(super) struct SseSource {
+pub(in crate::llm) struct SseSource {
     events: Events,
     parse: fn(&str) -> Result<Parsed, ProviderError>,
     /// Whether the provider said its reply is complete: only then is the end of the body the
@@ -30,7 +31,7 @@ pub(super) struct SseSource {
 
 impl SseSource {
     /// The events of `response`, whose status was checked; `parse` reads one event's data.
-    pub(super) fn new(
+    pub(in crate::llm) fn new(
         response: reqwest::Response,
         parse: fn(&str) -> Result<Parsed, ProviderError>,
     ) -> Result<Self, ProviderError> {
@@ -53,8 +54,8 @@ impl SseSource {
         })
     }
 
-    /// The next delta; `Ok(None)` at the normal end.
-    pub(super) async fn next(&mut self) -> Result<Option<Delta>, ProviderError> {
+    /// The next piece; `Ok(None)` at the normal end.
+    pub(super) async fn next(&mut self) -> Result<Option<Piece>, ProviderError> {
         loop {
             if self.done {
                 return Ok(None);
@@ -85,9 +86,9 @@ impl SseSource {
                     self.done = true;
                     return Ok(None);
                 }
-                Parsed::Delta(delta) => {
-                    self.finished |= delta.finished;
-                    return Ok(Some(delta));
+                Parsed::Piece(piece) => {
+                    self.finished |= piece.finished;
+                    return Ok(Some(piece));
                 }
             }
         }
@@ -95,7 +96,7 @@ impl SseSource {
 }
 
 /// The provider sent an error event instead of the rest of its reply.
-pub(super) fn reported_error() -> ProviderError {
+pub(in crate::llm) fn reported_error() -> ProviderError {
     ProviderError::Transient {
         reason: "the provider reported an error in its stream".to_owned(),
         retry_after: None,
@@ -103,7 +104,7 @@ pub(super) fn reported_error() -> ProviderError {
 }
 
 /// A chunk whose data is not the JSON the provider documents. Never carries the data itself.
-pub(super) fn malformed_chunk() -> ProviderError {
+pub(in crate::llm) fn malformed_chunk() -> ProviderError {
     ProviderError::Malformed("a chunk of the stream is not the expected JSON".to_owned())
 }
 
