@@ -17,8 +17,6 @@ use shared::{
     store::{keys, ConversationStore, Reply, TurnTarget},
 };
 
-pub mod bench;
-
 /// The configuration and clients of the local stack.
 pub struct Stack {
     pub config: Config,
