@@ -60,11 +60,12 @@ dev: $(VENV_DONE) web
 	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
 
 # The Rust tests' last line totals every test binary's results ("N passed, N failed"); the web
-# client's tests follow.
+# client's tests follow. The benchmarks (tests/bench) are left out: they alone turn on `shared`'s
+# feature `metering`, and cargo would then build it into everything tested.
 test: fmt-check clippy cfn-lint sam-validate
 	@mkdir -p .local
 	set -o pipefail; env $(LOCAL_ENV) CORS_ALLOW_ORIGIN=https://app.example.test \
-	  $(STACK) run -- cargo test --workspace --locked 2>&1 \
+	  $(STACK) run -- cargo test --workspace --exclude bench --locked 2>&1 \
 	  | tee .local/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .local/test.log; \
 	  exit $$status
@@ -96,27 +97,27 @@ screenshots:
 UNLIMITED := DAILY_TURN_BUDGET=0 DAILY_TOKEN_BUDGET=0 TURNS_PER_MINUTE=0
 
 bench-store: $(VENV_DONE)
-	cargo build --release -p e2e --bin store-bench
+	cargo build --release -p bench --bin store-bench
 	env $(LOCAL_ENV) $(STACK) run -- target/release/store-bench
 
 bench-chat: $(VENV_DONE)
-	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
+	cargo build --release -p local-api -p bench --bin local-api --bin chat-load
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
 
 bench-stream: $(VENV_DONE)
-	cargo build --release -p local-api -p e2e --bin local-api --bin stream-bench
+	cargo build --release -p local-api -p bench --bin local-api --bin stream-bench
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_stream.sh target/release/local-api target/release/stream-bench
 
 bench-history: $(VENV_DONE)
-	cargo build --release -p local-api -p e2e --bin local-api --bin history-bench
+	cargo build --release -p local-api -p bench --bin local-api --bin history-bench
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_history.sh target/release/local-api target/release/history-bench
 
 bench-cold: release
-	cargo build --release -p e2e --bin cold-start
+	cargo build --release -p bench --bin cold-start
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_cold.sh target/release/cold-start
 
 bench-load: $(VENV_DONE)
-	cargo build --release -p local-api -p e2e --bin local-api --bin chat-load
+	cargo build --release -p local-api -p bench --bin local-api --bin chat-load
 	for latency in 0 1000; do for users in 1 10 100 1000; do \
 	  env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_load.sh target/release/local-api target/release/chat-load \
 	    $$latency $$users 20 || echo "(cell failed: $$?)"; \
@@ -124,7 +125,7 @@ bench-load: $(VENV_DONE)
 
 # A correctness run more than a speed one: debug builds are enough.
 bench-instances: $(VENV_DONE)
-	cargo build -p local-api -p e2e --bin local-api --bin many-instances
+	cargo build -p local-api -p bench --bin local-api --bin many-instances
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_instances.sh target/debug/local-api target/debug/many-instances
 
 lint: fmt-check clippy cfn-lint sam-validate

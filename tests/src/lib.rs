@@ -17,8 +17,6 @@ use shared::{
     store::{keys, ConversationStore, Reply, TurnTarget},
 };
 
-pub mod bench;
-
 /// The configuration and clients of the local stack.
 pub struct Stack {
     pub config: Config,
@@ -316,7 +314,7 @@ pub async fn partition_items(
 }
 
 /// How many items of stored data `user`'s partition holds in `table`: everything but the budget
-/// item, which admission writes before anything else (see `tests/budget.rs` for it).
+/// item, which admission writes before anything else (see `e2e/budget.rs` for it).
 pub async fn partition_count(table: &str, user: impl AsRef<str>) -> usize {
     partition_items(table, user)
         .await
@@ -413,6 +411,14 @@ pub async fn conversation_with_history(
         .expect("first turn");
     seed_messages(table, user, &id, 3, prior).await;
     id
+}
+
+/// Holds the sample events' user until the guard is dropped. The events (`events/*.json`) share one
+/// user and conversation, and the tests that change them (erase and recreate them, add a
+/// conversation, replay a request) must not run at once: in one test binary they take turns.
+pub async fn hold_sample_user() -> tokio::sync::MutexGuard<'static, ()> {
+    static SAMPLE_USER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SAMPLE_USER.lock().await
 }
 
 /// The user and conversation the sample events name (`events/*.json` share them), with that

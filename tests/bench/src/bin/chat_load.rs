@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::bench::{conversations_of, cpu_seconds, ms, percentile, read_back, Listed};
+use bench::{conversations_of, cpu_seconds, ms, percentile, read_back, Listed};
 use serde_json::{json, Value};
 
 /// How long the read-back waits for the local stack to work through its backlog.

@@ -35,6 +35,7 @@ fn status(answer: &Value) -> u64 {
 
 #[tokio::test]
 async fn chat_answers_an_event_with_hostile_headers() {
+    let _sample_user = e2e::hold_sample_user().await;
     let stack = stack().await;
     let state = chat::State::new(&stack.config, e2e::echo_chat(), &stack.clients).unwrap();
     let handler = |req| chat::handle(&state, req);

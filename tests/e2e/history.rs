@@ -57,6 +57,7 @@ async fn call(
 
 #[tokio::test]
 async fn every_sample_event_gets_the_status_its_name_promises() {
+    let _sample_user = e2e::hold_sample_user().await;
     let state = state().await;
     let (_, id) = e2e::sample_conversation().await;
 

@@ -12,10 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{
-    bench::{self, percentile},
-    conversation_with_history, reply, stack, text, unique,
-};
+use bench::percentile;
+use e2e::{conversation_with_history, reply, stack, text, unique};
 use shared::{
     config::{BudgetPolicy, DailyBudget},
     domain::{ConversationId, UserId},

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::bench::{cpu_seconds, ms, percentile};
+use bench::{cpu_seconds, ms, percentile};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 

@@ -718,6 +718,7 @@ async fn an_unknown_or_foreign_conversation_is_404_before_any_provider_call() {
 
 #[tokio::test]
 async fn the_sample_event_gets_200_from_the_echo_provider() {
+    let _sample_user = e2e::hold_sample_user().await;
     let h = harness(&[("LLM_PROVIDERS", "echo")]).await;
     let req = lambda_http::request::from_str(&event("chat-post.json")).expect("a valid event");
     let response = handle(&h.state, req).await;

@@ -21,7 +21,7 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use e2e::bench::{cpu_seconds, ms, percentile};
+use bench::{cpu_seconds, ms, percentile};
 use tokio::sync::{mpsc, Mutex};
 
 /// What the runtime reported for one invocation.

@@ -1,5 +1,9 @@
-//! What the benchmark tools share: process CPU time, percentiles, and reading a conversation back
-//! through the API to prove that no message was lost or duplicated.
+//! The benchmark tools (`src/bin`, run by the Makefile's `bench-*` targets) and what they share:
+//! process CPU time, percentiles, and reading a conversation back through the API to prove that
+//! no message was lost or duplicated.
+//!
+//! This crate alone turns on `shared`'s feature `metering` (the store counts the capacity it
+//! consumes): `make test` leaves it out of the build, so the tests compile the store as it ships.
 
 use std::time::{Duration, Instant};
 

@@ -14,10 +14,8 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{
-    bench::{cpu_seconds, ms, percentile, read_back},
-    conversation_with_history, stack, unique,
-};
+use bench::{cpu_seconds, ms, percentile, read_back};
+use e2e::{conversation_with_history, stack, unique};
 use serde_json::{json, Value};
 use shared::{domain::UserId, store::ConversationStore};
 

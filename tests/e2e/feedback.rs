@@ -347,6 +347,7 @@ async fn the_export_returns_exactly_the_days_asked_for_across_users() {
 
 #[tokio::test]
 async fn every_sample_event_gets_the_status_its_name_promises() {
+    let _sample_user = e2e::hold_sample_user().await;
     let state = state().await;
     // The feedback samples rate the reply of the conversation the samples share.
     e2e::sample_conversation().await;
