@@ -91,6 +91,27 @@ fn the_template_the_local_server_and_the_openapi_document_serve_the_same_routes(
     );
 }
 
+/// The web client's development server forwards API calls to the local API server by path
+/// prefix (`web/api-prefixes.json`, read by `web/vite.config.ts`): every route must be covered,
+/// and nothing else.
+#[test]
+fn the_web_dev_proxy_forwards_every_route_and_nothing_else() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/api-prefixes.json");
+    let text = std::fs::read_to_string(&path).expect("web/api-prefixes.json");
+    let proxied: BTreeSet<String> = serde_json::from_str(&text).expect("a JSON array of prefixes");
+    let first_segments: BTreeSet<String> = local_api::routes()
+        .iter()
+        .map(|route| {
+            let rest = route.resource.trim_start_matches('/');
+            format!("/{}", rest.split('/').next().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        proxied, first_segments,
+        "web/api-prefixes.json and the functions' routes disagree"
+    );
+}
+
 #[test]
 fn no_iam_statement_has_a_wildcard_action_or_resource() {
     let template = yaml("template.yaml");
