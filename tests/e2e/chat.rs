@@ -918,6 +918,40 @@ async fn a_turn_whose_answer_was_lost_is_replayed_after_the_lease_never_stored_t
     assert_eq!(messages, 2, "one turn, stored once");
 }
 
+#[tokio::test]
+async fn a_write_that_may_have_landed_stays_maybe_stored_whatever_the_next_attempt_says() {
+    // The first transaction lands and its answer is lost; the retry of the same write is
+    // refused with an error that proves nothing about the first.
+    let calls = std::sync::Arc::default();
+    let (address, proxy) = e2e::proxy(
+        "TransactWriteItems",
+        e2e::Fault::LoseAnswerThenRefuse(calls),
+    )
+    .await;
+    let lossy = state_with_table_at(address).await;
+    let user = unique("maybe");
+    let key = [("idempotency-key", "maybe-1")];
+    let left = Duration::from_millis(8_000);
+    let response = handle(&lossy, request_with_time_left(&user, &key, left)).await;
+    proxy.abort();
+    let body = json_body(&response);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // The key stayed claimed: after the lease, the retry is answered from the stored turn.
+    tokio::time::sleep(left).await;
+    let healthy = state_with_table_at_the_stack().await;
+    let retry = handle(&healthy, request_with_time_left(&user, &key, left)).await;
+    let body = json_body(&retry);
+    assert_eq!(retry.status(), StatusCode::OK, "{body}");
+    assert_eq!(retry.headers()["idempotent-replayed"], "true", "{body}");
+    let items = e2e::partition_items(&stack().await.config.table_name, &user).await;
+    let messages = items
+        .iter()
+        .filter(|item| item.contains_key("role"))
+        .count();
+    assert_eq!(messages, 2, "one turn, stored once");
+}
+
 /// `GET /models` as `user`.
 async fn models(harness: &Harness, user: Option<&str>) -> (StatusCode, Value, Option<String>) {
     let req = e2e::request_with("GET", "/models", &[], None, user, &[], b"");

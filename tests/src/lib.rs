@@ -476,6 +476,9 @@ pub enum Fault {
     LoseAnswer,
     /// Hold it until the gate opens, then forward it: the test orders it after other work.
     Gate(Gate),
+    /// The first call as [`Fault::LoseAnswer`]; every later one refused with a
+    /// `ValidationException` (an error that is neither a cancellation nor retried by the SDK).
+    LoseAnswerThenRefuse(std::sync::Arc<std::sync::atomic::AtomicUsize>),
 }
 
 /// Holds requests until opened; tells when one has arrived.
@@ -529,6 +532,17 @@ pub async fn proxy(
         async move {
             let operation = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
             let fault = (operation == Some(faulty.as_str())).then_some(fault);
+            if let Some(Fault::LoseAnswerThenRefuse(calls)) = &fault {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                    let body = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"injected"}"#;
+                    let mut refused = (axum::http::StatusCode::BAD_REQUEST, body).into_response();
+                    refused.headers_mut().insert(
+                        "content-type",
+                        axum::http::HeaderValue::from_static("application/x-amz-json-1.0"),
+                    );
+                    return refused;
+                }
+            }
             match &fault {
                 Some(Fault::Hang) => std::future::pending::<()>().await,
                 Some(Fault::Gate(gate)) => {
@@ -552,7 +566,10 @@ pub async fn proxy(
                 }
                 Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
             };
-            if matches!(fault, Some(Fault::LoseAnswer)) {
+            if matches!(
+                fault,
+                Some(Fault::LoseAnswer | Fault::LoseAnswerThenRefuse(_))
+            ) {
                 std::future::pending::<()>().await;
             }
             response

@@ -131,7 +131,10 @@ impl ConversationStore {
             target,
             mut first,
         } = reservation;
-        let mut timed_out = false;
+        // Once an attempt may have landed (it timed out), the turn stays "may have been stored"
+        // until an attempt proves otherwise: finding it ours (stored), or someone else's items
+        // under its ids (it did not land there). Any other later outcome proves nothing.
+        let mut may_have_landed = false;
         for attempt in 1..=MAX_ATTEMPTS {
             let stored = StoredTurn {
                 conversation_id: turn.conversation.clone(),
@@ -139,10 +142,15 @@ impl ConversationStore {
                 reply_message: message_id(first + 1)?,
                 created_at: turn.created_at.clone(),
             };
-            match (
-                self.put_turn(&turn, &target, &stored, write).await?,
-                &target,
-            ) {
+            let outcome = match self.put_turn(&turn, &target, &stored, write).await {
+                Ok(outcome) => outcome,
+                Err(err) if may_have_landed => {
+                    tracing::warn!(error = %err, "a turn write that may have landed failed again");
+                    return Err(StoreError::Unconfirmed);
+                }
+                Err(err) => return Err(err),
+            };
+            match (outcome, &target) {
                 (Outcome::Stored, _) => return Ok(stored),
                 // A new id that is already taken cannot become free: a fresh id is the caller's call.
                 (Outcome::Taken, TurnTarget::New { .. }) => {
@@ -151,12 +159,12 @@ impl ConversationStore {
                 (Outcome::Taken, TurnTarget::Existing(_)) => {
                     conflict_metric();
                     tracing::warn!(conversation = %turn.conversation, first, "reserved sequence numbers were taken; reserving again");
+                    may_have_landed = false;
                     first = self.reserve(&turn).await?;
                 }
                 (Outcome::Retry, _) => {
                     conflict_metric();
                     tracing::info!(conversation = %turn.conversation, attempt, "turn write collided; retrying");
-                    timed_out = false;
                     tokio::time::sleep(BACKOFF.pause(attempt)).await;
                 }
                 // A timed-out write may still land. Retrying the same keys with the same token is
@@ -164,12 +172,12 @@ impl ConversationStore {
                 // instead could leave a stored turn behind a 503.
                 (Outcome::TimedOut, _) => {
                     tracing::warn!(conversation = %turn.conversation, attempt, "turn write timed out; retrying");
-                    timed_out = true;
+                    may_have_landed = true;
                     tokio::time::sleep(BACKOFF.pause(attempt)).await;
                 }
             }
         }
-        if timed_out {
+        if may_have_landed {
             return Err(StoreError::Unconfirmed);
         }
         Err(StoreError::Conflict {
