@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use bench::percentile;
-use e2e::{conversation_with_history, reply, stack, text, unique};
+use e2e::{append_turn_completing, conversation_with_history, stack, unique};
 use shared::{
     domain::{ConversationId, UserId},
     store::{BudgetPolicy, ConversationStore, DailyBudget, TurnTarget},
@@ -55,17 +55,17 @@ async fn turn_once(
         .admit_turn(user, 2_100, &POLICY)
         .await
         .expect("admit_turn");
-    store
-        .append_turn_completing(
-            user,
-            &TurnTarget::Existing(id.clone()),
-            &text(&format!("question {turn}")),
-            &reply("an answer of some length"),
-            None,
-            Some(&grant),
-        )
-        .await
-        .expect("append_turn");
+    append_turn_completing(
+        store,
+        user,
+        &TurnTarget::Existing(id.clone()),
+        &format!("question {turn}"),
+        "an answer of some length",
+        None,
+        Some(&grant),
+    )
+    .await
+    .expect("append_turn");
     let append = started.elapsed();
     let started = Instant::now();
     let context = store
