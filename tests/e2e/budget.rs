@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
-use e2e::{chat_request, json_body, stack, user};
+use e2e::{chat_request, json_body, openai_reply_with_usage, stack, user, user_items, Item};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use shared::{
@@ -44,21 +44,15 @@ impl Clocked {
 }
 
 /// The user's budget item as stored.
-async fn usage_item(
-    user: &UserId,
-) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
-    let stack = stack().await;
-    e2e::partition_items(&stack.config.table_name, user)
+async fn usage_item(user: &UserId) -> Item {
+    user_items(user)
         .await
         .into_iter()
         .find(e2e::is_budget_item)
         .expect("the user's budget item")
 }
 
-fn number(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-    name: &str,
-) -> i64 {
+fn number(item: &Item, name: &str) -> i64 {
     item[name].as_n().unwrap().parse().unwrap()
 }
 
@@ -283,7 +277,7 @@ async fn erasing_all_data_keeps_the_budget() {
         clocked.store.admit_turn(&owner, 10, &rules).await,
         Err(StoreError::QuotaExceeded { .. })
     ));
-    let items = e2e::partition_items(&stack().await.config.table_name, &owner).await;
+    let items = user_items(&owner).await;
     assert_eq!(items.len(), 1, "only the budget item is kept");
 }
 
@@ -306,7 +300,7 @@ async fn chat_state(rules: BudgetPolicy, openai: Option<&MockServer>) -> chat::S
             ])
         }
     };
-    chat::State::new(&config, chat_config, &stack.clients).expect("the chat state")
+    e2e::chat_state(&config, chat_config, &stack.clients)
 }
 
 async fn send(
@@ -364,16 +358,8 @@ async fn fifty_concurrent_chat_turns_with_ten_left_answer_ten_and_the_counters_m
         .all(|body| body["type"] == "urn:serverless-chat:problem:quota-exceeded"));
 
     // The counters agree with what is stored: 12 turns, and the tokens their replies report.
-    let items = e2e::partition_items(&stack().await.config.table_name, &owner).await;
-    let replies: Vec<_> = items
-        .iter()
-        .filter(|item| {
-            item.get("role")
-                .and_then(|r| r.as_s().ok())
-                .map(String::as_str)
-                == Some("assistant")
-        })
-        .collect();
+    let items = user_items(&owner).await;
+    let replies: Vec<_> = items.iter().filter(|item| e2e::is_reply(item)).collect();
     assert_eq!(replies.len(), 12);
     let stored_tokens: i64 = replies
         .iter()
@@ -389,10 +375,7 @@ async fn fifty_concurrent_chat_turns_with_ten_left_answer_ten_and_the_counters_m
 async fn a_refused_turn_calls_no_provider_stores_nothing_and_says_when_to_retry() {
     let openai = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 1}
-        })))
+        .respond_with(openai_reply_with_usage("hi", 7, 1))
         .expect(1)
         .mount(&openai)
         .await;
@@ -402,9 +385,7 @@ async fn a_refused_turn_calls_no_provider_stores_nothing_and_says_when_to_retry(
     assert_eq!(first.status(), StatusCode::OK);
     assert_eq!(header(&first, "ratelimit-limit").as_deref(), Some("1"));
     assert_eq!(header(&first, "ratelimit-remaining").as_deref(), Some("0"));
-    let stored = e2e::partition_items(&stack().await.config.table_name, &owner)
-        .await
-        .len();
+    let stored = user_items(&owner).await.len();
 
     let refused = send(&state, &owner, "again").await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -429,9 +410,7 @@ async fn a_refused_turn_calls_no_provider_stores_nothing_and_says_when_to_retry(
         "{problem}"
     );
     assert_eq!(
-        e2e::partition_items(&stack().await.config.table_name, &owner)
-            .await
-            .len(),
+        user_items(&owner).await.len(),
         stored,
         "a refused turn stored something"
     );
@@ -442,10 +421,7 @@ async fn a_refused_turn_calls_no_provider_stores_nothing_and_says_when_to_retry(
 async fn a_turn_reserves_its_worst_case_and_settles_to_the_reported_usage() {
     let openai = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 1}
-        })))
+        .respond_with(openai_reply_with_usage("hi", 7, 1))
         .mount(&openai)
         .await;
     let state = chat_state(policy(0, 10_000, 0), Some(&openai)).await;
@@ -493,7 +469,7 @@ async fn a_turn_reserves_its_worst_case_and_settles_to_the_reported_usage() {
 async fn usage_reports_the_day_and_refuses_anonymous_callers() {
     let state = chat_state(policy(200, 200_000, 10), None).await;
     let owner = user();
-    let get = |user: Option<&str>| e2e::request_with("GET", "/usage", &[], None, user, &[], b"");
+    let get = |user: Option<&str>| e2e::api_request("GET", "/usage", &[], None, user);
     let fresh = chat::handle(&state, get(Some(owner.as_str()))).await;
     assert_eq!(fresh.status(), StatusCode::OK);
     let body = json_body(&fresh);

@@ -8,7 +8,8 @@ use std::{
 
 use chat::{handle, State};
 use e2e::{
-    chat_request, event, json_body, partition_count, private_table, rotate_secret, stack, unique,
+    chat_request, chat_state, event, json_body, openai_reply, partition_count, private_table,
+    rotate_secret, stack, unique, user_items, OPENAI_PATH,
 };
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
@@ -25,7 +26,6 @@ struct Harness {
     table: String,
 }
 
-const OPENAI_PATH: &str = "/v1/chat/completions";
 const GEMINI_PATH: &str = "/v1beta/models/gemini-test:generateContent";
 
 /// A chat function whose providers are wiremock servers; `overrides` adjust its configuration.
@@ -47,7 +47,7 @@ async fn harness_in(table: Option<String>, overrides: &[(&str, &str)]) -> Harnes
         config.table_name = table;
     }
     let table = config.table_name.clone();
-    let state = State::new(&config, chat_config, &stack.clients).expect("the chat state");
+    let state = chat_state(&config, chat_config, &stack.clients);
     Harness {
         state: Arc::new(state),
         openai,
@@ -75,14 +75,6 @@ impl Harness {
     async fn stored(&self, user: &str) -> usize {
         partition_count(&self.table, user).await
     }
-}
-
-fn openai_reply(text: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "id": "chatcmpl-9f2c", "object": "chat.completion", "created": 1_795_761_612, "model": "gpt-test",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
-    }))
 }
 
 fn openai_error(status: u16, code: &str) -> ResponseTemplate {
@@ -753,13 +745,7 @@ async fn state_with_table_at(endpoint: std::net::SocketAddr) -> State {
         dynamodb: e2e::dynamodb_at(endpoint, Duration::from_secs(3)).await,
         secrets: stack.clients.secrets.clone(),
     };
-    State::new(&stack.config, e2e::echo_chat(), &clients).expect("the chat state")
-}
-
-/// A chat function (echo provider) on the local stack itself.
-async fn state_with_table_at_the_stack() -> State {
-    let stack = stack().await;
-    State::new(&stack.config, e2e::echo_chat(), &stack.clients).expect("the chat state")
+    chat_state(&stack.config, e2e::echo_chat(), &clients)
 }
 
 /// A chat request from `user` in an invocation with `left` before Lambda's deadline.
@@ -829,7 +815,7 @@ async fn an_unconfirmed_turn_keeps_its_idempotency_key_claimed() {
 
     // The turn may have landed, so its key must not be free for a second run: the record is
     // still there, claimed, until its lease ends.
-    let items = e2e::partition_items(&stack().await.config.table_name, &user).await;
+    let items = user_items(&user).await;
     let record = items
         .iter()
         .find(|item| {
@@ -904,13 +890,13 @@ async fn a_turn_whose_answer_was_lost_is_replayed_after_the_lease_never_stored_t
 
     // The client retries after the first request's lease (its invocation's time) has run out.
     tokio::time::sleep(left).await;
-    let healthy = state_with_table_at_the_stack().await;
+    let healthy = e2e::echo_chat_state().await;
     let retry = handle(&healthy, request_with_time_left(&user, &key, left)).await;
     let body = json_body(&retry);
     assert_eq!(retry.status(), StatusCode::OK, "{body}");
     assert_eq!(retry.headers()["idempotent-replayed"], "true", "{body}");
     assert_eq!(body["message_id"], "000000000002");
-    let items = e2e::partition_items(&stack().await.config.table_name, &user).await;
+    let items = user_items(&user).await;
     let messages = items
         .iter()
         .filter(|item| item.contains_key("role"))
@@ -939,7 +925,7 @@ async fn a_write_that_may_have_landed_stays_maybe_stored_whatever_the_next_attem
 
     // The key stayed claimed: after the lease, the retry is answered from the stored turn.
     tokio::time::sleep(left).await;
-    let healthy = state_with_table_at_the_stack().await;
+    let healthy = e2e::echo_chat_state().await;
     let retry = handle(&healthy, request_with_time_left(&user, &key, left)).await;
     let body = json_body(&retry);
     assert_eq!(retry.status(), StatusCode::OK, "{body}");
@@ -954,7 +940,7 @@ async fn a_write_that_may_have_landed_stays_maybe_stored_whatever_the_next_attem
 
 /// `GET /models` as `user`.
 async fn models(harness: &Harness, user: Option<&str>) -> (StatusCode, Value, Option<String>) {
-    let req = e2e::request_with("GET", "/models", &[], None, user, &[], b"");
+    let req = e2e::api_request("GET", "/models", &[], None, user);
     let response = handle(&harness.state, req).await;
     let cache = response
         .headers()
@@ -998,7 +984,7 @@ async fn models_leaves_out_a_provider_without_a_key() {
     let mut config = stack.config.clone();
     config.secret_id = only_gemini;
     let chat_config = e2e::stubbed_providers(&[]).await.config;
-    let state = State::new(&config, chat_config, &stack.clients).expect("the chat state");
+    let state = chat_state(&config, chat_config, &stack.clients);
     let harness = Harness {
         state: Arc::new(state),
         ..harness

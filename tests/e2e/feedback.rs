@@ -4,91 +4,43 @@ use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
 use e2e::{
-    event, json_body, message_id, partition_count, reply, request_with, stack, store, text, user,
+    api_request, event, json_body, json_request, message_id, partition_count, stack, store, user,
 };
 use feedback::{handle, State};
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use shared::{
-    config::FeedbackConfig,
     domain::{Comment, ConversationId, Rating, UserId},
-    store::{keys, ConversationStore, TurnTarget},
+    store::{keys, ConversationStore},
 };
 
 async fn state() -> Arc<State> {
-    let stack = stack().await;
-    let config = FeedbackConfig::from_lookup(|_| None).expect("the default configuration");
-    Arc::new(State::new(&stack.config, config, &stack.clients))
+    Arc::new(e2e::feedback_state(&stack().await.clients).await)
 }
 
 /// A conversation of one turn for `user`: its id (the reply is message 2).
 async fn conversation(user: &UserId) -> ConversationId {
-    let id = ConversationId::generate();
-    store()
-        .await
-        .append_turn(
-            user,
-            &TurnTarget::New {
-                id: id.clone(),
-                title: "t".into(),
-            },
-            &text("the question"),
-            &reply("the answer"),
-        )
-        .await
-        .unwrap();
-    id
+    e2e::start_conversation(&store().await, user, "t", "the question", "the answer").await
 }
 
 async fn post(state: &State, user: Option<&UserId>, body: &str) -> (StatusCode, Value) {
-    let req = request_with(
-        "POST",
-        "/feedback",
-        &[],
-        None,
-        user.map(UserId::as_str),
-        &[("content-type", "application/json")],
-        body.as_bytes(),
-    );
+    let req = json_request("POST", "/feedback", &[], user.map(UserId::as_str), body);
     let response = handle(state, req).await;
     (response.status(), json_body(&response))
 }
 
 async fn get(state: &State, user: &UserId, query: Option<&str>) -> (StatusCode, Value) {
-    let req = request_with(
-        "GET",
-        "/feedback",
-        &[],
-        query,
-        Some(user.as_str()),
-        &[],
-        b"",
-    );
+    let req = api_request("GET", "/feedback", &[], query, Some(user.as_str()));
     let response = handle(state, req).await;
     (response.status(), json_body(&response))
 }
 
+/// How many feedback items `user`'s partition holds.
 async fn feedback_items(user: &UserId) -> usize {
-    let stack = stack().await;
-    let output = stack
-        .clients
-        .dynamodb
-        .query()
-        .table_name(&stack.config.table_name)
-        .key_condition_expression("PK = :pk AND begins_with(SK, :fb)")
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(user)),
-        )
-        .expression_attribute_values(
-            ":fb",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::feedback_on(None)),
-        )
-        .consistent_read(true)
-        .send()
+    let table = stack().await.config.table_name;
+    e2e::items_beginning(&table, user, Some(&keys::feedback_on(None)))
         .await
-        .unwrap();
-    output.items().len()
+        .len()
 }
 
 #[tokio::test]
@@ -281,21 +233,16 @@ async fn the_export_returns_exactly_the_days_asked_for_across_users() {
         (&ada, 12, 4),
         (&bob, 13, 1),
     ] {
-        let id = ConversationId::generate();
         let store = ConversationStore::from_config(&stack.config, &stack.clients)
             .with_clock(move || day(d));
-        store
-            .append_turn(
-                who,
-                &TurnTarget::New {
-                    id: id.clone(),
-                    title: "t".into(),
-                },
-                &text(&format!("question {d}")),
-                &reply(&format!("answer {d}")),
-            )
-            .await
-            .unwrap();
+        let id = e2e::start_conversation(
+            &store,
+            who,
+            "t",
+            &format!("question {d}"),
+            &format!("answer {d}"),
+        )
+        .await;
         let comment = Comment::parse("noted", 100).unwrap();
         store
             .rate_message(
@@ -377,23 +324,7 @@ async fn a_message_without_its_conversation_cannot_be_rated() {
     let state = state().await;
     let user = user();
     let id = conversation(&user).await;
-    let stack = stack().await;
-    stack
-        .clients
-        .dynamodb
-        .delete_item()
-        .table_name(&stack.config.table_name)
-        .key(
-            "PK",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(&user)),
-        )
-        .key(
-            "SK",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::head(&id)),
-        )
-        .send()
-        .await
-        .unwrap();
+    e2e::delete_raw(&user, &keys::head(&id)).await;
     let body = json!({"conversation_id": id.as_str(), "message_id": "2", "rating": 5}).to_string();
     let (status, problem) = post(&state, Some(&user), &body).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{problem}");
@@ -404,9 +335,7 @@ async fn a_message_without_its_conversation_cannot_be_rated() {
 async fn feedback_reads_the_rated_reply_consistently() {
     // A reply stored a moment ago must be found: eventually consistent reads may miss it.
     let (clients, recorder) = e2e::recording_clients().await;
-    let stack = stack().await;
-    let config = FeedbackConfig::from_lookup(|_| None).unwrap();
-    let state = State::new(&stack.config, config, &clients);
+    let state = e2e::feedback_state(&clients).await;
     let user = user();
     let id = conversation(&user).await;
     let body = json!({"conversation_id": id.as_str(), "message_id": "2", "rating": 3}).to_string();

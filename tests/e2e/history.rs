@@ -1,7 +1,9 @@
 //! The history function through its handler: sample events, isolation between users,
 //! validation, and erasure.
 
-use e2e::{api_request, event, json_body, reply, stack, store, text, user};
+use e2e::{
+    api_request, append_turn, event, json_body, json_request, stack, store, user, user_items,
+};
 use history::{handle, State};
 use lambda_http::http::StatusCode;
 use serde_json::Value;
@@ -11,32 +13,23 @@ use shared::{
 };
 
 async fn state() -> State {
-    let stack = stack().await;
-    State::new(&stack.config, &stack.clients)
+    e2e::history_state(&stack().await.clients).await
 }
 
 /// Creates a conversation of `turns` turns for `user`; returns its id.
 async fn conversation(user: &UserId, turns: usize) -> ConversationId {
     let store = store().await;
-    let id = ConversationId::generate();
-    let target = TurnTarget::New {
-        id: id.clone(),
-        title: "a title".to_owned(),
-    };
-    store
-        .append_turn(user, &target, &text("q0"), &reply("a0"))
+    let id = e2e::start_conversation(&store, user, "a title", "q0", "a0").await;
+    for turn in 1..turns {
+        append_turn(
+            &store,
+            user,
+            &TurnTarget::Existing(id.clone()),
+            &format!("q{turn}"),
+            &format!("a{turn}"),
+        )
         .await
         .unwrap();
-    for turn in 1..turns {
-        store
-            .append_turn(
-                user,
-                &TurnTarget::Existing(id.clone()),
-                &text(&format!("q{turn}")),
-                &reply(&format!("a{turn}")),
-            )
-            .await
-            .unwrap();
     }
     id
 }
@@ -352,22 +345,8 @@ async fn erasure_through_the_route_leaves_an_empty_partition() {
     }
     let (status, _) = call(&state, "DELETE", "/history", None, None, Some(&user)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let stack = stack().await;
-    let left = stack
-        .clients
-        .dynamodb
-        .query()
-        .table_name(&stack.config.table_name)
-        .key_condition_expression("PK = :pk")
-        .expression_attribute_values(
-            ":pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(keys::partition(&user)),
-        )
-        .consistent_read(true)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(left.count(), 0);
+    let left = user_items(&user).await;
+    assert_eq!(left.len(), 0);
     // Erasing nothing is fine too.
     let (status, _) = call(&state, "DELETE", "/history", None, None, Some(&user)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
@@ -400,8 +379,7 @@ async fn every_listing_reads_one_item_more_than_its_page() {
     // Real DynamoDB returns a LastEvaluatedKey whenever a Query stops at its Limit, even with
     // nothing left: reading exactly a page would give a full last page a cursor to an empty one.
     let (clients, recorder) = e2e::recording_clients().await;
-    let stack = stack().await;
-    let state = State::new(&stack.config, &clients);
+    let state = e2e::history_state(&clients).await;
     let user = user();
     let id = conversation(&user, 1).await;
     for (resource, id) in [
@@ -419,17 +397,14 @@ async fn every_listing_reads_one_item_more_than_its_page() {
         .collect();
     assert_eq!(limits, [Some(6), Some(6)]);
 
-    let feedback_config = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
     let (clients, recorder) = e2e::recording_clients().await;
-    let feedback = feedback::State::new(&stack.config, feedback_config, &clients);
-    let list = e2e::request_with(
+    let feedback = e2e::feedback_state(&clients).await;
+    let list = api_request(
         "GET",
         "/feedback",
         &[],
         Some("limit=5"),
         Some(user.as_str()),
-        &[],
-        b"",
     );
     assert_eq!(
         feedback::handle(&feedback, list).await.status(),
@@ -450,14 +425,12 @@ async fn rename(
     id: &ConversationId,
     body: &str,
 ) -> (StatusCode, Value) {
-    let req = e2e::request_with(
+    let req = json_request(
         "PATCH",
         "/conversations/{id}",
         &[("id", id.as_str())],
-        None,
         Some(user.as_str()),
-        &[("content-type", "application/json")],
-        body.as_bytes(),
+        body,
     );
     let response = handle(state, req).await;
     (response.status(), json_body(&response))
@@ -480,16 +453,15 @@ async fn a_rename_sets_the_title_and_keeps_the_rest() {
     let (_, listed) = call(&state, "GET", "/conversations", None, None, Some(&owner)).await;
     assert_eq!(listed["conversations"][0]["title"], "Trip to Lisbon");
     // The conversation goes on as before.
-    store()
-        .await
-        .append_turn(
-            &owner,
-            &TurnTarget::Existing(id.clone()),
-            &text("q"),
-            &reply("a"),
-        )
-        .await
-        .unwrap();
+    append_turn(
+        &store().await,
+        &owner,
+        &TurnTarget::Existing(id.clone()),
+        "q",
+        "a",
+    )
+    .await
+    .unwrap();
     let after = store().await.conversation(&owner, &id).await.unwrap();
     assert_eq!(
         (after.title.as_str(), after.message_count),
@@ -506,11 +478,7 @@ async fn a_rename_never_brings_back_a_deleted_or_foreign_conversation() {
     let stranger = user();
     let (status, body) = rename(&state, &stranger, &id, r#"{"title":"mine now"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(
-        e2e::partition_items(&stack().await.config.table_name, &stranger)
-            .await
-            .is_empty()
-    );
+    assert!(user_items(&stranger).await.is_empty());
 
     let (status, _) = call(
         &state,
@@ -525,9 +493,7 @@ async fn a_rename_never_brings_back_a_deleted_or_foreign_conversation() {
     let (status, body) = rename(&state, &owner, &id, r#"{"title":"revived?"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(
-        e2e::partition_items(&stack().await.config.table_name, &owner)
-            .await
-            .is_empty(),
+        user_items(&owner).await.is_empty(),
         "a rename wrote into a deleted conversation"
     );
 }

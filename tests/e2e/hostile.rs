@@ -36,8 +36,7 @@ fn status(answer: &Value) -> u64 {
 #[tokio::test]
 async fn chat_answers_an_event_with_hostile_headers() {
     let _sample_user = e2e::hold_sample_user().await;
-    let stack = stack().await;
-    let state = chat::State::new(&stack.config, e2e::echo_chat(), &stack.clients).unwrap();
+    let state = e2e::echo_chat_state().await;
     let handler = |req| chat::handle(&state, req);
     // Chat answers in Lambda's streaming format: the metadata prelude, then the body.
     let answer = shared::http::event::invoke_streaming(&handler, hostile("chat-post.json")).await;
@@ -53,8 +52,7 @@ async fn chat_answers_an_event_with_hostile_headers() {
 #[tokio::test]
 async fn chat_answers_an_invocation_that_is_not_a_request_quietly() {
     // API Gateway may follow a streamed answer with an invocation of its own.
-    let stack = stack().await;
-    let state = chat::State::new(&stack.config, e2e::echo_chat(), &stack.clients).unwrap();
+    let state = e2e::echo_chat_state().await;
     let handler = |req| chat::handle(&state, req);
     let event = LambdaEvent::new(json!({"status": "completed"}), Context::default());
     let answer = shared::http::event::invoke_streaming(&handler, event).await;
@@ -66,8 +64,7 @@ async fn chat_answers_an_invocation_that_is_not_a_request_quietly() {
 
 #[tokio::test]
 async fn history_answers_an_event_with_hostile_headers() {
-    let stack = stack().await;
-    let state = history::State::new(&stack.config, &stack.clients);
+    let state = e2e::history_state(&stack().await.clients).await;
     let handler = |req| history::handle(&state, req);
     let answer = shared::http::event::invoke(&handler, hostile("history-list-conversations.json"))
         .await
@@ -77,9 +74,7 @@ async fn history_answers_an_event_with_hostile_headers() {
 
 #[tokio::test]
 async fn feedback_answers_an_event_with_hostile_headers() {
-    let stack = stack().await;
-    let config = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
-    let state = feedback::State::new(&stack.config, config, &stack.clients);
+    let state = e2e::feedback_state(&stack().await.clients).await;
     let handler = |req| feedback::handle(&state, req);
     let answer = shared::http::event::invoke(&handler, hostile("feedback-get.json"))
         .await
@@ -99,11 +94,7 @@ async fn health_answers_an_event_with_hostile_headers() {
 
 /// Starts the local API server on a free port; returns its address.
 async fn local_server() -> std::net::SocketAddr {
-    stack().await;
-    let functions = local_api::Functions::from_env()
-        .await
-        .expect("configuration from make test");
-    e2e::local_server(functions).await
+    e2e::local_server(e2e::local_functions().await).await
 }
 
 /// Sends `request` as raw bytes and reads the whole answer (the server closes after it).

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::stack;
+use e2e::{stack, OPENAI_PATH};
 use serde_json::{json, Value};
 use shared::{
     domain::{Role, TokenUsage},
@@ -17,7 +17,6 @@ use wiremock::{
     Mock, MockServer, ResponseTemplate,
 };
 
-const OPENAI_PATH: &str = "/v1/chat/completions";
 const GEMINI_PATH: &str = "/v1beta/models/gemini-test:streamGenerateContent";
 
 struct Harness {

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use e2e::stack;
 use lambda_http::http::{HeaderMap, HeaderValue, Method};
 use serde_json::Value;
 
@@ -20,20 +19,13 @@ async fn start_server() -> Server {
 
 /// Starts the local API server on a free port, serving the web client from `web_root`.
 async fn start_server_with(web_root: Option<std::path::PathBuf>) -> Server {
-    stack().await; // fail early, and clearly, without the local stack
-    let functions = local_api::Functions::from_env()
-        .await
-        .expect("configuration from make test");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let functions = e2e::local_functions().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(local_api::serve(
-        listener,
-        local_api::router(functions, web_root),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (address, task) = e2e::serve_local_api(functions, web_root, async {
+        let _ = stopped.await;
+    })
+    .await;
+    let url = format!("http://{address}");
     Server { url, stop, task }
 }
 

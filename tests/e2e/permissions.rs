@@ -4,7 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use e2e::{chat_request, recording_clients, request_with, secret_with, stack, unique};
+use e2e::{
+    api_request, chat_request, json_request, openai_reply_with_usage, recording_clients,
+    secret_with, stack, unique,
+};
 use lambda_http::http::StatusCode;
 use serde_json::json;
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
@@ -36,7 +39,7 @@ fn granted(binary: &str) -> BTreeSet<String> {
 }
 
 fn get(resource: &str, params: &[(&str, &str)], user: &str) -> lambda_http::Request {
-    request_with("GET", resource, params, None, Some(user), &[], b"")
+    api_request("GET", resource, params, None, Some(user))
 }
 
 #[tokio::test]
@@ -50,10 +53,7 @@ async fn every_function_is_granted_exactly_what_it_uses() {
     let (clients, chat_recorder) = recording_clients().await;
     let openai = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1}
-        })))
+        .respond_with(openai_reply_with_usage("hi", 1, 1))
         .up_to_n_times(2)
         .mount(&openai)
         .await;
@@ -63,14 +63,13 @@ async fn every_function_is_granted_exactly_what_it_uses() {
         .await;
     let mut config = base.clone();
     config.secret_id = secret_with(&json!({"openai_api_key": "sk-iam"})).await;
-    let chat_config = shared::config::ChatConfig::from_lookup(|name| match name {
-        "LLM_PROVIDERS" => Some("openai".to_owned()),
-        "OPENAI_BASE_URL" => Some(format!("{}/v1", openai.uri())),
-        "LLM_MAX_ATTEMPTS" => Some("1".to_owned()),
-        _ => None,
-    })
-    .unwrap();
-    let chat = chat::State::new(&config, chat_config, &clients).unwrap();
+    let url = format!("{}/v1", openai.uri());
+    let chat_config = e2e::chat_config(&[
+        ("LLM_PROVIDERS", "openai"),
+        ("OPENAI_BASE_URL", url.as_str()),
+        ("LLM_MAX_ATTEMPTS", "1"),
+    ]);
+    let chat = e2e::chat_state(&config, chat_config, &clients);
     let send = |headers: Vec<(&'static str, String)>, body: serde_json::Value| {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         chat_request(Some(&user), &headers, &body.to_string())
@@ -111,19 +110,10 @@ async fn every_function_is_granted_exactly_what_it_uses() {
 
     // feedback: rate twice (create, replace), list.
     let (clients, recorder) = recording_clients().await;
-    let feedback_config = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
-    let feedback = feedback::State::new(&base, feedback_config, &clients);
+    let feedback = e2e::feedback_state(&clients).await;
     let body = json!({"conversation_id": conversation, "message_id": "2", "rating": 4}).to_string();
     for expected in [StatusCode::CREATED, StatusCode::OK] {
-        let req = request_with(
-            "POST",
-            "/feedback",
-            &[],
-            None,
-            Some(&user),
-            &[("content-type", "application/json")],
-            body.as_bytes(),
-        );
+        let req = json_request("POST", "/feedback", &[], Some(&user), &body);
         assert_eq!(feedback::handle(&feedback, req).await.status(), expected);
     }
     assert_eq!(
@@ -136,7 +126,7 @@ async fn every_function_is_granted_exactly_what_it_uses() {
 
     // history: both listings, a rename, a conversation's deletion, erasure.
     let (clients, recorder) = recording_clients().await;
-    let history = history::State::new(&base, &clients);
+    let history = e2e::history_state(&clients).await;
     let id = [("id", conversation.as_str())];
     assert_eq!(
         history::handle(&history, get("/conversations", &[], &user))
@@ -150,33 +140,23 @@ async fn every_function_is_granted_exactly_what_it_uses() {
             .status(),
         StatusCode::OK
     );
-    let rename = request_with(
+    let rename = json_request(
         "PATCH",
         "/conversations/{id}",
         &id,
-        None,
         Some(&user),
-        &[("content-type", "application/json")],
-        br#"{"title":"renamed"}"#,
+        r#"{"title":"renamed"}"#,
     );
     assert_eq!(
         history::handle(&history, rename).await.status(),
         StatusCode::OK
     );
-    let delete = request_with(
-        "DELETE",
-        "/conversations/{id}",
-        &id,
-        None,
-        Some(&user),
-        &[],
-        b"",
-    );
+    let delete = api_request("DELETE", "/conversations/{id}", &id, None, Some(&user));
     assert_eq!(
         history::handle(&history, delete).await.status(),
         StatusCode::NO_CONTENT
     );
-    let erase = request_with("DELETE", "/history", &[], None, Some(&user), &[], b"");
+    let erase = api_request("DELETE", "/history", &[], None, Some(&user));
     assert_eq!(
         history::handle(&history, erase).await.status(),
         StatusCode::NO_CONTENT

@@ -2,23 +2,17 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use e2e::{message_id, reply, stack, store, text, user};
+use e2e::{
+    append_turn, message_id, new_conversation, put_raw, set_expiry, stack, store, user, user_items,
+};
 use shared::{
     domain::{ConversationId, Role, UserId},
     store::{
         keys, Claim, ConversationStore, Cursor, IdempotencyKey, Message, Order, PageRequest,
-        StoreError, TurnTarget, TurnWrite,
+        StoreError, TurnTarget,
     },
 };
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
-
-fn new_conversation(title: &str) -> TurnTarget {
-    TurnTarget::New {
-        id: ConversationId::generate(),
-        title: title.to_owned(),
-    }
-}
 
 fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(60)
@@ -76,14 +70,14 @@ async fn append_concurrently(
             let (user, id) = (user.clone(), id.clone());
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await.expect("open semaphore");
-                store
-                    .append_turn(
-                        &user,
-                        &TurnTarget::Existing(id),
-                        &text(&format!("question {turn}")),
-                        &reply(&format!("answer {turn}")),
-                    )
-                    .await
+                append_turn(
+                    &store,
+                    &user,
+                    &TurnTarget::Existing(id),
+                    &format!("question {turn}"),
+                    &format!("answer {turn}"),
+                )
+                .await
             });
         }
     }
@@ -132,17 +126,9 @@ async fn assert_whole(store: &ConversationStore, user: &UserId, id: &Conversatio
     );
 }
 
+/// A new conversation of `user`, its first turn "question first" / "answer first".
 async fn start_conversation(store: &ConversationStore, user: &UserId) -> ConversationId {
-    store
-        .append_turn(
-            user,
-            &new_conversation("first"),
-            &text("question first"),
-            &reply("answer first"),
-        )
-        .await
-        .expect("a new conversation")
-        .conversation_id
+    e2e::start_conversation(store, user, "first", "question first", "answer first").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,13 +192,7 @@ async fn an_exact_multiple_of_the_page_size_ends_without_an_empty_page() {
     let store = store().await;
     let user = user();
     let id = start_conversation(&store, &user).await;
-    store
-        .append_turn(
-            &user,
-            &TurnTarget::Existing(id.clone()),
-            &text("q"),
-            &reply("a"),
-        )
+    append_turn(&store, &user, &TurnTarget::Existing(id.clone()), "q", "a")
         .await
         .unwrap();
     let (messages, pages) = read_all(&store, &user, &id, 2, Order::Oldest).await;
@@ -225,15 +205,15 @@ async fn recent_messages_are_the_last_n_oldest_first() {
     let user = user();
     let id = start_conversation(&store, &user).await;
     for turn in 0..5 {
-        store
-            .append_turn(
-                &user,
-                &TurnTarget::Existing(id.clone()),
-                &text(&format!("question {turn}")),
-                &reply(&format!("answer {turn}")),
-            )
-            .await
-            .unwrap();
+        append_turn(
+            &store,
+            &user,
+            &TurnTarget::Existing(id.clone()),
+            &format!("question {turn}"),
+            &format!("answer {turn}"),
+        )
+        .await
+        .unwrap();
     }
     let recent = store.recent_messages(&user, &id, 3).await.unwrap();
     let seqs: Vec<u64> = recent.iter().map(|m| m.id.seq()).collect();
@@ -255,27 +235,27 @@ async fn a_turn_on_an_unknown_or_foreign_conversation_is_not_found_and_stores_no
     let store = store().await;
     let (owner, stranger) = (user(), user());
     let id = start_conversation(&store, &owner).await;
-    let foreign = store
-        .append_turn(
-            &stranger,
-            &TurnTarget::Existing(id.clone()),
-            &text("q"),
-            &reply("a"),
-        )
-        .await;
+    let foreign = append_turn(
+        &store,
+        &stranger,
+        &TurnTarget::Existing(id.clone()),
+        "q",
+        "a",
+    )
+    .await;
     assert!(matches!(foreign, Err(StoreError::NotFound)), "{foreign:?}");
-    let unknown = store
-        .append_turn(
-            &owner,
-            &TurnTarget::Existing(ConversationId::generate()),
-            &text("q"),
-            &reply("a"),
-        )
-        .await;
+    let unknown = append_turn(
+        &store,
+        &owner,
+        &TurnTarget::Existing(ConversationId::generate()),
+        "q",
+        "a",
+    )
+    .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)), "{unknown:?}");
-    assert_eq!(partition_items(&stranger).await.len(), 0);
+    assert_eq!(user_items(&stranger).await.len(), 0);
     assert_eq!(
-        partition_items(&owner).await.len(),
+        user_items(&owner).await.len(),
         3,
         "head and the first turn only"
     );
@@ -286,13 +266,8 @@ async fn a_new_conversation_id_is_never_reused() {
     let store = store().await;
     let user = user();
     let target = new_conversation("taken");
-    store
-        .append_turn(&user, &target, &text("q"), &reply("a"))
-        .await
-        .unwrap();
-    let again = store
-        .append_turn(&user, &target, &text("q2"), &reply("a2"))
-        .await;
+    append_turn(&store, &user, &target, "q", "a").await.unwrap();
+    let again = append_turn(&store, &user, &target, "q2", "a2").await;
     assert!(
         matches!(again, Err(StoreError::Conflict { .. })),
         "{again:?}"
@@ -311,17 +286,11 @@ async fn retention_stamps_items_and_reads_skip_expired_ones() {
         Some(Duration::from_secs(86_400)),
     );
     let user = user();
-    let turn = store
-        .append_turn(
-            &user,
-            &new_conversation("kept a day"),
-            &text("q"),
-            &reply("a"),
-        )
+    let turn = append_turn(&store, &user, &new_conversation("kept a day"), "q", "a")
         .await
         .unwrap();
     let id = turn.conversation_id;
-    let items = partition_items(&user).await;
+    let items = user_items(&user).await;
     let now = chrono_now();
     for item in &items {
         let expires_at: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
@@ -344,14 +313,7 @@ async fn retention_stamps_items_and_reads_skip_expired_ones() {
         store.conversation(&user, &id).await,
         Err(StoreError::NotFound)
     ));
-    let revive = store
-        .append_turn(
-            &user,
-            &TurnTarget::Existing(id.clone()),
-            &text("q"),
-            &reply("a"),
-        )
-        .await;
+    let revive = append_turn(&store, &user, &TurnTarget::Existing(id.clone()), "q", "a").await;
     assert!(matches!(revive, Err(StoreError::NotFound)));
     let listed = store
         .list_conversations(&user, &PageRequest::default())
@@ -367,15 +329,15 @@ async fn deleting_a_conversation_removes_its_messages_and_feedback_only() {
     let doomed = start_conversation(&store, &user).await;
     let kept = start_conversation(&store, &user).await;
     for _ in 0..15 {
-        store
-            .append_turn(
-                &user,
-                &TurnTarget::Existing(doomed.clone()),
-                &text("q"),
-                &reply("a"),
-            )
-            .await
-            .unwrap();
+        append_turn(
+            &store,
+            &user,
+            &TurnTarget::Existing(doomed.clone()),
+            "q",
+            "a",
+        )
+        .await
+        .unwrap();
     }
     put_raw(&user, &keys::feedback(&doomed, message_id(2))).await;
     put_raw(&user, &keys::feedback(&kept, message_id(2))).await;
@@ -385,7 +347,7 @@ async fn deleting_a_conversation_removes_its_messages_and_feedback_only() {
         .await
         .unwrap();
     assert_eq!(deleted, 32 + 1 + 1, "32 messages, one feedback, the head");
-    let left: Vec<String> = partition_items(&user)
+    let left: Vec<String> = user_items(&user)
         .await
         .iter()
         .map(|item| item["SK"].as_s().unwrap().clone())
@@ -420,12 +382,12 @@ async fn erasure_removes_every_kind_of_item_beyond_one_batch() {
         .await;
     }
     let bystanders = start_conversation(&store, &bystander).await;
-    assert_eq!(partition_items(&user).await.len(), 26 * 5);
+    assert_eq!(user_items(&user).await.len(), 26 * 5);
 
     let deleted = store.erase_user(&user, deadline()).await.unwrap();
     assert_eq!(deleted, 26 * 5);
-    assert!(partition_items(&user).await.is_empty());
-    assert_eq!(partition_items(&bystander).await.len(), 3);
+    assert!(user_items(&user).await.is_empty());
+    assert_eq!(user_items(&bystander).await.len(), 3);
     assert!(store.conversation(&bystander, &bystanders).await.is_ok());
 }
 
@@ -450,7 +412,7 @@ async fn an_erasure_past_its_deadline_says_how_far_it_got() {
         "{err:?}"
     );
     assert!(err.to_string().contains("deleted 0"), "{err}");
-    assert_eq!(partition_items(&user).await.len(), 3);
+    assert_eq!(user_items(&user).await.len(), 3);
 }
 
 /// A store whose turn transactions wait at `gate` until the test opens it.
@@ -475,14 +437,7 @@ async fn race_a_turn_against(
     let turn = {
         let (user, id) = (user.clone(), id.clone());
         tokio::spawn(async move {
-            gated
-                .append_turn(
-                    &user,
-                    &TurnTarget::Existing(id),
-                    &text("late"),
-                    &reply("late"),
-                )
-                .await
+            append_turn(&gated, &user, &TurnTarget::Existing(id), "late", "late").await
         })
     };
     gate.arrived().await; // the turn has reserved its numbers; its transaction waits
@@ -491,7 +446,7 @@ async fn race_a_turn_against(
     let result = turn.await.expect("the turn ran");
     proxy.abort();
     assert!(matches!(result, Err(StoreError::NotFound)), "{result:?}");
-    let left: Vec<String> = partition_items(&user)
+    let left: Vec<String> = user_items(&user)
         .await
         .iter()
         .map(|item| item["SK"].as_s().unwrap().clone())
@@ -532,23 +487,23 @@ async fn deleting_a_conversation_deletes_the_idempotency_records_of_its_turns() 
         else {
             panic!("a fresh key is claimed");
         };
-        let reservation = store
-            .reserve_turn(&user, &TurnTarget::Existing(id.clone()))
-            .await
-            .unwrap();
-        let write = TurnWrite {
-            text: &text("q"),
-            reply: &reply("a"),
-            completes: Some((&lease, &|_| "{}".to_owned())),
-            settles: None,
-        };
-        store.write_turn(reservation, &write).await.unwrap();
+        e2e::append_turn_completing(
+            &store,
+            &user,
+            &TurnTarget::Existing(id.clone()),
+            "q",
+            "a",
+            Some((&lease, &|_| "{}".to_owned())),
+            None,
+        )
+        .await
+        .unwrap();
     }
     store
         .delete_conversation(&user, &doomed, deadline())
         .await
         .unwrap();
-    let records: Vec<String> = partition_items(&user)
+    let records: Vec<String> = user_items(&user)
         .await
         .iter()
         .map(|item| item["SK"].as_s().unwrap().clone())
@@ -568,7 +523,7 @@ async fn the_stored_key_layout_is_pinned() {
     let key = IdempotencyKey::parse("pinned").unwrap();
     let far = std::time::SystemTime::now() + Duration::from_secs(60);
     store.claim(&user, Some(&key), "hash", far).await.unwrap();
-    let mut sort_keys: Vec<String> = partition_items(&user)
+    let mut sort_keys: Vec<String> = user_items(&user)
         .await
         .iter()
         .map(|item| {
@@ -592,47 +547,12 @@ async fn the_stored_key_layout_is_pinned() {
     );
 }
 
-// Raw table access, to look at and arrange what the store does not expose.
-
+/// The time now, in seconds since the epoch (as `expires_at` holds it).
 fn chrono_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-async fn partition_items(user: &UserId) -> Vec<HashMap<String, AttributeValue>> {
-    e2e::partition_items(&stack().await.config.table_name, user).await
-}
-
-async fn put_raw(user: &UserId, sort_key: &str) {
-    let stack = stack().await;
-    stack
-        .clients
-        .dynamodb
-        .put_item()
-        .table_name(&stack.config.table_name)
-        .item("PK", AttributeValue::S(keys::partition(user)))
-        .item("SK", AttributeValue::S(sort_key.to_owned()))
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn set_expiry(user: &UserId, sort_key: &str, at: i64) {
-    let stack = stack().await;
-    stack
-        .clients
-        .dynamodb
-        .update_item()
-        .table_name(&stack.config.table_name)
-        .key("PK", AttributeValue::S(keys::partition(user)))
-        .key("SK", AttributeValue::S(sort_key.to_owned()))
-        .update_expression("SET expires_at = :at")
-        .expression_attribute_values(":at", AttributeValue::N(at.to_string()))
-        .send()
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -642,9 +562,7 @@ async fn a_hung_table_is_unavailable_within_the_operation_timeout() {
     let db = e2e::dynamodb_at(address, Duration::from_millis(300)).await;
     let store = ConversationStore::new(db, "any", None);
     let started = std::time::Instant::now();
-    let result = store
-        .append_turn(&user(), &new_conversation("t"), &text("q"), &reply("a"))
-        .await;
+    let result = append_turn(&store, &user(), &new_conversation("t"), "q", "a").await;
     hold.abort();
     // Every attempt timed out, so nobody knows whether one landed: the error says so.
     assert!(matches!(result, Err(StoreError::Unconfirmed)), "{result:?}");

@@ -2,13 +2,10 @@
 //! ends, is stopped by the client, or breaks midway, replays, and a real SSE client through the
 //! local API server.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chat::{handle, State};
-use e2e::{chat_request, json_body, partition_items, secret_with, stack, unique};
+use e2e::{chat_request, json_body, secret_with, stack, unique, user_items};
 use futures_util::StreamExt;
 use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
@@ -20,21 +17,19 @@ const SSE: (&str, &str) = ("accept", "text/event-stream");
 /// A chat function with `overrides`; OpenAI-compatible provider stubbed by `openai`.
 async fn state(openai: Option<&MockServer>, overrides: &[(&str, &str)]) -> State {
     let stack = stack().await;
-    let mut vars: HashMap<String, String> = HashMap::from([
-        ("LLM_PROVIDERS".to_owned(), "echo".to_owned()),
-        ("LLM_MAX_ATTEMPTS".to_owned(), "1".to_owned()),
-    ]);
     let mut config = stack.config.clone();
-    if let Some(openai) = openai {
-        vars.insert("LLM_PROVIDERS".to_owned(), "openai".to_owned());
-        vars.insert("OPENAI_BASE_URL".to_owned(), format!("{}/v1", openai.uri()));
+    let url = openai.map(|openai| format!("{}/v1", openai.uri()));
+    // Later settings win over earlier ones.
+    let mut vars = vec![("LLM_PROVIDERS", "echo"), ("LLM_MAX_ATTEMPTS", "1")];
+    if let Some(url) = &url {
+        vars.extend([
+            ("LLM_PROVIDERS", "openai"),
+            ("OPENAI_BASE_URL", url.as_str()),
+        ]);
         config.secret_id = secret_with(&json!({"openai_api_key": "sk-stream"})).await;
     }
-    for (name, value) in overrides {
-        vars.insert((*name).to_owned(), (*value).to_owned());
-    }
-    let chat = shared::config::ChatConfig::from_lookup(|name| vars.get(name).cloned()).unwrap();
-    State::new(&config, chat, &stack.clients).unwrap()
+    vars.extend_from_slice(overrides);
+    e2e::chat_state(&config, e2e::chat_config(&vars), &stack.clients)
 }
 
 /// The events of a streamed answer, as (event, data) pairs, read to its end.
@@ -77,16 +72,10 @@ fn usage_and_done() -> String {
 
 /// The assistant messages stored for `user`, as (content, ending).
 async fn stored_replies(user: &str) -> Vec<(String, Option<String>)> {
-    let table = stack().await.config.table_name;
-    partition_items(&table, user)
+    user_items(user)
         .await
         .iter()
-        .filter(|item| {
-            item.get("role")
-                .and_then(|r| r.as_s().ok())
-                .map(String::as_str)
-                == Some("assistant")
-        })
+        .filter(|item| e2e::is_reply(item))
         .map(|item| {
             let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
             (text("content").unwrap_or_default(), text("ending"))
@@ -285,9 +274,9 @@ async fn the_local_server_streams_events_to_a_real_sse_client_as_they_come() {
     use eventsource_stream::Eventsource;
     let stack = stack().await;
     let chat = e2e::echo_chat();
-    let feedback = shared::config::FeedbackConfig::from_lookup(|_| None).unwrap();
     let functions =
-        local_api::Functions::new(stack.config, chat, feedback, stack.clients).expect("states");
+        local_api::Functions::new(stack.config, chat, e2e::feedback_config(), stack.clients)
+            .expect("states");
     let address = e2e::local_server(functions).await;
     let response = reqwest::Client::new()
         .post(format!("http://{address}/chat"))

@@ -13,11 +13,11 @@
 use std::time::{Duration, Instant};
 
 use bench::percentile;
-use e2e::{conversation_with_history, reply, stack, text, unique};
+use e2e::{append_turn_completing, conversation_with_history, stack, unique};
 use shared::{
     config::{BudgetPolicy, DailyBudget},
     domain::{ConversationId, UserId},
-    store::{ConversationStore, TurnTarget, TurnWrite},
+    store::{ConversationStore, TurnTarget},
 };
 
 /// Unlimited budgets: the admission does the same work whatever their size.
@@ -56,20 +56,17 @@ async fn turn_once(
         .admit_turn(user, 2_100, &POLICY)
         .await
         .expect("admit_turn");
-    let reservation = store
-        .reserve_turn(user, &TurnTarget::Existing(id.clone()))
-        .await
-        .expect("reserve_turn");
-    let write = TurnWrite {
-        text: &text(&format!("question {turn}")),
-        reply: &reply("an answer of some length"),
-        completes: None,
-        settles: Some(&grant),
-    };
-    store
-        .write_turn(reservation, &write)
-        .await
-        .expect("write_turn");
+    append_turn_completing(
+        store,
+        user,
+        &TurnTarget::Existing(id.clone()),
+        &format!("question {turn}"),
+        "an answer of some length",
+        None,
+        Some(&grant),
+    )
+    .await
+    .expect("append_turn");
     let append = started.elapsed();
     let started = Instant::now();
     let context = store

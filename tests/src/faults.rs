@@ -1,0 +1,151 @@
+//! Faulty dependencies: an endpoint that never answers, and a proxy in front of the local stack
+//! that hangs, loses or holds back one DynamoDB operation.
+
+use crate::stack::{clients_at, NoInterceptor};
+
+/// An address that accepts connections and never answers: a hung dependency. The listener lives
+/// until the returned task is aborted.
+pub async fn hung_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (address, task)
+}
+
+/// What a fault-injecting [`proxy`] does to one DynamoDB operation.
+#[derive(Clone)]
+pub enum Fault {
+    /// Accept it and never answer: it never reaches the table.
+    Hang,
+    /// Forward it, then never answer: the write lands, its answer is lost.
+    LoseAnswer,
+    /// Hold it until the gate opens, then forward it: the test orders it after other work.
+    Gate(Gate),
+    /// The first call as [`Fault::LoseAnswer`]; every later one refused with a
+    /// `ValidationException` (an error that is neither a cancellation nor retried by the SDK).
+    LoseAnswerThenRefuse(std::sync::Arc<std::sync::atomic::AtomicUsize>),
+}
+
+/// Holds requests until opened; tells when one has arrived.
+#[derive(Clone)]
+pub struct Gate {
+    arrived: std::sync::Arc<tokio::sync::Semaphore>,
+    open: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            arrived: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+            open: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+impl Gate {
+    /// Waits until a request has arrived at the gate (each arrival is waited for once).
+    pub async fn arrived(&self) {
+        if let Ok(permit) = self.arrived.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// Lets every held request, and every later one, through.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+/// A proxy in front of the local stack that forwards every request, but does `fault` to the
+/// DynamoDB operation `operation` (e.g. `TransactWriteItems`). Lives until the returned task is
+/// aborted.
+pub async fn proxy(
+    operation: &str,
+    fault: Fault,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::{body::Bytes, http::HeaderMap, response::IntoResponse};
+    let target = std::env::var("AWS_ENDPOINT_URL").expect("the local stack's endpoint");
+    let faulty = format!("DynamoDB_20120810.{operation}");
+    let client = reqwest::Client::new();
+    let forward = move |method: axum::http::Method, headers: HeaderMap, body: Bytes| {
+        let (client, target, faulty, fault) = (
+            client.clone(),
+            target.clone(),
+            faulty.clone(),
+            fault.clone(),
+        );
+        async move {
+            let operation = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+            let fault = (operation == Some(faulty.as_str())).then_some(fault);
+            if let Some(Fault::LoseAnswerThenRefuse(calls)) = &fault {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                    let body = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"injected"}"#;
+                    let mut refused = (axum::http::StatusCode::BAD_REQUEST, body).into_response();
+                    refused.headers_mut().insert(
+                        "content-type",
+                        axum::http::HeaderValue::from_static("application/x-amz-json-1.0"),
+                    );
+                    return refused;
+                }
+            }
+            match &fault {
+                Some(Fault::Hang) => std::future::pending::<()>().await,
+                Some(Fault::Gate(gate)) => {
+                    gate.arrived.add_permits(1);
+                    let _ = gate.open.subscribe().wait_for(|open| *open).await;
+                }
+                _ => {}
+            }
+            let mut request = client.request(method, &target).body(body);
+            for (name, value) in &headers {
+                if name != "host" && name != "content-length" {
+                    request = request.header(name, value);
+                }
+            }
+            let response = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let body = response.bytes().await.unwrap_or_default();
+                    (status, headers, body).into_response()
+                }
+                Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+            };
+            if matches!(
+                fault,
+                Some(Fault::LoseAnswer | Fault::LoseAnswerThenRefuse(_))
+            ) {
+                std::future::pending::<()>().await;
+            }
+            response
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let address = listener.local_addr().expect("its address");
+    let app = axum::Router::new().fallback(forward);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (address, task)
+}
+
+/// A DynamoDB client for the endpoint at `address` (a hung or proxied table), each call bounded by
+/// `operation_timeout`.
+pub async fn dynamodb_at(
+    address: std::net::SocketAddr,
+    operation_timeout: std::time::Duration,
+) -> aws_sdk_dynamodb::Client {
+    let endpoint = format!("http://{address}");
+    clients_at(Some(&endpoint), operation_timeout, None::<NoInterceptor>)
+        .await
+        .dynamodb
+}

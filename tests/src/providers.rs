@@ -1,0 +1,86 @@
+//! The chat function's configuration, and its providers stubbed at the HTTP level (wiremock) in
+//! their real wire formats.
+
+use serde_json::json;
+use wiremock::ResponseTemplate;
+
+use crate::stack::secret_with;
+
+/// Where OpenAI's chat completions are, below the stubs' base URL (`{uri}/v1`).
+pub const OPENAI_PATH: &str = "/v1/chat/completions";
+
+/// A chat configuration from `pairs`, every other setting at its default.
+pub fn chat_config(pairs: &[(&str, &str)]) -> shared::config::ChatConfig {
+    let vars: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
+    shared::config::ChatConfig::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned()))
+        .expect("a valid chat configuration")
+}
+
+/// A chat configuration with only the offline `echo` provider.
+pub fn echo_chat() -> shared::config::ChatConfig {
+    chat_config(&[("LLM_PROVIDERS", "echo")])
+}
+
+/// Wiremock servers standing in for OpenAI and Gemini, a secret holding their keys
+/// (`sk-test-1`, `g-test-1`), and the chat configuration that points at them (models
+/// `gpt-test,gpt-other` and `gemini-test`, fast backoff, 1 s per provider request), adjusted by
+/// `overrides`.
+pub struct StubbedProviders {
+    pub openai: wiremock::MockServer,
+    pub gemini: wiremock::MockServer,
+    pub secret: String,
+    pub config: shared::config::ChatConfig,
+}
+
+pub async fn stubbed_providers(overrides: &[(&str, &str)]) -> StubbedProviders {
+    let (openai, gemini) = (
+        wiremock::MockServer::start().await,
+        wiremock::MockServer::start().await,
+    );
+    let secret =
+        secret_with(&json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"})).await;
+    let (openai_url, gemini_url) = (
+        format!("{}/v1", openai.uri()),
+        format!("{}/v1beta", gemini.uri()),
+    );
+    let mut pairs = vec![
+        ("LLM_PROVIDERS", "openai,gemini,echo"),
+        ("OPENAI_BASE_URL", openai_url.as_str()),
+        ("OPENAI_MODELS", "gpt-test,gpt-other"),
+        ("GEMINI_BASE_URL", gemini_url.as_str()),
+        ("GEMINI_MODELS", "gemini-test"),
+        ("SYSTEM_PROMPT", "Answer briefly."),
+        ("LLM_BACKOFF_BASE_MS", "1"),
+        ("LLM_BACKOFF_CAP_MS", "5"),
+        ("LLM_REQUEST_TIMEOUT_MS", "1000"),
+        ("MAX_OUTPUT_TOKENS", "300"),
+    ];
+    pairs.retain(|(name, _)| !overrides.iter().any(|(other, _)| other == name));
+    pairs.extend_from_slice(overrides);
+    StubbedProviders {
+        config: chat_config(&pairs),
+        openai,
+        gemini,
+        secret,
+    }
+}
+
+/// OpenAI's answer `content`, as its chat completions endpoint sends it, reporting 12 prompt and
+/// 3 completion tokens.
+pub fn openai_reply(content: &str) -> ResponseTemplate {
+    openai_reply_with_usage(content, 12, 3)
+}
+
+/// OpenAI's answer `content`, reporting the given token usage.
+pub fn openai_reply_with_usage(
+    content: &str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "id": "chatcmpl-9f2c", "object": "chat.completion", "created": 1_795_761_612, "model": "gpt-test",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens}
+    }))
+}
