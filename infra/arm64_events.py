@@ -188,6 +188,8 @@ class RuntimeApi(BaseHTTPRequestHandler):
 class Environment:
     """One function's execution environment: the Runtime API and the binary under qemu."""
 
+    started_count: dict[str, int] = {}
+
     def __init__(self, name: str, bootstrap: Path):
         self.name = name
         self.events: queue.Queue = queue.Queue()
@@ -209,7 +211,8 @@ class Environment:
             "LLM_PROVIDERS": os.environ.get("LLM_PROVIDERS", "echo"),
         })
         LOGS.mkdir(exist_ok=True)
-        self.log_path = LOGS / f"arm64-{name}.log"
+        Environment.started_count[name] = count = Environment.started_count.get(name, 0) + 1
+        self.log_path = LOGS / (f"arm64-{name}.log" if count == 1 else f"arm64-{name}-{count}.log")
         self.log = open(self.log_path, "wb")
         self.started = time.monotonic()
         self.process = subprocess.Popen(
@@ -236,7 +239,7 @@ class Environment:
                 raise Failure(f"an answer for request {got}, expected {request_id}")
             return kind, headers, body, trailers
 
-    def tail(self, lines: int = 15) -> str:
+    def tail(self, lines: int = 8) -> str:
         self.log.flush()
         text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
         return f"its output ({self.log_path}):\n    " + "\n    ".join(text)
@@ -316,6 +319,9 @@ def main(argv: list[str]) -> int:
             label = f"{function} {event_file}" + (f" ({variant})" if variant else "")
             started = time.monotonic()
             try:
+                if function in environments and environments[function].process.poll() is not None:
+                    # The last invocation killed it: Lambda starts a new execution environment.
+                    environments.pop(function).stop()
                 if function not in environments:
                     bootstrap = lambda_dir / function / "bootstrap"
                     if not is_aarch64(bootstrap):
