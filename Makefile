@@ -11,6 +11,10 @@ SAM_VENV  := .venv-sam
 SAM_DONE  := $(SAM_VENV)/.installed
 STACK     := $(VENV_PY) infra/local_stack.py
 FUNCTIONS := chat feedback health history
+# The arm64 build (release-arm64): Debian's toolchain, its own target dir.
+ARM64_DIR      := target/aarch64
+ARM64_PACKAGES := rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+                  qemu-user-static
 
 # The local stack's settings; the same names the functions read in Lambda. The emulator serves one
 # request at a time, 10 to 100 times slower than DynamoDB: the tests' 50 writes in flight queue for
@@ -22,6 +26,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              RUST_LOG=$${RUST_LOG:-info}
 
 .PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
+.PHONY: release-arm64 test-arm64
 
 help:
 	@echo "make dev     build, start the local AWS stack and the local API server on http://127.0.0.1:3000"
@@ -33,7 +38,9 @@ help:
 	@echo "make bench-cold   init time, first response, warm p50/p99 and peak RSS of each function's release binary"
 	@echo "make bench-load   chat at 1, 10, 100 and 1,000 users with 0 and 1,000 ms of LLM latency"
 	@echo "make bench-instances  four local API servers, 400 concurrent turns on one conversation"
-	@echo "make release release binaries of the functions (cargo lambda, x86_64)"
+	@echo "make release release binaries of the functions, x86_64 (cargo lambda) and arm64 (release-arm64)"
+	@echo "make release-arm64  arm64 release binaries (Debian's Rust and cross gcc) in target/aarch64/lambda"
+	@echo "make test-arm64     the sample events through the arm64 binaries under qemu-user (part of make test)"
 	@echo "make deploy  sam build && sam deploy --guided"
 
 $(VENV_DONE): infra/requirements.txt infra/constraints.txt
@@ -59,9 +66,10 @@ dev: $(VENV_DONE) web
 	  LLM_PROVIDERS=$${LLM_PROVIDERS:-echo} \
 	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
 
-# The Rust tests' last line totals every test binary's results ("N passed, N failed"); the web
-# client's tests follow. The benchmarks (tests/bench) are left out: they alone turn on `shared`'s
-# feature `metering`, and cargo would then build it into everything tested.
+# The Rust tests' last line totals every test binary's results ("N passed, N failed"); the arm64
+# binaries' event checks (test-arm64) and the web client's tests follow. The benchmarks
+# (tests/bench) are left out: they alone turn on `shared`'s feature `metering`, and cargo would
+# then build it into everything tested.
 test: fmt-check clippy cfn-lint sam-validate
 	@mkdir -p .local
 	set -o pipefail; env $(LOCAL_ENV) CORS_ALLOW_ORIGIN=https://app.example.test \
@@ -69,6 +77,7 @@ test: fmt-check clippy cfn-lint sam-validate
 	  | tee .local/test.log; status=$$?; \
 	  awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' .local/test.log; \
 	  exit $$status
+	$(MAKE) --no-print-directory test-arm64
 	$(MAKE) --no-print-directory web-test
 
 # The web client (web/): dependencies as package-lock.json pins them, then the build into web/dist
@@ -151,14 +160,36 @@ stack-up: $(VENV_DONE)
 stack-down: $(VENV_DONE)
 	$(STACK) down
 
-release:
+# Both architectures the template deploys (Architecture, arm64 by default). x86_64 with
+# cargo-lambda (PyPI) and the machine's Rust; arm64 by release-arm64.
+release: $(VENV_DONE) release-arm64
 	$(VENV)/bin/pip show cargo-lambda >/dev/null 2>&1 || $(VENV)/bin/pip install --quiet cargo-lambda
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --compiler cargo $(addprefix -p ,$(FUNCTIONS))
-	@for f in $(FUNCTIONS); do \
-	  size=$$(stat -c %s target/lambda/$$f/bootstrap); \
-	  zipped=$$(cd target/lambda/$$f && rm -f /tmp/$$f.zip && $(CURDIR)/$(VENV_PY) -c "import zipfile,sys; z=zipfile.ZipFile(sys.argv[1],'w',zipfile.ZIP_DEFLATED); z.write('bootstrap'); z.close()" /tmp/$$f.zip && stat -c %s /tmp/$$f.zip); \
-	  echo "$$f: bootstrap $$size bytes, zipped $$zipped bytes"; \
-	done
+	@$(PYTHON) infra/release_sizes.py x86_64 target/lambda $(FUNCTIONS)
+	@$(PYTHON) infra/release_sizes.py arm64 $(ARM64_DIR)/lambda $(FUNCTIONS)
+
+# arm64 with Debian's Rust (rustc-web, with its arm64 standard library from the arm64 architecture)
+# and cross gcc as linker and as C compiler (aws-lc-sys), installed when missing: all from Debian,
+# which the development machines reach, where rustup's aarch64 standard library is not promised.
+# Debian's rustc is another compiler than rustup's: its build has its own target dir, so neither
+# invalidates the other. Out: $(ARM64_DIR)/lambda/<function>/bootstrap.
+release-arm64:
+	dpkg -s $(ARM64_PACKAGES) >/dev/null 2>&1 || { sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$sudo dpkg --add-architecture arm64 && $$sudo apt-get update && \
+	  $$sudo apt-get install -y --no-install-recommends $(ARM64_PACKAGES); }
+	env RUSTC=/usr/bin/rustc \
+	  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	  CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+	  /usr/bin/cargo build --release --locked --target aarch64-unknown-linux-gnu --target-dir $(ARM64_DIR) \
+	  $(addprefix -p ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do mkdir -p $(ARM64_DIR)/lambda/$$f && \
+	  cp $(ARM64_DIR)/aarch64-unknown-linux-gnu/release/$$f $(ARM64_DIR)/lambda/$$f/bootstrap; done
+	@$(PYTHON) infra/release_sizes.py arm64 $(ARM64_DIR)/lambda $(FUNCTIONS)
+
+# The sample events through the arm64 release binaries under qemu-user, against a fresh local
+# stack (infra/arm64_events.py: its Runtime API, and what each event must get).
+test-arm64: $(VENV_DONE) release-arm64
+	env $(LOCAL_ENV) $(STACK) run -- $(VENV_PY) infra/arm64_events.py $(ARM64_DIR)/lambda
 
 deploy:
 	sam build && sam deploy --guided
