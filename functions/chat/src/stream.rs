@@ -171,23 +171,21 @@ impl Producer {
         let stored = turn
             .store(reservation, &reply, completes_key.then_some(&replay as _))
             .await;
-        let error = match (stored, failure) {
-            (Ok(stored), None) => {
+        let error = match stored {
+            Ok(stored) => {
                 turn.end(Written::Yes {
                     key_completed: completes_key,
                 })
                 .await;
-                let _ = sink.send("done", &ChatAnswer::of(&stored, &reply)).await;
-                return;
+                match failure {
+                    None => {
+                        let _ = sink.send("done", &ChatAnswer::of(&stored, &reply)).await;
+                        return;
+                    }
+                    Some(failure) => provider_failure(&failure),
+                }
             }
-            (Ok(_), Some(failure)) => {
-                turn.end(Written::Yes {
-                    key_completed: false,
-                })
-                .await;
-                provider_failure(&failure)
-            }
-            (Err(err), _) => turn.fail(err.into()).await,
+            Err(err) => turn.fail(err.into()).await,
         };
         error.log(&request_id);
         let _ = sink

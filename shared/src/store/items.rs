@@ -1,5 +1,5 @@
 //! Items as DynamoDB holds them: attribute helpers, and the decoding of each kind of item into
-//! its record. What a turn writes is encoded in `turns.rs`, feedback in `feedback.rs`.
+//! its record. What a turn writes is encoded in `turns/items.rs`, feedback in `feedback.rs`.
 
 use std::collections::HashMap;
 
