@@ -77,6 +77,23 @@ test("a reply streams in several pieces, then is listed and survives a reload", 
   await closePage(page);
 });
 
+test("a message sent before the model list arrives carries the default model", async () => {
+  const page = await openPage(browser);
+  // The list answers late, as on a slow network; the message is sent before it arrives.
+  await page.route(/\/models$/, async (route) => {
+    await new Promise((resolve) => setTimeout(resolve, 800));
+    await route.continue();
+  });
+  const user = freshUser();
+  await signIn(page, user);
+  const requestSeen = page.waitForRequest((r) => r.url().endsWith("/chat") && r.method() === "POST");
+  await send(page, "early");
+  const request = await requestSeen;
+  assert.deepEqual(JSON.parse(request.postData()), { message: "early", provider: "echo", model: "echo-1" });
+  await lastFinishedReply(page);
+  await closePage(page);
+});
+
 test("Stop ends the reply early; it is kept, marked stopped, after a reload", async () => {
   const page = await openPage(browser);
   const user = freshUser();

@@ -22,6 +22,8 @@ export interface ChatViews {
 
 export function chatController(api: Api, history: Pick<History, "adopt" | "refreshCurrentEntry">, views: ChatViews) {
   const { composer, conversation: view, messages, sidebar, banner } = views;
+  // The latest model list request; it never rejects (a failure shows the banner and hides the picker).
+  let models: Promise<void> = Promise.resolve();
 
   function setStreaming(turn: Turn | null): void {
     state.streaming = turn;
@@ -37,13 +39,17 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     const userView = messages.message({ id: "", role: "user", content: message });
     view.append(userView);
     view.scrollToEnd();
-    const pending = {
-      message,
-      conversationId: state.current?.id ?? null,
-      choice: composer.chosenModel(),
-      idempotencyKey: crypto.randomUUID(),
-    };
-    void run(pending, userView);
+    const conversationId = state.current?.id ?? null;
+    // A message sent before the model list arrived waits for it (briefly), so it carries the choice
+    // the picker is about to show rather than none.
+    void modelsKnown().then(() =>
+      run({ message, conversationId, choice: composer.chosenModel(), idempotencyKey: crypto.randomUUID() }, userView),
+    );
+  }
+
+  /** Settles once the model list has loaded or failed, or after two seconds, whichever is first. */
+  function modelsKnown(): Promise<void> {
+    return Promise.race([models, new Promise<void>((resolve) => setTimeout(resolve, 2000))]);
   }
 
   async function run(pending: PendingTurn, userView: HTMLElement): Promise<void> {
@@ -122,13 +128,16 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     composer.regainFocus();
   }
 
-  async function loadModels(): Promise<void> {
-    try {
-      composer.showModels(await api.models());
-    } catch (error) {
-      composer.hideModels();
-      banner.show(error, () => void loadModels());
-    }
+  function loadModels(): Promise<void> {
+    models = (async () => {
+      try {
+        composer.showModels(await api.models());
+      } catch (error) {
+        composer.hideModels();
+        banner.show(error, () => void loadModels());
+      }
+    })();
+    return models;
   }
 
   return { send, stop: () => state.streaming?.stop(), loadModels };
