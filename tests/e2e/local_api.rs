@@ -265,3 +265,152 @@ async fn the_dev_header_identifies_the_caller_of_history_routes() {
         .unwrap();
     assert_eq!(erase.status(), 204);
 }
+
+#[test]
+fn a_dev_header_that_is_not_utf8_or_is_repeated_names_no_one() {
+    // Two different byte strings must not decode (lossily) into one user.
+    let mut invalid = HeaderMap::new();
+    invalid.insert(
+        "x-dev-user",
+        HeaderValue::from_bytes(b"alice\xff").expect("a header value of opaque bytes"),
+    );
+    let event = event_for(invalid, None, b"");
+    assert!(event["requestContext"].get("authorizer").is_none());
+    assert!(event["headers"].get("x-dev-user").is_none());
+
+    let mut repeated = HeaderMap::new();
+    repeated.append("x-dev-user", HeaderValue::from_static("alice"));
+    repeated.append("x-dev-user", HeaderValue::from_static("bob"));
+    let event = event_for(repeated, None, b"");
+    assert!(event["requestContext"].get("authorizer").is_none());
+
+    // UTF-8 beyond ASCII is a name like any other.
+    let mut accented = HeaderMap::new();
+    accented.insert(
+        "x-dev-user",
+        HeaderValue::from_bytes("josé".as_bytes()).expect("UTF-8 bytes"),
+    );
+    let event = event_for(accented, None, b"");
+    assert_eq!(
+        event["requestContext"]["authorizer"]["claims"]["sub"],
+        "josé"
+    );
+}
+
+#[tokio::test]
+async fn a_dev_header_that_is_not_utf8_is_refused_with_401_over_http() {
+    let server = start_server().await;
+    let answer = reqwest::Client::new()
+        .get(format!("{}/conversations", server.url))
+        .header(
+            "X-Dev-User",
+            HeaderValue::from_bytes(b"alice\xff").expect("opaque bytes"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+}
+
+#[test]
+fn only_loopback_host_names_are_loopback() {
+    for host in [
+        "localhost",
+        "localhost:3000",
+        "LOCALHOST:3000",
+        "app.localhost:5173",
+        "127.0.0.1",
+        "127.0.0.1:3000",
+        "127.8.9.10:80",
+        "[::1]",
+        "[::1]:3000",
+    ] {
+        assert!(local_api::is_loopback_host(host), "{host} is loopback");
+    }
+    for host in [
+        "",
+        "evil.example",
+        "evil.example:3000",
+        "localhost.evil.example",
+        "127.0.0.1.nip.io:3000",
+        "10.0.0.1:3000",
+        "0.0.0.0:3000",
+        "[::2]:3000",
+        "[::1]3000",
+        "localhost:http",
+        "localhost:99999",
+        "::1",
+    ] {
+        assert!(!local_api::is_loopback_host(host), "{host} is not loopback");
+    }
+}
+
+/// Sends `request` (raw HTTP/1.1, so its `Host` header is exactly the test's) and returns the
+/// status code and body of the answer.
+async fn raw_exchange(url: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).await.unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_request_for_another_host_name_is_refused_before_any_function_runs() {
+    // What a DNS-rebinding page sends: our address, its own host name.
+    let server = start_server().await;
+    let user = e2e::unique("rebound");
+    let message = r#"{"message":"hello"}"#;
+    let (status, body) = raw_exchange(
+        &server.url,
+        &format!(
+            "POST /chat HTTP/1.1\r\nHost: evil.example:3000\r\nX-Dev-User: {user}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
+            message.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("loopback"), "{body}");
+    // Nothing was stored for that user: the function never ran.
+    let listed = reqwest::Client::new()
+        .get(format!("{}/conversations", server.url))
+        .header("X-Dev-User", &user)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert_eq!(listed["conversations"], serde_json::json!([]));
+
+    // The web client's files are refused the same way; a loopback name is served.
+    let (status, _) = raw_exchange(
+        &server.url,
+        "GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = raw_exchange(
+        &server.url,
+        "GET /nope HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = raw_exchange(
+        &server.url,
+        "GET /health HTTP/1.1\r\nHost: localhost:3000\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

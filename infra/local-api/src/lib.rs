@@ -11,7 +11,12 @@
 //!
 //! It also plays the authorizer: the development header `X-Dev-User: <id>` becomes
 //! `requestContext.authorizer.claims.sub`. The header is removed before the function sees the
-//! request, and exists nowhere but here.
+//! request, and exists nowhere but here. A value that is not UTF-8, or a repeated header, names
+//! no one: the function answers `401`.
+//!
+//! Because that header makes anyone anyone, the server answers only requests addressed to a
+//! loopback host name (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`): a page on another origin
+//! cannot reach it by DNS rebinding (its requests carry the attacker's host name).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -174,14 +179,20 @@ pub fn router(functions: Functions, web_root: Option<PathBuf>) -> Router {
         );
     }
     let router = router.with_state(app);
-    let Some(root) = web_root else {
-        return router.fallback(no_such_route);
+    let router = match web_root {
+        Some(root) => router.fallback_service(site(root)),
+        None => router.fallback(no_such_route),
     };
+    router.layer(axum::middleware::from_fn(loopback_hosts_only))
+}
+
+/// The web client's files from `root`, and its runtime settings at `/config.json`.
+fn site(root: PathBuf) -> Router {
     let files = tower_http::services::ServeDir::new(root)
         .append_index_html_on_directories(true)
         .call_fallback_on_method_not_allowed(true)
         .not_found_service(axum::routing::any(no_such_route));
-    let site = Router::new()
+    Router::new()
         .route(
             "/config.json",
             axum::routing::get(|| async {
@@ -192,8 +203,56 @@ pub fn router(functions: Functions, web_root: Option<PathBuf>) -> Router {
             }),
         )
         .fallback_service(files)
-        .layer(axum::middleware::map_response(page_headers));
-    router.fallback_service(site)
+        .layer(axum::middleware::map_response(page_headers))
+}
+
+/// Refuses a request whose `Host` is not a loopback name, with `403` and the reason.
+async fn loopback_hosts_only(req: AxumRequest, next: axum::middleware::Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| req.uri().authority().map(|authority| authority.as_str()));
+    if host.is_some_and(is_loopback_host) {
+        return next.run(req).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({
+            "message": "the development server answers only requests addressed to a loopback host \
+                        name (localhost, 127.0.0.1, [::1]); this one's Host header names another or none"
+        })),
+    )
+        .into_response()
+}
+
+/// Whether a `Host` header value (name and optional port) names this machine's loopback.
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((name, port))
+                if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) =>
+            {
+                name
+            }
+            _ => return false,
+        },
+        None => match host.split_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn is_port(port: &str) -> bool {
+    port.parse::<u16>().is_ok()
 }
 
 /// What API Gateway answers for a path it has no route for.
@@ -335,16 +394,21 @@ pub struct ProxyRequest<'a> {
 pub fn proxy_event(req: &ProxyRequest<'_>) -> Value {
     let mut headers = Map::new();
     let mut multi_headers: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut user = None;
+    // Named only by exactly one X-Dev-User whose bytes are UTF-8: a lossy decoding would make two
+    // different byte strings one user.
+    let mut users = req.headers.get_all(DEV_USER_HEADER).iter();
+    let user = match (users.next(), users.next()) {
+        (Some(value), None) => std::str::from_utf8(value.as_bytes()).ok(),
+        _ => None,
+    };
     for (name, value) in req.headers {
+        if name.as_str() == DEV_USER_HEADER {
+            continue;
+        }
         // API Gateway passes any header value on, bytes beyond ASCII included; so do we, and
         // the function judges it (a non-ASCII Idempotency-Key is a 400, not a silent drop).
         let value = String::from_utf8_lossy(value.as_bytes());
         let value = value.as_ref();
-        if name.as_str() == DEV_USER_HEADER {
-            user = Some(value.to_owned());
-            continue;
-        }
         headers.insert(name.as_str().to_owned(), Value::from(value));
         multi_headers
             .entry(name.as_str().to_owned())
