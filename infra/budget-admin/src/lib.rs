@@ -46,10 +46,12 @@ pub fn parse_args(args: &[String]) -> Result<(Command, Option<String>), String> 
             word => words.push(word.to_owned()),
         }
     }
-    let number = |text: Option<String>, name: &str| -> Result<u64, String> {
+    // The range the deployment's own settings allow: a larger value would not survive the store.
+    let number = |text: Option<String>, name: &str, max: u64| -> Result<u64, String> {
         let text = text.ok_or(format!("set needs --{name}"))?;
-        text.parse()
-            .map_err(|_| format!("--{name} must be a whole number (0 = unlimited)"))
+        text.parse().ok().filter(|n| *n <= max).ok_or(format!(
+            "--{name} must be a whole number from 0 to {max} (0 = unlimited)"
+        ))
     };
     let user = |raw: Option<&String>| {
         let raw = raw.ok_or("which user? give their id (the token's sub)")?;
@@ -62,8 +64,8 @@ pub fn parse_args(args: &[String]) -> Result<(Command, Option<String>), String> 
         Some("set") if words.len() == 2 => Command::Set(
             user(words.get(1))?,
             DailyBudget {
-                turns: number(turns, "turns")?,
-                tokens: number(tokens, "tokens")?,
+                turns: number(turns, "turns", DailyBudget::MAX_TURNS)?,
+                tokens: number(tokens, "tokens", DailyBudget::MAX_TOKENS)?,
             },
         ),
         _ => return Err("expected show USER, set USER --turns N --tokens N, or clear USER".into()),
@@ -138,5 +140,19 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn a_budget_outside_the_deployment_s_range_is_refused() {
+        // Above i64::MAX the store could not read it back: it was dropped the next day.
+        let refused = parse("set alice --turns 5 --tokens 9223372036854775808").unwrap_err();
+        assert!(refused.contains("from 0 to 1000000000000"), "{refused}");
+        assert!(parse("set alice --turns 10000001 --tokens 5").is_err());
+        let largest = format!(
+            "set alice --turns {} --tokens {}",
+            DailyBudget::MAX_TURNS,
+            DailyBudget::MAX_TOKENS
+        );
+        assert!(parse(&largest).is_ok());
     }
 }

@@ -9,6 +9,13 @@ pub struct DailyBudget {
     pub tokens: u64,
 }
 
+impl DailyBudget {
+    /// The largest daily turn budget a deployment or an operator may set.
+    pub const MAX_TURNS: u64 = 10_000_000;
+    /// The largest daily token budget a deployment or an operator may set.
+    pub const MAX_TOKENS: u64 = 1_000_000_000_000;
+}
+
 /// The budget rules of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetPolicy {
@@ -25,8 +32,8 @@ pub(super) fn policy<F: Fn(&str) -> Option<String>>(
 ) -> Result<BudgetPolicy, ConfigError> {
     Ok(BudgetPolicy {
         daily: DailyBudget {
-            turns: vars.number("DAILY_TURN_BUDGET", 200, 0..=10_000_000)?,
-            tokens: vars.number("DAILY_TOKEN_BUDGET", 200_000, 0..=1_000_000_000_000)?,
+            turns: vars.number("DAILY_TURN_BUDGET", 200, 0..=DailyBudget::MAX_TURNS)?,
+            tokens: vars.number("DAILY_TOKEN_BUDGET", 200_000, 0..=DailyBudget::MAX_TOKENS)?,
         },
         per_minute: vars.number("TURNS_PER_MINUTE", 10, 0..=100_000)?,
     })
