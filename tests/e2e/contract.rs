@@ -175,6 +175,17 @@ impl Documented {
         }
     }
 
+    /// A schema whose pattern describes rules the code checks by hand (trimming, control characters).
+    fn described(schema: &Value) -> Self {
+        let pattern = schema["pattern"].as_str().expect("a pattern");
+        let length = |name: &str| schema[name].as_u64().expect("a length") as usize;
+        Self {
+            pattern: regex_lite::Regex::new(pattern).expect("a valid pattern"),
+            min: length("minLength"),
+            max: length("maxLength"),
+        }
+    }
+
     fn admits(&self, text: &str) -> bool {
         let chars = text.chars().count();
         self.pattern.is_match(text) && (self.min..=self.max).contains(&chars)
@@ -255,4 +266,51 @@ fn the_documented_patterns_are_the_ones_the_code_enforces() {
         assert!(!cursors.admits(outside));
         assert!(Cursor::decode(outside).is_err(), "{outside:?}");
     }
+}
+
+#[test]
+fn the_documented_texts_admit_only_what_the_code_accepts() {
+    // A schema-valid request must not be refused: titles and messages the document admits are
+    // accepted (the code trims; a title is one line).
+    use shared::domain::{MessageText, Title};
+    let api = yaml("infra/openapi.yaml");
+    let schemas = &api["components"]["schemas"];
+    let long = "t".repeat(121);
+    let titles = Documented::described(&schemas["RenameRequest"]["properties"]["title"]);
+    let messages = Documented::described(&schemas["ChatRequest"]["properties"]["message"]);
+    for sample in [
+        "Trip plans",
+        "  padded  ",
+        "é",
+        "",
+        " ",
+        "\t",
+        "\u{3000}",
+        "\u{a0}\u{2003}",
+        "one\ntwo",
+        "bell\u{7}",
+        "del\u{7f}",
+        "\u{200b}",
+        long.as_str(),
+    ] {
+        assert_eq!(
+            titles.admits(sample),
+            Title::parse(sample).is_ok(),
+            "title {sample:?}"
+        );
+        if sample.chars().count() <= messages.max {
+            assert_eq!(
+                messages.admits(sample),
+                MessageText::parse(sample, messages.max).is_ok(),
+                "message {sample:?}"
+            );
+        }
+    }
+    // Where they differ the document is the stricter: a trailing NEL is trimmed away by the code.
+    assert!(!titles.admits("c1\u{85}") && Title::parse("c1\u{85}").is_ok());
+    // The empty model is refused by the document as by the code.
+    assert_eq!(
+        schemas["ChatRequest"]["properties"]["model"]["minLength"].as_u64(),
+        Some(1)
+    );
 }

@@ -134,8 +134,10 @@ struct CursorWire {
 pub struct InvalidCursor;
 
 impl Cursor {
-    /// The form the API documents (`infra/openapi.yaml` carries the same pattern; a test compares).
-    pub const PATTERN: &'static str = "^[A-Za-z0-9_-]+$";
+    /// The form the API documents (`infra/openapi.yaml` carries the same pattern; a test compares):
+    /// URL-safe base64 that begins as every cursor's JSON does (`{"v":1,"sk":"`), so a client's
+    /// schema already refuses what was never a cursor of ours (`0`, `abc`).
+    pub const PATTERN: &'static str = "^eyJ2IjoxLCJzayI6I[A-Za-z0-9_-]+$";
     pub const MAX_LEN: usize = 512;
 
     pub(crate) fn after(sort_key: String) -> Self {
@@ -221,6 +223,12 @@ mod tests {
         let cursor = Cursor::after(message(&a, id(5)));
         let decoded = Cursor::decode(&cursor.encode()).unwrap();
         assert_eq!(decoded, cursor);
+        // Every cursor made begins with the documented pattern's fixed part.
+        let prefix = "eyJ2IjoxLCJzayI6I";
+        assert!(Cursor::PATTERN.starts_with(&format!("^{prefix}[")));
+        for made in [cursor.encode(), Cursor::after(String::new()).encode()] {
+            assert!(made.starts_with(prefix), "{made}");
+        }
         assert_eq!(
             decoded.within(&messages(&a)),
             Ok(message(&a, id(5)).as_str())
