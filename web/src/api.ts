@@ -75,9 +75,10 @@ export class ApiError extends Error {
     super(detail ? `${title}: ${detail}` : title);
   }
 
-  /** Worth trying again as it is: the network, throttling, an unavailable dependency. */
+  /** Worth trying again as it is: the network, throttling, an unavailable dependency, or (409) a
+   *  request with the same Idempotency-Key that is still running. */
   get retryable(): boolean {
-    return this.kind === "network" || [429, 500, 502, 503, 504].includes(this.status);
+    return this.kind === "network" || [409, 429, 500, 502, 503, 504].includes(this.status);
   }
 }
 

@@ -1,5 +1,6 @@
 // Runtime settings: the deployment writes /config.json next to index.html; the local API server
-// serves a dev one. No file (or a broken one) means dev mode against the same origin.
+// serves a dev one. No file (or a broken one) means dev mode only on this machine (a loopback
+// host, as the Vite dev server); anywhere else the page fails closed: nobody may sign in.
 
 export interface DevAuth {
   mode: "dev";
@@ -20,8 +21,31 @@ export interface AppConfig {
 
 export const DEV_CONFIG: AppConfig = { apiBaseUrl: "", auth: { mode: "dev" } };
 
-export function parseConfig(raw: unknown): AppConfig {
-  if (typeof raw !== "object" || raw === null) return DEV_CONFIG;
+/** The settings are missing or broken where a deployment must have them. */
+export class ConfigError extends Error {}
+
+/** Whether the page is served from this machine (where dev mode is the default). */
+export function isLoopbackHost(hostname: string): boolean {
+  return (
+    hostname === "localhost" ||
+    hostname.endsWith(".localhost") ||
+    /^127(\.\d{1,3}){3}$/.test(hostname) ||
+    hostname === "[::1]" ||
+    hostname === "::1"
+  );
+}
+
+const MISSING =
+  "This site's settings (config.json) are missing or broken, so nobody can sign in here. " +
+  "If you run this deployment, publish the web client again (make publish-web).";
+
+/** The settings in `raw`; without usable ones, dev mode on a loopback host and a ConfigError elsewhere. */
+export function parseConfig(raw: unknown, hostname = "localhost"): AppConfig {
+  const fallback = (): AppConfig => {
+    if (isLoopbackHost(hostname)) return DEV_CONFIG;
+    throw new ConfigError(MISSING);
+  };
+  if (typeof raw !== "object" || raw === null) return fallback();
   const doc = raw as Record<string, unknown>;
   const apiBaseUrl = typeof doc.apiBaseUrl === "string" ? doc.apiBaseUrl.replace(/\/+$/, "") : "";
   const auth = doc.auth as Record<string, unknown> | undefined;
@@ -43,22 +67,17 @@ export function parseConfig(raw: unknown): AppConfig {
       },
     };
   }
-  return { apiBaseUrl, auth: { mode: "dev" } };
+  if (auth && auth.mode === "dev") return { apiBaseUrl, auth: { mode: "dev" } };
+  return fallback();
 }
 
-export async function loadConfig(): Promise<AppConfig> {
-  let response: Response;
+export async function loadConfig(hostname = location.hostname): Promise<AppConfig> {
+  let body: unknown = null;
   try {
-    response = await fetch("/config.json", { cache: "no-store" });
+    const response = await fetch("/config.json", { cache: "no-store" });
+    if (response.ok) body = await response.json();
   } catch {
-    return DEV_CONFIG;
+    // Unreachable or not JSON: as if there were none.
   }
-  if (!response.ok) return DEV_CONFIG;
-  let body: unknown;
-  try {
-    body = await response.json();
-  } catch {
-    return DEV_CONFIG;
-  }
-  return parseConfig(body);
+  return parseConfig(body, hostname);
 }

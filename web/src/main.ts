@@ -7,18 +7,25 @@ import { Session } from "./auth";
 import { bannerView } from "./banner";
 import { chatController } from "./chat";
 import { composerView } from "./composer";
-import { loadConfig } from "./config";
+import { loadConfig, type AppConfig } from "./config";
 import { conversationView } from "./conversation";
 import { dialogsView } from "./dialogs";
 import { historyController } from "./history";
 import { manageController } from "./manage";
 import { messagesView } from "./messages";
 import { sidebarView } from "./sidebar";
-import { signInView } from "./signin";
+import { showUnconfigured, signInView } from "./signin";
 import { state } from "./state";
 
 async function start(): Promise<void> {
-  const config = await loadConfig();
+  let config: AppConfig;
+  try {
+    config = await loadConfig();
+  } catch (error) {
+    // Fail closed: the sign-in screen with the reason and no way in.
+    showUnconfigured(error instanceof Error ? error.message : String(error));
+    return;
+  }
   const session = new Session(config);
   const api = new Api({
     baseUrl: config.apiBaseUrl,

@@ -58,13 +58,15 @@ export async function completeSignIn(
   if (!code && !error) return null;
   const pending = storage.getItem(PENDING_KEY);
   storage.removeItem(PENDING_KEY);
-  if (error) {
-    throw new SignInError(url.searchParams.get("error_description") || error);
-  }
   if (!pending) throw new SignInError("The sign-in was not started from this tab; please sign in again.");
   const { verifier, state } = JSON.parse(pending) as { verifier: string; state: string };
+  // The state first: an answer this tab did not ask for, error or not, shows none of its words
+  // (a crafted link could otherwise put any text on our sign-in screen).
   if (url.searchParams.get("state") !== state) {
     throw new SignInError("The sign-in answer did not match this tab's request; please sign in again.");
+  }
+  if (error) {
+    throw new SignInError(url.searchParams.get("error_description") || error);
   }
   let response: Response;
   try {

@@ -21,6 +21,15 @@ export interface SignInView {
   focusEraseAll(): void;
 }
 
+/** The sign-in screen when the site cannot sign anyone in: the reason, and no form. */
+export function showUnconfigured(reason: string): void {
+  byId("shell").hidden = true;
+  byId("dev-signin").hidden = true;
+  byId("cognito-signin").hidden = true;
+  byId("signin-message").textContent = reason;
+  byId("signin").hidden = false;
+}
+
 export function signInView(mode: "dev" | "cognito", handlers: SignInHandlers): SignInView {
   const screen = byId("signin");
   const message = byId("signin-message");

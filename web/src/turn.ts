@@ -19,6 +19,10 @@ export type ChatRequest = (
   signal: AbortSignal,
 ) => Promise<Response>;
 
+/** The pauses before sending again while the server answers 409: the same Idempotency-Key is
+ *  still running (a connection that dropped mid-reply, and its retry). About half a minute in all. */
+export const IN_PROGRESS_PAUSES_MS: readonly number[] = [1000, 2000, 3000, 5000, 8000, 13000];
+
 export type ReadEvents = (body: ReadableStream<Uint8Array>) => AsyncIterable<SseEvent>;
 
 /** What arrives, as it arrives. */
@@ -51,6 +55,7 @@ export class Turn {
     readonly pending: PendingTurn,
     private readonly chat: ChatRequest,
     private readonly read: ReadEvents = readEvents,
+    private readonly pauses: readonly number[] = IN_PROGRESS_PAUSES_MS,
   ) {}
 
   /** The user's Stop: the reply so far is kept (the server stores it as stopped). */
@@ -75,7 +80,7 @@ export class Turn {
         ...(pending.conversationId ? { conversation_id: pending.conversationId } : {}),
         ...(pending.choice ? { provider: pending.choice.provider, model: pending.choice.model } : {}),
       };
-      const response = await this.chat(body, pending.idempotencyKey, this.controller.signal);
+      const response = await this.send(body);
       if (!response.body) throw new ApiError("network", 0, "The reply did not arrive", "");
       for await (const event of this.read(response.body)) {
         if (event.event === "start") {
@@ -108,4 +113,35 @@ export class Turn {
       return { outcome: "unanswered", problem, retry: pending };
     }
   }
+
+  /** Sends the message; while its key is still in progress (409), pauses and sends it again with
+   *  the same key, so the server answers with that request's turn instead of storing a second. */
+  private async send(body: Parameters<ChatRequest>[0]): Promise<Response> {
+    const { signal } = this.controller;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.chat(body, this.pending.idempotencyKey, signal);
+      } catch (error) {
+        const inProgress = error instanceof ApiError && error.status === 409;
+        if (!inProgress || attempt >= this.pauses.length) throw error;
+        await pause(this.pauses[attempt], signal);
+      }
+    }
+  }
+}
+
+/** Resolves after `ms`, or rejects with an AbortError when `signal` aborts first. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const abort = () => {
+      clearTimeout(timer);
+      reject(new DOMException("aborted", "AbortError"));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", abort);
+      resolve();
+    }, ms);
+    if (signal.aborted) abort();
+    else signal.addEventListener("abort", abort, { once: true });
+  });
 }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import type { CognitoAuth } from "../src/config";
-import { parseConfig } from "../src/config";
+import { ConfigError, parseConfig } from "../src/config";
 import { authorizeUrl, challengeFor, completeSignIn, logoutUrl, SignInError } from "../src/pkce";
 
 class MemoryStorage {
@@ -67,14 +67,36 @@ describe("PKCE", () => {
     );
   });
 
+  it("shows an error answer's words only when its state is this tab's", async () => {
+    const storage = new MemoryStorage() as unknown as Storage;
+    await authorizeUrl(auth, storage);
+    const forged = new URL("https://app.example/?error=access_denied&error_description=Call+0800+now&state=forged");
+    const refused = await completeSignIn(auth, forged, storage).catch((error: Error) => error);
+    expect(refused).toBeInstanceOf(SignInError);
+    expect((refused as Error).message).not.toMatch(/0800/);
+
+    const state = new URL(await authorizeUrl(auth, storage)).searchParams.get("state")!;
+    const genuine = new URL(`https://app.example/?error=access_denied&error_description=User+cancelled&state=${state}`);
+    await expect(completeSignIn(auth, genuine, storage)).rejects.toThrow("User cancelled");
+  });
+
   it("logs out through the managed login", () => {
     expect(logoutUrl(auth)).toBe(`${auth.domain}/logout?client_id=client123&logout_uri=https%3A%2F%2Fapp.example%2F`);
   });
 });
 
 describe("config", () => {
-  it("falls back to dev mode and reads a Cognito config", () => {
+  it("falls back to dev mode on this machine only, and reads a Cognito config", () => {
     expect(parseConfig(null)).toEqual({ apiBaseUrl: "", auth: { mode: "dev" } });
+    expect(parseConfig({ auth: { mode: "dev" } }, "chat.example.com").auth.mode).toBe("dev");
+    for (const host of ["localhost", "127.0.0.1", "app.localhost", "[::1]"]) {
+      expect(parseConfig(undefined, host).auth.mode).toBe("dev");
+    }
+    // Deployed, a missing, broken or mode-less config fails closed instead of offering "any name".
+    for (const raw of [null, "not an object", {}, { auth: { mode: "other" } }, { apiBaseUrl: "https://x" }]) {
+      expect(() => parseConfig(raw, "d111.cloudfront.net")).toThrow(ConfigError);
+    }
+    expect(() => parseConfig(null, "127.0.0.1.evil.example")).toThrow(/config.json/);
     expect(parseConfig({ apiBaseUrl: "https://x/v1/", auth: { ...auth } }).apiBaseUrl).toBe("https://x/v1");
     expect(() => parseConfig({ apiBaseUrl: "", auth: { mode: "cognito" } })).toThrow(/domain/);
   });

@@ -138,4 +138,36 @@ describe("Turn", () => {
     expect(refused.outcome === "unanswered" && refused.problem.retryAfterSeconds).toBe(3);
     expect(await new Turn(pending(), refuse(401)).run(recorder().listener)).toEqual({ outcome: "signed-out" });
   });
+
+  it("a 409 (the same key still in progress) is sent again with that key after a pause, not given up", async () => {
+    const answered = server([sse("start", START), sse("done", DONE)]);
+    const keys: string[] = [];
+    let refusals = 2;
+    const chat: ChatRequest = async (body, key, signal) => {
+      keys.push(key);
+      if (refusals-- > 0) throw new ApiError("http", 409, "Conflict", "still in progress");
+      return answered.chat(body, key, signal);
+    };
+    const { seen, listener } = recorder();
+    expect(await new Turn(pending(), chat, undefined, [0, 0, 0]).run(listener)).toEqual({ outcome: "answered" });
+    expect(keys).toEqual(["key-1", "key-1", "key-1"]);
+    expect(seen).toEqual([["started", "000000000002"], ["finished", "Hello"]]);
+  });
+
+  it("a 409 that outlasts the pauses is unanswered and offers Retry; Stop ends the waiting", async () => {
+    let calls = 0;
+    const busy: ChatRequest = async () => {
+      calls++;
+      throw new ApiError("http", 409, "Conflict", "still in progress");
+    };
+    const result = await new Turn(pending(), busy, undefined, [0, 0]).run(recorder().listener);
+    expect(calls).toBe(3);
+    expect(result.outcome === "unanswered" && result.problem.retryable).toBe(true);
+
+    const waiting = new Turn(pending(), busy, undefined, [60_000]);
+    const run = waiting.run(recorder().listener);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    waiting.stop();
+    expect(await run).toEqual({ outcome: "stopped", text: null });
+  });
 });
