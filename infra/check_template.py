@@ -410,6 +410,22 @@ def resolve(value, values, conditions):
                      **{k: resolve(v, values, conditions) for k, v in variables.items()}}
             names = {k: v for k, v in names.items() if isinstance(v, str)}
             return re.sub(r"\$\{([^!}][^}]*)\}", lambda m: names.get(m.group(1), m.group(0)), text)
+        if function == "Fn::Join":
+            delimiter, parts = argument
+            parts = resolve(parts, values, conditions)
+            return delimiter.join(parts) if all(isinstance(p, str) for p in parts) else value
+        if function == "Fn::Select":
+            index, listed = argument
+            if isinstance(listed, dict) and set(listed) == {"Fn::Split"}:
+                # A part of a value known only once deployed (the stack's id) stays a placeholder.
+                delimiter, text = listed["Fn::Split"]
+                text = resolve(text, values, conditions)
+                if isinstance(text, str) and "${" not in text:
+                    return text.split(delimiter)[int(index)]
+                inner = text[2:-1] if isinstance(text, str) and text.startswith("${") and text.endswith("}") else text
+                return "${" + f"{inner}[{delimiter}{index}]" + "}"
+            listed = resolve(listed, values, conditions)
+            return listed[int(index)] if isinstance(listed, list) else value
     return {k: resolve(v, values, conditions) for k, v in value.items()}
 
 
@@ -650,6 +666,11 @@ def sign_in_problems(template, values, signing_in):
         problems.append("UserPoolClient: has a secret; a browser cannot keep one (public client, PKCE)")
     if client.get("AllowedOAuthFlowsUserPoolClient") is not True or client.get("AllowedOAuthFlows") != ["code"]:
         problems.append(f"UserPoolClient: OAuth flows {client.get('AllowedOAuthFlows')!r}, not the code flow alone")
+    # The public client id is in every browser: no flow that trades a password for tokens without
+    # IAM credentials (USER_PASSWORD_AUTH, USER_SRP_AUTH, CUSTOM_AUTH, USER_AUTH).
+    public_flows = set(client.get("ExplicitAuthFlows", [])) - {"ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"}
+    if public_flows:
+        problems.append(f"UserPoolClient: auth flows {sorted(public_flows)} let anyone with the public client id sign in without managed login")
     if "openid" not in client.get("AllowedOAuthScopes", []):
         problems.append("UserPoolClient: no openid scope, so no ID token for the API's authorizer")
     if client.get("SupportedIdentityProviders") != ["COGNITO"]:
