@@ -938,6 +938,46 @@ async fn a_write_that_may_have_landed_stays_maybe_stored_whatever_the_next_attem
     assert_eq!(messages, 2, "one turn, stored once");
 }
 
+#[tokio::test]
+async fn an_admission_that_meets_a_turn_in_flight_is_retried_and_charged_once() {
+    // The user's day is open; the next admission's update on the budget item meets the previous
+    // turn's transaction, which settles that item (DynamoDB: TransactionConflictException).
+    let user = unique("conflict");
+    let healthy = e2e::echo_chat_state().await;
+    let first = handle(
+        &healthy,
+        chat_request(Some(&user), &[], r#"{"message":"one"}"#),
+    )
+    .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let answered = Arc::default();
+    let fault = e2e::Fault::ConflictOnce {
+        on: format!(r#""S":"{}""#, shared::store::keys::usage()),
+        answered: Arc::clone(&answered),
+    };
+    let (address, proxy) = e2e::proxy("UpdateItem", fault).await;
+    let state = state_with_table_at(address).await;
+    let response = handle(
+        &state,
+        chat_request(Some(&user), &[], r#"{"message":"two"}"#),
+    )
+    .await;
+    proxy.abort();
+    let body = json_body(&response);
+    assert_eq!(response.status(), StatusCode::OK, "{body}");
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let items = user_items(&user).await;
+    let replies = items.iter().filter(|item| e2e::is_reply(item)).count();
+    let budget = items.iter().find(|item| e2e::is_budget_item(item)).unwrap();
+    assert_eq!(replies, 2);
+    assert_eq!(
+        budget["turns"].as_n().map(String::as_str),
+        Ok("2"),
+        "charged once"
+    );
+}
+
 /// `GET /models` as `user`.
 async fn models(harness: &Harness, user: Option<&str>) -> (StatusCode, Value, Option<String>) {
     let req = e2e::api_request("GET", "/models", &[], None, user);

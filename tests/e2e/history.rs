@@ -1,6 +1,11 @@
 //! The history function through its handler: sample events, isolation between users,
 //! validation, and erasure.
 
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
+
 use e2e::{
     api_request, append_turn, event, json_body, json_request, stack, store, user, user_items,
 };
@@ -46,6 +51,19 @@ async fn call(
     let req = api_request(method, resource, &params, query, user.map(UserId::as_str));
     let response = handle(state, req).await;
     (response.status(), json_body(&response))
+}
+
+/// `DELETE /conversations/{id}` as `user`.
+async fn delete(state: &State, user: &UserId, id: &ConversationId) -> (StatusCode, Value) {
+    call(
+        state,
+        "DELETE",
+        "/conversations/{id}",
+        Some(id),
+        None,
+        Some(user),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -156,19 +174,11 @@ async fn another_user_can_neither_see_nor_delete_a_conversation() {
         )
         .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, delete) = call(
-            &state,
-            "DELETE",
-            "/conversations/{id}",
-            Some(target),
-            None,
-            Some(&intruder),
-        )
-        .await;
+        let (status, refused) = delete(&state, &intruder, target).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         // Foreign and unknown look exactly alike, apart from the request id.
         assert_eq!(read["detail"], "conversation not found");
-        assert_eq!(delete["type"], read["type"]);
+        assert_eq!(refused["type"], read["type"]);
     }
     let (_, listed) = call(&state, "GET", "/conversations", None, None, Some(&intruder)).await;
     assert_eq!(listed["conversations"], serde_json::json!([]));
@@ -480,15 +490,7 @@ async fn a_rename_never_brings_back_a_deleted_or_foreign_conversation() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(user_items(&stranger).await.is_empty());
 
-    let (status, _) = call(
-        &state,
-        "DELETE",
-        "/conversations/{id}",
-        Some(&id),
-        None,
-        Some(&owner),
-    )
-    .await;
+    let (status, _) = delete(&state, &owner, &id).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, body) = rename(&state, &owner, &id, r#"{"title":"revived?"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -527,4 +529,52 @@ async fn a_bad_rename_is_a_400_naming_the_field_and_changes_nothing() {
     }
     let unchanged = store().await.conversation(&owner, &id).await.unwrap();
     assert_eq!(unchanged.title, "a title");
+}
+
+/// A history function whose table answers the first `operation` on `id`'s head with a
+/// `TransactionConflictException` (a turn's transaction checking that head); and the count of
+/// conflicts answered.
+async fn state_conflicting_once(
+    operation: &str,
+    id: &ConversationId,
+) -> (State, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let answered = Arc::<AtomicUsize>::default();
+    let fault = e2e::Fault::ConflictOnce {
+        on: keys::head(id),
+        answered: Arc::clone(&answered),
+    };
+    let (address, proxy) = e2e::proxy(operation, fault).await;
+    let clients = shared::aws::AwsClients {
+        dynamodb: e2e::dynamodb_at(address, std::time::Duration::from_secs(3)).await,
+        secrets: stack().await.clients.secrets.clone(),
+    };
+    (e2e::history_state(&clients).await, answered, proxy)
+}
+
+#[tokio::test]
+async fn a_rename_that_meets_a_turn_in_flight_is_retried() {
+    let owner = user();
+    let id = conversation(&owner, 1).await;
+    let (state, answered, proxy) = state_conflicting_once("UpdateItem", &id).await;
+    let (status, body) = rename(&state, &owner, &id, r#"{"title":"renamed"}"#).await;
+    proxy.abort();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+    let stored = store().await.conversation(&owner, &id).await.unwrap();
+    assert_eq!(stored.title.as_str(), "renamed");
+}
+
+#[tokio::test]
+async fn a_deletion_that_meets_a_turn_in_flight_is_retried() {
+    let owner = user();
+    let id = conversation(&owner, 1).await;
+    let (state, answered, proxy) = state_conflicting_once("DeleteItem", &id).await;
+    let (status, body) = delete(&state, &owner, &id).await;
+    proxy.abort();
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+    assert!(
+        user_items(&owner).await.is_empty(),
+        "the conversation is gone"
+    );
 }

@@ -1,5 +1,5 @@
 //! Faulty dependencies: an endpoint that never answers, and a proxy in front of the local stack
-//! that hangs, loses or holds back one DynamoDB operation.
+//! that hangs, loses, holds back or refuses one DynamoDB operation.
 
 use crate::stack::{clients_at, NoInterceptor};
 
@@ -31,6 +31,14 @@ pub enum Fault {
     /// The first call as [`Fault::LoseAnswer`]; every later one refused with a
     /// `ValidationException` (an error that is neither a cancellation nor retried by the SDK).
     LoseAnswerThenRefuse(std::sync::Arc<std::sync::atomic::AtomicUsize>),
+    /// The first call whose body contains `on` (an item's key) answered as DynamoDB answers a
+    /// write on an item that a transaction in flight holds (`TransactionConflictException`, which
+    /// the local stack never produces); every other call forwarded. `answered` counts the
+    /// conflicts answered.
+    ConflictOnce {
+        on: String,
+        answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    },
 }
 
 /// Holds requests until opened; tells when one has arrived.
@@ -70,6 +78,8 @@ pub async fn proxy(
     operation: &str,
     fault: Fault,
 ) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::Ordering;
+
     use axum::{body::Bytes, http::HeaderMap, response::IntoResponse};
     let target = std::env::var("AWS_ENDPOINT_URL").expect("the local stack's endpoint");
     let faulty = format!("DynamoDB_20120810.{operation}");
@@ -84,16 +94,24 @@ pub async fn proxy(
         async move {
             let operation = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
             let fault = (operation == Some(faulty.as_str())).then_some(fault);
-            if let Some(Fault::LoseAnswerThenRefuse(calls)) = &fault {
-                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
-                    let body = r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"injected"}"#;
-                    let mut refused = (axum::http::StatusCode::BAD_REQUEST, body).into_response();
-                    refused.headers_mut().insert(
-                        "content-type",
-                        axum::http::HeaderValue::from_static("application/x-amz-json-1.0"),
-                    );
-                    return refused;
+            match &fault {
+                Some(Fault::LoseAnswerThenRefuse(calls))
+                    if calls.fetch_add(1, Ordering::SeqCst) > 0 =>
+                {
+                    return refusal("com.amazon.coral.validate#ValidationException", "injected");
                 }
+                Some(Fault::ConflictOnce { on, answered })
+                    if String::from_utf8_lossy(&body).contains(on.as_str())
+                        && answered
+                            .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_ok() =>
+                {
+                    return refusal(
+                        "com.amazonaws.dynamodb.v20120810#TransactionConflictException",
+                        "Transaction is ongoing for the item",
+                    );
+                }
+                _ => {}
             }
             match &fault {
                 Some(Fault::Hang) => std::future::pending::<()>().await,
@@ -136,6 +154,21 @@ pub async fn proxy(
         let _ = axum::serve(listener, app).await;
     });
     (address, task)
+}
+
+/// DynamoDB's answer refusing a call with the error `kind` (`namespace#Name`), as on the wire.
+fn refusal(kind: &'static str, message: &str) -> axum::response::Response {
+    use axum::{http::HeaderValue, response::IntoResponse};
+    let body = serde_json::json!({"__type": kind, "message": message}).to_string();
+    let mut refused = (axum::http::StatusCode::BAD_REQUEST, body).into_response();
+    let name = kind.rsplit_once('#').map_or(kind, |(_, name)| name);
+    let headers = refused.headers_mut();
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    headers.insert("x-amzn-errortype", HeaderValue::from_static(name));
+    refused
 }
 
 /// A DynamoDB client for the endpoint at `address` (a hung or proxied table), each call bounded by

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, WriteRequest};
 use tokio::time::Instant;
 
 use super::{
-    error::from_sdk,
+    error::{from_sdk, retry_conflicts},
     items::{s, sort_key, Item},
     keys,
     meter::{ask, Work},
@@ -40,15 +40,15 @@ impl ConversationStore {
         conversation: &ConversationId,
         deadline: Instant,
     ) -> Result<usize, StoreError> {
-        let head = self
+        let delete = self
             .db
             .delete_item()
             .table_name(&self.table)
             .key("PK", s(keys::partition(user)))
             .key("SK", s(keys::head(conversation)))
             .return_values(ReturnValue::AllOld)
-            .return_consumed_capacity(ask())
-            .send()
+            .return_consumed_capacity(ask());
+        let head = retry_conflicts(|| delete.clone().send())
             .await
             .map_err(from_sdk)?;
         self.meter.record(Work::Write, head.consumed_capacity());

@@ -7,8 +7,11 @@ use aws_sdk_dynamodb::{
     },
 };
 
-use super::InvalidCursor;
+use super::{InvalidCursor, BACKOFF};
 use crate::BoxError;
+
+/// How many times a single-item write is sent while it collides with a transaction.
+const CONFLICT_ATTEMPTS: u32 = 4;
 
 /// What can go wrong in the store. The HTTP layer maps each to an answer (`http::error`).
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +103,7 @@ fn is_transient_code(code: Option<&str>) -> bool {
             "ProvisionedThroughputExceededException"
                 | "RequestLimitExceeded"
                 | "ThrottlingException"
+                | "TransactionConflictException"
                 | "InternalServerError"
                 | "ServiceUnavailable"
         )
@@ -133,6 +137,30 @@ write_error!(PutItemError, UpdateItemError, DeleteItemError);
 /// write may be tried again at once.
 pub(super) fn is_transaction_conflict<E: WriteError, R>(err: &SdkError<E, R>) -> bool {
     err.as_service_error().is_some_and(E::transaction_conflict)
+}
+
+/// Sends a single-item write, and again while it collides with a transaction in flight on its
+/// item (a turn's transaction settles the budget item and checks the conversation's head), with
+/// the store's backoff between, at most `CONFLICT_ATTEMPTS` times. A conflict that outlasts them
+/// is transient to [`from_sdk`].
+pub(super) async fn retry_conflicts<T, E, R, F>(
+    mut send: impl FnMut() -> F,
+) -> Result<T, SdkError<E, R>>
+where
+    E: WriteError,
+    F: std::future::Future<Output = Result<T, SdkError<E, R>>>,
+{
+    let mut attempt = 1;
+    loop {
+        match send().await {
+            Err(err) if is_transaction_conflict(&err) && attempt < CONFLICT_ATTEMPTS => {
+                tracing::info!(attempt, "a write collided with a transaction; retrying");
+                tokio::time::sleep(BACKOFF.pause(attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// A conditional write whose condition did not hold (nothing was written).

@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::{
-    error::{from_sdk, is_condition_failed},
+    error::{from_sdk, is_condition_failed, retry_conflicts},
     items::{self, n, s},
     keys,
     meter::{ask, Work},
@@ -22,7 +22,7 @@ impl ConversationStore {
         conversation: &ConversationId,
         title: &Title,
     ) -> Result<Conversation, StoreError> {
-        let result = self
+        let update = self
             .db
             .update_item()
             .table_name(&self.table)
@@ -33,10 +33,8 @@ impl ConversationStore {
             .expression_attribute_values(":title", s(title.as_str()))
             .expression_attribute_values(":now", n(self.now().timestamp()))
             .return_values(ReturnValue::AllNew)
-            .return_consumed_capacity(ask())
-            .send()
-            .await;
-        let output = match result {
+            .return_consumed_capacity(ask());
+        let output = match retry_conflicts(|| update.clone().send()).await {
             Ok(output) => output,
             Err(err) if is_condition_failed(&err) => return Err(StoreError::NotFound),
             Err(err) => return Err(from_sdk(err)),

@@ -15,7 +15,7 @@ use crate::{
     config::BudgetPolicy,
     domain::UserId,
     store::{
-        error::{from_sdk, is_condition_failed},
+        error::{from_sdk, is_condition_failed, retry_conflicts},
         items::{n, number, s, signed, Item},
         keys,
         meter::{ask, Work},
@@ -105,7 +105,7 @@ impl ConversationStore {
         } else {
             update
         };
-        match update.send().await {
+        match retry_conflicts(|| update.clone().send()).await {
             Ok(output) => {
                 self.meter.record(Work::Write, output.consumed_capacity());
                 let item = output.attributes.unwrap_or_default();
