@@ -11,6 +11,24 @@ after(async () => {
   await browser?.close();
 });
 
+test("Escape closes the rating form unsaved and returns to the Rate button", async () => {
+  const page = await openPage(browser);
+  const user = freshUser();
+  await signIn(page, user);
+  await send(page, "rate me later");
+  const reply = await lastFinishedReply(page);
+  await reply.getByRole("button", { name: "Rate" }).click();
+  const form = reply.getByRole("form", { name: "Rate this reply" });
+  await form.getByLabel("Comment (optional)").fill("never sent");
+  await page.keyboard.press("Escape");
+  await waitFor("the form to close", async () => (await form.count()) === 0);
+  assert.equal(await reply.getByRole("button", { name: "Rate" }).getAttribute("aria-expanded"), "false");
+  assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Rate");
+  const conversation = (await api(user, "GET", "/conversations")).body.conversations[0];
+  assert.deepEqual((await api(user, "GET", `/feedback?conversation_id=${conversation.id}`)).body.feedback, []);
+  await closePage(page);
+});
+
 test("rating a reply stores it and shows it, also after a reload", async () => {
   const page = await openPage(browser);
   const user = freshUser();

@@ -125,9 +125,17 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
       error,
       h("div", { class: "form-actions" }, h("button", { type: "submit", class: "small primary" }, "Submit rating"), cancel),
     );
-    cancel.addEventListener("click", () => {
+    const close = () => {
       form.remove();
       cancelled();
+    };
+    cancel.addEventListener("click", close);
+    // Escape anywhere in the form is Cancel, as in a dialog.
+    form.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      event.stopPropagation();
+      close();
     });
     form.addEventListener("submit", (event) => {
       event.preventDefault();
