@@ -2,12 +2,9 @@
 //! (it would panic, and with `panic = "abort"` kill the execution environment), through each
 //! function's Lambda entry point and through the local API server; and header bytes beyond ASCII.
 
-use std::time::Duration;
-
 use e2e::{event, stack};
 use lambda_runtime::{Context, LambdaEvent};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The headers that made every function panic.
 const HOSTILE: [(&str, &str); 2] = [("X-Forwarded-Proto", "1"), ("Host", "[")];
@@ -97,24 +94,18 @@ async fn local_server() -> std::net::SocketAddr {
     e2e::local_server(e2e::local_functions().await).await
 }
 
-/// Sends `request` as raw bytes and reads the whole answer (the server closes after it).
-async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    socket.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), socket.read_to_end(&mut answer))
-        .await
-        .expect("the server answers")
-        .expect("the connection is not dropped");
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 #[tokio::test]
 async fn the_local_server_answers_hostile_headers_and_keeps_serving() {
     let address = local_server().await;
+    // A Host that is no host name is refused (only loopback names are served) ...
     let request = "GET /conversations HTTP/1.1\r\nHost: [\r\nX-Forwarded-Proto: 1\r\n\
                    X-Dev-User: hostile-1\r\nConnection: close\r\n\r\n";
-    let answer = raw_exchange(address, request.as_bytes()).await;
+    let answer = e2e::raw_exchange(address, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // ... and hostile forwarding headers beside a loopback Host reach the function, which answers.
+    let request = "GET /conversations HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-Proto: 1\r\n\
+                   X-Forwarded-Host: [\r\nX-Dev-User: hostile-1\r\nConnection: close\r\n\r\n";
+    let answer = e2e::raw_exchange(address, request.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Still alive for the next caller.
     let next = reqwest::get(format!("http://{address}/health"))
@@ -137,7 +128,7 @@ async fn a_non_ascii_idempotency_key_is_refused_naming_the_header() {
     request.extend_from_slice("ключ".as_bytes());
     request.extend_from_slice(b"\r\n\r\n");
     request.extend_from_slice(body.as_bytes());
-    let answer = raw_exchange(address, &request).await;
+    let answer = e2e::raw_exchange(address, &request).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     // Chat answers through the streaming path: the body may come in chunked framing.
     let json = &answer[answer.find('{').unwrap()..=answer.rfind('}').unwrap()];

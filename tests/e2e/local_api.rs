@@ -345,15 +345,13 @@ fn only_loopback_host_names_are_loopback() {
     }
 }
 
-/// Sends `request` (raw HTTP/1.1, so its `Host` header is exactly the test's) and returns the
-/// status code and body of the answer.
+/// The status code and body of a raw HTTP/1.1 exchange (its `Host` header exactly the test's).
 async fn raw_exchange(url: &str, request: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = url.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    socket.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = String::new();
-    socket.read_to_string(&mut answer).await.unwrap();
+    let address = url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("an address");
+    let answer = e2e::raw_exchange(address, request.as_bytes()).await;
     let status = answer
         .split(' ')
         .nth(1)

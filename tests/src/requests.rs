@@ -92,3 +92,20 @@ pub fn request_with(
 pub fn json_body<B: AsRef<[u8]>>(response: &lambda_http::Response<B>) -> serde_json::Value {
     serde_json::from_slice(response.body().as_ref()).unwrap_or(serde_json::Value::Null)
 }
+
+/// Sends `request` as raw bytes to a server that closes after answering, and reads the whole
+/// answer: for what a client library would not send (a hostile or foreign `Host`).
+pub async fn raw_exchange(address: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers")
+    .expect("the connection is not dropped");
+    String::from_utf8_lossy(&answer).into_owned()
+}
