@@ -94,6 +94,32 @@ test("a message sent before the model list arrives carries the default model", a
   await closePage(page);
 });
 
+test("a message over the limit is kept whole, counted, and not sent until it fits", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  const posts = [];
+  page.on("request", (r) => {
+    if (r.url().endsWith("/chat") && r.method() === "POST") posts.push(r);
+  });
+  const long = "a".repeat(8_010);
+  await composer(page).fill(long);
+  const count = page.locator("#composer-count");
+  await count.getByText(/8,010 of 8,000 characters: shorten it by 10 to send/).waitFor();
+  await composer(page).press("Enter");
+  assert.equal((await composer(page).inputValue()).length, 8_010, "nothing was cut");
+  assert.equal(await page.locator("article.message.user").count(), 0);
+  assert.equal(posts.length, 0);
+
+  await composer(page).fill("b".repeat(8_000));
+  await count.getByText(/^8,000 of 8,000 characters$/).waitFor();
+  await composer(page).press("Enter");
+  await lastFinishedReply(page);
+  assert.equal(posts.length, 1);
+  assert.equal(JSON.parse(posts[0].postData()).message.length, 8_000);
+  assert.ok(await count.isHidden(), "the counter hides once the box is empty");
+  await closePage(page);
+});
+
 test("Stop ends the reply early; it is kept, marked stopped, after a reload", async () => {
   const page = await openPage(browser);
   const user = freshUser();

@@ -3,7 +3,7 @@
 
 import type { ModelChoice, Models } from "./api";
 import { byId, h } from "./dom";
-import { MAX_MESSAGE_CHARS } from "./limits";
+import { MAX_MESSAGE_CHARS, messageLength } from "./limits";
 import { state } from "./state";
 
 export interface ComposerHandlers {
@@ -30,14 +30,31 @@ export function composerView(handlers: ComposerHandlers): Composer {
   const modelSelect = byId<HTMLSelectElement>("model");
   const sendButton = byId<HTMLButtonElement>("send");
   const stopButton = byId<HTMLButtonElement>("stop");
-  input.maxLength = MAX_MESSAGE_CHARS;
+  const count = byId("composer-count");
+  // Nothing is cut: a paste over the limit stays whole, the counter says by how much, Send waits.
+  const numbers = new Intl.NumberFormat();
+
+  /** Whether the message fits; shows the count from 90% of the limit on. */
+  function fits(): boolean {
+    const length = messageLength(input.value);
+    const over = length - MAX_MESSAGE_CHARS;
+    count.hidden = length < MAX_MESSAGE_CHARS * 0.9;
+    count.classList.toggle("over", over > 0);
+    count.textContent =
+      `${numbers.format(length)} of ${numbers.format(MAX_MESSAGE_CHARS)} characters` +
+      (over > 0 ? `: shorten it by ${numbers.format(over)} to send` : "");
+    return over <= 0;
+  }
 
   function autoGrow(): void {
     input.style.height = "auto";
     input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
   }
 
-  input.addEventListener("input", autoGrow);
+  input.addEventListener("input", () => {
+    autoGrow();
+    fits();
+  });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
@@ -48,8 +65,13 @@ export function composerView(handlers: ComposerHandlers): Composer {
     event.preventDefault();
     const message = input.value.trim();
     if (!message || state.streaming) return;
+    if (!fits()) {
+      input.focus();
+      return;
+    }
     input.value = "";
     autoGrow();
+    fits();
     handlers.send(message);
   });
   stopButton.addEventListener("click", () => handlers.stop());

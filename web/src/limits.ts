@@ -35,6 +35,11 @@ function chars(text: string): number {
   return [...text].length;
 }
 
+/** A message's length as the server counts it: characters, after trimming. */
+export function messageLength(text: string): number {
+  return chars(trimLikeServer(text));
+}
+
 export type TitleCheck = { ok: true; title: string } | { ok: false; problem: string };
 
 /**
