@@ -146,8 +146,31 @@ test("Stop ends the reply early; it is kept, marked stopped, after a reload", as
 
   await page.reload();
   const again = page.locator("article.message.assistant");
-  await again.getByText("Stopped: the reply was cut short.").waitFor();
+  await again.getByText("Cut short: stopped, or its page was closed or lost the connection.").waitFor();
   assert.ok(echoOf(words).startsWith((await again.locator(".message-body").textContent()).trim()));
+  await closePage(page);
+});
+
+test("a reply cut by a reload is not labelled as stopped by the user", async () => {
+  const page = await openPage(browser);
+  const user = freshUser();
+  await signIn(page, user);
+  const words = Array.from({ length: 80 }, (_, i) => `word${i}`).join(" ");
+  await send(page, words);
+  const body = page.locator("article.message.assistant .message-body");
+  await waitFor("a few words of the reply", async () => ((await body.textContent()) ?? "").split(" ").length >= 4);
+  await page.reload(); // nobody pressed Stop
+  const conversation = await waitFor("the conversation", async () => (await api(user, "GET", "/conversations")).body.conversations[0]);
+  await waitFor("the stored partial reply", async () => {
+    const { body: listed } = await api(user, "GET", `/conversations/${conversation.id}/messages`);
+    return listed.messages.find((m) => m.role === "assistant");
+  });
+  await page.reload();
+  await page.locator(`#conversation-list [data-id="${conversation.id}"]`).click();
+  const reply = page.locator("article.message.assistant");
+  await reply.locator(".ending").waitFor();
+  assert.equal(await reply.locator(".ending").textContent(), "Cut short: stopped, or its page was closed or lost the connection.");
+  assert.equal(await page.getByText("Stopped: the reply was cut short.").count(), 0);
   await closePage(page);
 });
 

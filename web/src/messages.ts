@@ -22,8 +22,10 @@ export interface Messages {
   assistant(messageId: string): AssistantView;
   /** Shows the reply so far while it streams. */
   grow(view: AssistantView, text: string): void;
-  /** Shows the final text, how it ended (if cut short), and its actions. */
-  finish(view: AssistantView, text: string, ending: Ending | undefined): void;
+  /** Shows the final text, how it ended (if cut short), and its actions. `seen` is whether this
+   *  page saw it end (a Stop here), or it comes from history (where "stopped" also means a page
+   *  that was closed or reloaded mid-reply: the server cannot tell those apart). */
+  finish(view: AssistantView, text: string, ending: Ending | undefined, seen?: "here" | "stored"): void;
   setId(element: HTMLElement, messageId: string): void;
   /** Says, under the user's message, that it was stopped before any reply. */
   stoppedBeforeReply(userMessage: HTMLElement): void;
@@ -43,7 +45,7 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
     return { element, body, text: "" };
   }
 
-  function finish(view: AssistantView, text: string, ending: Ending | undefined): void {
+  function finish(view: AssistantView, text: string, ending: Ending | undefined, seen: "here" | "stored" = "here"): void {
     view.text = text;
     view.element.removeAttribute("aria-busy");
     renderInto(view.body, text, true);
@@ -53,7 +55,11 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
         h(
           "p",
           { class: "ending" },
-          ending === "stopped" ? "Stopped: the reply was cut short." : "Incomplete: the model stopped midway.",
+          ending === "incomplete"
+            ? "Incomplete: the model stopped midway."
+            : seen === "here"
+              ? "Stopped: the reply was cut short."
+              : "Cut short: stopped, or its page was closed or lost the connection.",
         ),
       );
     }
@@ -168,7 +174,7 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
         );
       }
       const view = assistant(message.id);
-      finish(view, message.content, message.ending);
+      finish(view, message.content, message.ending, "stored");
       return view.element;
     },
     assistant,
