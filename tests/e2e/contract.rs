@@ -165,14 +165,12 @@ struct Documented {
 impl Documented {
     fn of(api: &Value, schema: &str, enforced: &str) -> Self {
         let schema = &api["components"]["schemas"][schema];
-        let pattern = schema["pattern"].as_str().expect("a pattern");
-        assert_eq!(pattern, enforced, "the documented pattern is the code's");
-        let length = |name: &str| schema[name].as_u64().expect("a length") as usize;
-        Self {
-            pattern: regex_lite::Regex::new(pattern).expect("a valid pattern"),
-            min: length("minLength"),
-            max: length("maxLength"),
-        }
+        assert_eq!(
+            schema["pattern"].as_str(),
+            Some(enforced),
+            "the documented pattern is the code's"
+        );
+        Self::described(schema)
     }
 
     /// A schema whose pattern describes rules the code checks by hand (trimming, control characters).

@@ -120,7 +120,8 @@ test("a message over the limit is kept whole, counted, and not sent until it fit
   await closePage(page);
 });
 
-test("Stop ends the reply early; it is kept, marked stopped, after a reload", async () => {
+/** A fresh user's page with a long reply a few words in. */
+async function longReplyUnderWay() {
   const page = await openPage(browser);
   const user = freshUser();
   await signIn(page, user);
@@ -128,6 +129,21 @@ test("Stop ends the reply early; it is kept, marked stopped, after a reload", as
   await send(page, words);
   const body = page.locator("article.message.assistant .message-body");
   await waitFor("a few words of the reply", async () => ((await body.textContent()) ?? "").split(" ").length >= 4);
+  return { page, user, words, body };
+}
+
+/** The server stores a partial reply when it notices the client left: waits for that. */
+async function storedPartialReply(user) {
+  const conversation = await waitFor("the conversation", async () => (await api(user, "GET", "/conversations")).body.conversations[0]);
+  const reply = await waitFor("the stored partial reply", async () => {
+    const { body: listed } = await api(user, "GET", `/conversations/${conversation.id}/messages`);
+    return listed.messages.find((m) => m.role === "assistant");
+  });
+  return { conversation, reply };
+}
+
+test("Stop ends the reply early; it is kept, marked stopped, after a reload", async () => {
+  const { page, user, words, body } = await longReplyUnderWay();
   await page.getByRole("button", { name: "Stop" }).click();
   const reply = page.locator("article.message.assistant");
   await reply.getByText("Stopped: the reply was cut short.").waitFor();
@@ -135,12 +151,7 @@ test("Stop ends the reply early; it is kept, marked stopped, after a reload", as
   assert.ok(shown.length < echoOf(words).length && echoOf(words).startsWith(shown), `not a strict prefix: ${shown}`);
   await page.getByRole("button", { name: "Send" }).waitFor();
 
-  // The server stores the partial reply when it notices the client left: wait for that.
-  const conversations = await waitFor("the conversation", async () => (await api(user, "GET", "/conversations")).body.conversations[0]);
-  const storedReply = await waitFor("the stored partial reply", async () => {
-    const { body: page1 } = await api(user, "GET", `/conversations/${conversations.id}/messages`);
-    return page1.messages.find((m) => m.role === "assistant");
-  });
+  const { reply: storedReply } = await storedPartialReply(user);
   assert.equal(storedReply.ending, "stopped");
   assert.ok(storedReply.content.length < echoOf(words).length);
 
@@ -152,19 +163,9 @@ test("Stop ends the reply early; it is kept, marked stopped, after a reload", as
 });
 
 test("a reply cut by a reload is not labelled as stopped by the user", async () => {
-  const page = await openPage(browser);
-  const user = freshUser();
-  await signIn(page, user);
-  const words = Array.from({ length: 80 }, (_, i) => `word${i}`).join(" ");
-  await send(page, words);
-  const body = page.locator("article.message.assistant .message-body");
-  await waitFor("a few words of the reply", async () => ((await body.textContent()) ?? "").split(" ").length >= 4);
+  const { page, user, words, body } = await longReplyUnderWay();
   await page.reload(); // nobody pressed Stop
-  const conversation = await waitFor("the conversation", async () => (await api(user, "GET", "/conversations")).body.conversations[0]);
-  await waitFor("the stored partial reply", async () => {
-    const { body: listed } = await api(user, "GET", `/conversations/${conversation.id}/messages`);
-    return listed.messages.find((m) => m.role === "assistant");
-  });
+  const { conversation } = await storedPartialReply(user);
   await page.reload();
   await page.locator(`#conversation-list [data-id="${conversation.id}"]`).click();
   const reply = page.locator("article.message.assistant");
