@@ -10,7 +10,8 @@ use lambda_http::http::StatusCode;
 use serde_json::{json, Value};
 use shared::{
     config::{BudgetPolicy, DailyBudget},
-    domain::UserId,
+    domain::{Role, UserId},
+    llm::ContextMessage,
     store::{ConversationStore, Exhausted, StoreError},
 };
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
@@ -285,6 +286,15 @@ async fn erasing_all_data_keeps_the_budget() {
 
 /// A chat function with the echo provider (or an OpenAI stub) and the given budgets.
 async fn chat_state(rules: BudgetPolicy, openai: Option<&MockServer>) -> chat::State {
+    chat_state_with(rules, openai, &[]).await
+}
+
+/// The same, with more of the chat configuration (`extra`).
+async fn chat_state_with(
+    rules: BudgetPolicy,
+    openai: Option<&MockServer>,
+    extra: &[(&str, &str)],
+) -> chat::State {
     let stack = stack().await;
     let mut config = stack.config.clone();
     config.budget = rules;
@@ -293,11 +303,13 @@ async fn chat_state(rules: BudgetPolicy, openai: Option<&MockServer>) -> chat::S
         Some(server) => {
             config.secret_id = e2e::secret_with(&json!({"openai_api_key": "sk-budget"})).await;
             let url = format!("{}/v1", server.uri());
-            e2e::chat_config(&[
+            let mut pairs = vec![
                 ("LLM_PROVIDERS", "openai"),
                 ("OPENAI_BASE_URL", url.as_str()),
                 ("MAX_OUTPUT_TOKENS", "50"),
-            ])
+            ];
+            pairs.extend_from_slice(extra);
+            e2e::chat_config(&pairs)
         }
     };
     e2e::chat_state(&config, chat_config, &stack.clients)
@@ -444,7 +456,8 @@ async fn a_turn_reserves_its_worst_case_and_settles_to_the_reported_usage() {
         .and_then(Value::as_u64);
     assert_eq!(cap, Some(50), "{sent}");
 
-    // A provider failure stores nothing and gives the reservation back.
+    // A request the provider refused with a status stores nothing, keeps its turn, and is
+    // charged its input's bound: it reached the provider.
     openai.reset().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -461,7 +474,161 @@ async fn a_turn_reserves_its_worst_case_and_settles_to_the_reported_usage() {
     let budget = usage_item(&owner).await;
     assert_eq!(
         (number(&budget, "turns"), number(&budget, "tokens")),
-        (1, 8)
+        (2, 8 + bound_of("fails"))
+    );
+}
+
+/// The input bound of a first message `text` (no system prompt), as admission counts it.
+fn bound_of(text: &str) -> i64 {
+    let context = [ContextMessage {
+        role: Role::User,
+        content: text.to_owned(),
+    }];
+    i64::try_from(shared::llm::input_token_bound(&context, None)).unwrap()
+}
+
+/// Waits until the stub has received `count` requests (the provider is answering them).
+async fn received(server: &MockServer, count: usize) {
+    while server.received_requests().await.unwrap_or_default().len() < count {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_turn_whose_write_fails_after_the_provider_answered_is_charged_not_refunded() {
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(400)),
+        )
+        .mount(&openai)
+        .await;
+    let state = Arc::new(chat_state(policy(2, 0, 0), Some(&openai)).await);
+    let owner = user();
+    let first = send(&state, &owner, "hello").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let id = json_body(&first)["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The second turn's conversation is deleted while its provider answers: its write fails.
+    let body = json!({"message": "and then", "conversation_id": id}).to_string();
+    let turn = tokio::spawn({
+        let (state, owner) = (state.clone(), owner.clone());
+        async move { chat::handle(&state, chat_request(Some(owner.as_str()), &[], &body)).await }
+    });
+    received(&openai, 2).await;
+    let conversation = shared::domain::ConversationId::parse(&id).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    e2e::store()
+        .await
+        .delete_conversation(&owner, &conversation, deadline)
+        .await
+        .unwrap();
+    assert_eq!(turn.await.unwrap().status(), StatusCode::NOT_FOUND);
+
+    // The provider answered, so the turn is spent: the day's two turns are used.
+    let budget = usage_item(&owner).await;
+    assert_eq!(
+        (number(&budget, "turns"), number(&budget, "tokens")),
+        (2, 8 + 8),
+        "both turns charged what the provider reported"
+    );
+    let third = send(&state, &owner, "once more").await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn every_provider_request_sent_is_charged_and_each_retry_is_admitted_first() {
+    let openai = MockServer::start().await;
+    let unavailable = || {
+        ResponseTemplate::new(503)
+            .set_body_json(json!({"error": {"message": "overloaded", "type": "server_error"}}))
+    };
+    Mock::given(method("POST"))
+        .respond_with(unavailable())
+        .up_to_n_times(2)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply_with_usage("hi", 7, 1))
+        .mount(&openai)
+        .await;
+    let retries = [
+        ("LLM_MAX_ATTEMPTS", "3"),
+        ("LLM_BACKOFF_BASE_MS", "1"),
+        ("LLM_BACKOFF_CAP_MS", "2"),
+    ];
+    let state = chat_state_with(policy(0, 100_000, 0), Some(&openai), &retries).await;
+    let owner = user();
+    assert_eq!(send(&state, &owner, "hello").await.status(), StatusCode::OK);
+    // Two refused requests, each charged its input's bound, and the answer's reported 8.
+    let budget = usage_item(&owner).await;
+    assert_eq!(number(&budget, "tokens"), 2 * bound_of("hello") + 8);
+    assert_eq!(openai.received_requests().await.unwrap().len(), 3);
+
+    // A day with room for one request only: the retry is refused before it is sent.
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(unavailable())
+        .mount(&openai)
+        .await;
+    let reservation = bound_of("hello") + 50;
+    let limit = u64::try_from(reservation + reservation / 2).unwrap();
+    let state = chat_state_with(policy(0, limit, 0), Some(&openai), &retries).await;
+    let owner = user();
+    let refused = send(&state, &owner, "hello").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        json_body(&refused)["type"],
+        "urn:serverless-chat:problem:quota-exceeded"
+    );
+    assert_eq!(
+        openai.received_requests().await.unwrap().len(),
+        1,
+        "the refused retry was not sent"
+    );
+    let budget = usage_item(&owner).await;
+    assert_eq!(
+        (number(&budget, "turns"), number(&budget, "tokens")),
+        (1, bound_of("hello")),
+        "the one request sent is charged its input's bound"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_that_spans_midnight_gives_nothing_back_to_the_new_day() {
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(300)),
+        )
+        .mount(&openai)
+        .await;
+    let Clocked { store, now } = Clocked::at("2026-11-27T23:59:50Z").await;
+    let state = Arc::new(
+        chat_state(policy(0, 10_000, 0), Some(&openai))
+            .await
+            .with_store(store),
+    );
+    let owner = user();
+    let late = tokio::spawn({
+        let (state, owner) = (state.clone(), owner.clone());
+        async move { send(&state, &owner, "late").await.status() }
+    });
+    received(&openai, 1).await;
+    *now.lock().unwrap() += Duration::minutes(1);
+    // The next day opens with this turn, while the first is still answering.
+    assert_eq!(send(&state, &owner, "early").await.status(), StatusCode::OK);
+    assert_eq!(late.await.unwrap(), StatusCode::OK);
+
+    let budget = usage_item(&owner).await;
+    assert_eq!(budget["day"].as_s().unwrap(), "2026-11-28");
+    assert_eq!(
+        number(&budget, "tokens_left"),
+        10_000 - 8,
+        "the new day is charged its own turn, and credited nothing for yesterday's"
     );
 }
 
@@ -580,4 +747,52 @@ async fn the_operator_tool_sets_shows_and_clears_a_user_s_budget() {
     // Back on the default, today's tokens count against it: 10,000,000 used of 200,000.
     assert_eq!(cleared["tokens"]["remaining"], 0);
     assert!(clocked.store.admit_turn(&owner, 1, &rules).await.is_err());
+}
+
+#[tokio::test]
+async fn a_provider_that_bills_past_the_cap_takes_at_most_twice_the_reservation() {
+    let openai = MockServer::start().await;
+    // A compatible server that ignores `max_tokens`: it reports 100,000 tokens for one turn.
+    Mock::given(method("POST"))
+        .respond_with(openai_reply_with_usage("hi", 7, 99_993))
+        .mount(&openai)
+        .await;
+    let state = chat_state(policy(0, 10_000, 0), Some(&openai)).await;
+    let owner = user();
+    assert_eq!(send(&state, &owner, "hello").await.status(), StatusCode::OK);
+    let reservation = bound_of("hello") + 50;
+    let budget = usage_item(&owner).await;
+    assert_eq!(
+        number(&budget, "tokens"),
+        2 * reservation,
+        "bounded at twice the reservation; the rest is logged, not charged"
+    );
+    assert_eq!(number(&budget, "tokens_left"), 10_000 - 2 * reservation);
+}
+
+#[tokio::test]
+async fn the_usage_item_keeps_no_minute_window_but_the_current_ones() {
+    let Clocked { store, now } = Clocked::at("2026-11-27T10:00:05Z").await;
+    let state = chat_state(policy(0, 0, 10), None).await.with_store(store);
+    let owner = user();
+    let windows = |item: &Item| {
+        let mut names: Vec<String> = item
+            .keys()
+            .filter(|name| name.starts_with('w'))
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    for _ in 0..3 {
+        assert_eq!(send(&state, &owner, "hello").await.status(), StatusCode::OK);
+        // A pause longer than the two minutes admission clears.
+        *now.lock().unwrap() += Duration::minutes(5);
+    }
+    let minute = (now.lock().unwrap().timestamp() / 60) - 5;
+    assert_eq!(
+        windows(&usage_item(&owner).await),
+        [format!("w{minute}")],
+        "only the last turn's minute is left"
+    );
 }

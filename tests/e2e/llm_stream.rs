@@ -8,7 +8,7 @@ use e2e::{stack, OPENAI_PATH};
 use serde_json::{json, Value};
 use shared::{
     domain::{Role, TokenUsage},
-    llm::{ContextMessage, Llm, LlmError, ReplyStream, StreamError},
+    llm::{ContextMessage, Llm, LlmError, ReplyStream, StreamError, Unmetered},
     secrets::ProviderKeys,
 };
 use tokio::{net::TcpListener, sync::oneshot};
@@ -55,7 +55,7 @@ impl Harness {
         let deadline = Instant::now() + budget;
         sendable(
             self.llm
-                .stream(&choice, &messages("Say hi there"), deadline),
+                .stream(&choice, &messages("Say hi there"), deadline, &Unmetered),
         )
         .await
     }
@@ -175,10 +175,11 @@ async fn openai_streams_pieces_that_concatenate_to_the_reply_and_reports_usage()
     assert_eq!(
         stream.usage(),
         TokenUsage {
-            input_tokens: 5,
-            output_tokens: 1
+            input_tokens: 51,
+            output_tokens: 2
         },
-        "an estimate until the provider reports: the prompt's words (system prompt too), the reply's so far"
+        "a bound until the provider reports: the prompt's bytes and framing (system prompt too), \
+         the reply's bytes so far"
     );
     let (pieces, error) = drain(&mut stream).await;
 
@@ -271,7 +272,11 @@ async fn echo_streams_word_by_word_after_its_token_delay() {
     let deadline = Instant::now() + Duration::from_secs(10);
 
     let started = Instant::now();
-    let mut stream = h.llm.stream(&choice, &prompt, deadline).await.unwrap();
+    let mut stream = h
+        .llm
+        .stream(&choice, &prompt, deadline, &Unmetered)
+        .await
+        .unwrap();
     let mut arrivals = vec![started.elapsed()];
     let mut pieces = vec![];
     while let Some(piece) = stream.next().await.unwrap() {
@@ -285,7 +290,11 @@ async fn echo_streams_word_by_word_after_its_token_delay() {
     for gap in arrivals[1..].windows(2).map(|pair| pair[1] - pair[0]) {
         assert!(gap >= delay, "pieces arrive one by one: gap {gap:?}");
     }
-    let answer = h.llm.complete(&choice, &prompt, deadline).await.unwrap();
+    let answer = h
+        .llm
+        .complete(&choice, &prompt, deadline, &Unmetered)
+        .await
+        .unwrap();
     assert_eq!(pieces.concat(), answer.text);
     assert_eq!(stream.usage(), answer.usage);
 }
@@ -298,8 +307,16 @@ async fn echo_stops_at_the_output_cap_streamed_or_not() {
     let prompt = messages("one two  three four");
     let deadline = Instant::now() + Duration::from_secs(10);
 
-    let answer = h.llm.complete(&choice, &prompt, deadline).await.unwrap();
-    let mut stream = h.llm.stream(&choice, &prompt, deadline).await.unwrap();
+    let answer = h
+        .llm
+        .complete(&choice, &prompt, deadline, &Unmetered)
+        .await
+        .unwrap();
+    let mut stream = h
+        .llm
+        .stream(&choice, &prompt, deadline, &Unmetered)
+        .await
+        .unwrap();
     let (pieces, error) = drain(&mut stream).await;
 
     assert_eq!(answer.text, "echo: one two");
@@ -447,20 +464,26 @@ async fn an_error_event_mid_stream_fails_after_the_good_pieces() {
         !reason.contains("overloaded"),
         "ours, not the provider's: {reason}"
     );
+    // No usage reported: the bound admission uses, every byte of the input (system prompt
+    // "Answer briefly." and "Say hi there", with their framing) and of the text generated.
+    let bound = shared::llm::input_token_bound(&messages("Say hi there"), Some("Answer briefly."));
+    assert_eq!(bound, 8 + (15 + 8) + (12 + 8));
     assert_eq!(
         stream.usage(),
         TokenUsage {
-            input_tokens: 5,
-            output_tokens: 2
+            input_tokens: bound,
+            output_tokens: "Hi there".len() as u64
         },
-        "no usage reported: the estimate"
+        "no usage reported: the bound"
     );
 }
 
 #[tokio::test]
-async fn a_stream_that_ends_without_its_end_marker_has_failed() {
+async fn a_stream_that_ends_without_its_end_marker_has_failed_and_is_charged_every_byte() {
     let h = harness(&[]).await;
-    let mut events = openai_events(&["Hi", " there"]);
+    // 1,998 CJK characters without a space: one "word", 5,994 bytes.
+    let reply = "日本語".repeat(666);
+    let mut events = openai_events(&[&reply[..3000], &reply[3000..]]);
     events.truncate(3);
     Mock::given(method("POST"))
         .and(path(OPENAI_PATH))
@@ -471,8 +494,10 @@ async fn a_stream_that_ends_without_its_end_marker_has_failed() {
     let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
     let (pieces, error) = drain(&mut stream).await;
 
-    assert_eq!(pieces.concat(), "Hi there");
+    assert_eq!(pieces.concat(), reply);
     assert!(matches!(error, Some(StreamError::Failed(_))), "{error:?}");
+    // No usage reported: every byte generated, not its one word.
+    assert_eq!(stream.usage().output_tokens, 5_994);
 }
 
 #[tokio::test]
@@ -507,6 +532,7 @@ async fn a_stall_before_the_first_piece_falls_back_within_the_deadline() {
         ("PROVIDER_FALLBACK", "gemini"),
         ("LLM_REQUEST_TIMEOUT_MS", "300"),
         ("LLM_MAX_ATTEMPTS", "1"),
+        ("BREAKER_FAILURES", "1"),
     ])
     .await;
     Mock::given(method("POST"))
@@ -523,10 +549,35 @@ async fn a_stall_before_the_first_piece_falls_back_within_the_deadline() {
         .mount(&h.gemini)
         .await;
 
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-test:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"content": {"parts": [{"text": "In time"}], "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}
+        })))
+        .mount(&h.gemini)
+        .await;
+
     let mut stream = h.stream("openai", Duration::from_secs(5)).await.unwrap();
 
     assert_eq!(stream.provider(), "gemini");
     assert_eq!(drain(&mut stream).await.0.concat(), "In time");
+    // A slow request (a long answer, a thinking model) is no sign the provider is failing: with
+    // a breaker that opens at the first failure, it is still closed for everyone else.
+    assert_eq!(h.llm.breaker_state("openai"), Some("closed"));
+    let choice = h.llm.choose(Some("openai"), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let answer = h
+        .llm
+        .complete(&choice, &messages("Say hi there"), deadline, &Unmetered)
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer.provider.as_str(), answer.text.as_str()),
+        ("gemini", "In time")
+    );
+    assert_eq!(h.llm.breaker_state("openai"), Some("closed"));
 }
 
 /// A loopback OpenAI-compatible server that answers one request with `events` and then holds the
@@ -632,4 +683,79 @@ async fn dropping_the_stream_closes_the_provider_connection() {
         .await
         .expect("the provider saw the connection close")
         .expect("the server reported");
+}
+
+#[tokio::test]
+async fn every_billed_token_counts_thinking_included_whole_or_streamed() {
+    let h = harness(&[]).await;
+    // Gemini bills a thinking model's thoughts as output, though they are not in the answer.
+    Mock::given(method("POST"))
+        .and(path("/v1beta/models/gemini-test:generateContent"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "candidates": [{"content": {"parts": [{"text": "Hi."}], "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 11,
+                              "thoughtsTokenCount": 1500, "totalTokenCount": 1518},
+            "modelVersion": "gemini-test"
+        })))
+        .mount(&h.gemini)
+        .await;
+    let mut events = gemini_events(&["Hi", "."]);
+    let last: &mut String = events.last_mut().unwrap();
+    let mut event: Value = serde_json::from_str(last).unwrap();
+    event["usageMetadata"] = json!({"promptTokenCount": 7, "candidatesTokenCount": 2,
+        "thoughtsTokenCount": 900, "totalTokenCount": 909});
+    *last = event.to_string();
+    Mock::given(method("POST"))
+        .and(path(GEMINI_PATH))
+        .respond_with(sse_response(sse(&events, "\r\n")))
+        .mount(&h.gemini)
+        .await;
+    // OpenAI counts a reasoning model's reasoning tokens in `completion_tokens` already.
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "chatcmpl-9f2d", "object": "chat.completion", "created": 1_795_761_612,
+            "model": "o-test",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 1200, "total_tokens": 1207,
+                      "prompt_tokens_details": {"cached_tokens": 0},
+                      "completion_tokens_details": {"reasoning_tokens": 1190}}
+        })))
+        .mount(&h.openai)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let prompt = messages("Say hi there");
+
+    let gemini = h.llm.choose(Some("gemini"), None).await.unwrap();
+    let whole = h
+        .llm
+        .complete(&gemini, &prompt, deadline, &Unmetered)
+        .await
+        .unwrap();
+    assert_eq!(
+        whole.usage,
+        TokenUsage {
+            input_tokens: 7,
+            output_tokens: 1_511
+        }
+    );
+    let mut stream = h.stream("gemini", Duration::from_secs(5)).await.unwrap();
+    let (_, error) = drain(&mut stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        stream.usage(),
+        TokenUsage {
+            input_tokens: 7,
+            output_tokens: 902
+        }
+    );
+    let openai = h.llm.choose(Some("openai"), None).await.unwrap();
+    let whole = h
+        .llm
+        .complete(&openai, &prompt, deadline, &Unmetered)
+        .await
+        .unwrap();
+    assert_eq!(whole.usage.output_tokens, 1_200);
 }

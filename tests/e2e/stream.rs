@@ -221,7 +221,7 @@ async fn a_stream_that_breaks_midway_ends_with_error_and_keeps_the_partial_as_in
 }
 
 #[tokio::test]
-async fn a_failure_before_the_first_token_is_an_ordinary_problem_answer() {
+async fn a_failure_before_the_first_token_is_an_ordinary_problem_answer_that_changes_nothing() {
     let openai = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
@@ -241,6 +241,30 @@ async fn a_failure_before_the_first_token_is_an_ordinary_problem_answer() {
     );
     assert!(response.headers().contains_key("retry-after"));
     assert!(stored_replies(&user).await.is_empty());
+
+    // On an existing conversation, the failed turn leaves it as it was.
+    let owner = e2e::user();
+    let id = e2e::start_conversation(&e2e::store().await, &owner, "Kept", "q", "a").await;
+    let items = || async { user_items(&owner).await };
+    let before = items().await;
+
+    let body = json!({"message": "hi", "conversation_id": id.as_str()}).to_string();
+    let response = handle(&state, chat_request(Some(owner.as_str()), &[SSE], &body)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // The head's count, `updated_at` and expiry are as they were (its change counter may move),
+    // and nothing else was written but the budget's counters.
+    let without_counters = |items: Vec<e2e::Item>| -> Vec<e2e::Item> {
+        items
+            .into_iter()
+            .filter(|item| !e2e::is_budget_item(item))
+            .map(|mut item| {
+                item.remove("version");
+                item
+            })
+            .collect()
+    };
+    assert_eq!(without_counters(items().await), without_counters(before));
 }
 
 #[tokio::test]

@@ -5,9 +5,7 @@
 
 use shared::{
     domain::{ConversationId, UserId},
-    store::{
-        ConversationStore, Grant, Lease, ReplayText, StoreError, StoredTurn, TurnTarget, TurnWrite,
-    },
+    store::{ConversationStore, Lease, ReplayText, StoreError, StoredTurn, TurnTarget, TurnWrite},
 };
 
 use crate::{
@@ -30,7 +28,7 @@ pub async fn append_turn(
 
 /// Stores the turn `question` / `answer` (an echo reply) as the chat function does
 /// (`ConversationStore::reserve_turn`, then `write_turn`): completing the idempotency record of a
-/// lease and settling a budget grant in the same transaction.
+/// lease in the same transaction.
 pub async fn append_turn_completing(
     store: &ConversationStore,
     user: &UserId,
@@ -38,14 +36,12 @@ pub async fn append_turn_completing(
     question: &str,
     answer: &str,
     completes: Option<(&Lease, &ReplayText<'_>)>,
-    grant: Option<&Grant>,
 ) -> Result<StoredTurn, StoreError> {
     let reservation = store.reserve_turn(user, target).await?;
     let write = TurnWrite {
         text: &text(question),
         reply: &reply(answer),
         completes,
-        settles: grant,
     };
     store.write_turn(reservation, &write).await
 }

@@ -1,5 +1,4 @@
-//! What the provider is sent besides the new message: the conversation's recent messages, and
-//! the bound of its tokens that the budget reserves.
+//! What the provider is sent besides the new message: the conversation's recent messages.
 
 use shared::{domain::Role, llm::ContextMessage, store::Message};
 
@@ -26,20 +25,6 @@ pub(crate) fn window(history: &[Message], max_chars: usize) -> Vec<ContextMessag
         .unwrap_or(context.len());
     context.drain(..first_user);
     context
-}
-
-/// At least as many tokens as any provider counts for this input: a token is at least one byte
-/// of UTF-8 in the byte-level tokenizers of OpenAI's and Gemini's models, and each message costs
-/// a few tokens of framing. Far above the usual count (about four bytes a token in English), which
-/// the settlement gives back; the price of never overdrawing.
-pub(crate) fn input_token_bound(context: &[ContextMessage], system: Option<&str>) -> u64 {
-    const FRAMING: u64 = 8;
-    let bytes = |text: &str| u64::try_from(text.len()).unwrap_or(u64::MAX);
-    let system = system.map_or(0, |text| bytes(text) + FRAMING);
-    context
-        .iter()
-        .map(|message| bytes(&message.content) + FRAMING)
-        .fold(system + FRAMING, u64::saturating_add)
 }
 
 #[cfg(test)]
@@ -80,24 +65,5 @@ mod tests {
         // 8 characters: "dd", "cc", then "bbbb" fits but starts with the assistant: dropped.
         assert_eq!(contents(&window(&history, 8)), ["cc", "dd"]);
         assert!(window(&history, 1).is_empty());
-    }
-
-    #[test]
-    fn the_token_bound_counts_every_byte_and_the_framing_of_each_message() {
-        let context = [
-            ContextMessage {
-                role: Role::User,
-                content: "héllo".to_owned(), // 6 bytes
-            },
-            ContextMessage {
-                role: Role::Assistant,
-                content: String::new(),
-            },
-        ];
-        // 8 for the reply's framing, 6 + 8, 0 + 8.
-        assert_eq!(input_token_bound(&context, None), 30);
-        // The system prompt: its bytes and framing.
-        assert_eq!(input_token_bound(&context, Some("be brief")), 30 + 8 + 8);
-        assert_eq!(input_token_bound(&[], None), 8);
     }
 }

@@ -8,6 +8,7 @@
 //! always answers in Lambda's streaming format, since its integration streams.
 
 mod answer;
+mod charge;
 mod context;
 mod models;
 mod stream;

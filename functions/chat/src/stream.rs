@@ -59,7 +59,7 @@ pub(super) async fn start(
         Err(failure) => return Err(turn.fail(failure).await),
     };
     let (sink, mut response) = http::event_stream();
-    usage::rate_limit_headers(response.headers_mut(), turn.usage());
+    usage::rate_limit_headers(response.headers_mut(), turn.usage().as_ref());
     let producer = Producer {
         turn,
         reservation,
@@ -76,13 +76,28 @@ pub(super) async fn start(
 async fn open(state: &State, turn: &mut Turn) -> Result<(ReplyStream, Reservation), Failure> {
     let (target, context) = turn.prepare(state).await?;
     let (reply, reservation) = tokio::join!(
-        state
-            .llm
-            .stream(&turn.request.choice, &context, turn.deadlines.work),
+        state.llm.stream(
+            &turn.request.choice,
+            &context,
+            turn.deadlines.work,
+            turn.tab()
+        ),
         state.store.reserve_turn(&turn.request.user, &target),
     );
-    // A reservation whose provider failed leaves two unused sequence numbers: ids only grow.
-    Ok((reply?, reservation?))
+    match (reply, reservation) {
+        (Ok(reply), Ok(reservation)) => Ok((reply, reservation)),
+        (Ok(reply), Err(err)) => {
+            // The provider has begun answering: what it generated is billed.
+            turn.answered(reply.usage());
+            Err(err.into())
+        }
+        (Err(err), Ok(reservation)) => {
+            // Nothing will be written: the head is put back as it was.
+            state.store.cancel_reservation(reservation).await;
+            Err(err.into())
+        }
+        (Err(err), Err(_)) => Err(err.into()),
+    }
 }
 
 /// Everything the producing task owns.
@@ -168,6 +183,7 @@ impl Producer {
         // An incomplete reply does not complete the key: a retry generates anew.
         let completes_key = matches!(reply.ending, Ending::Complete | Ending::Stopped);
         let replay = |stored: &StoredTurn| ChatAnswer::text(stored, &reply);
+        turn.answered(reply.usage);
         let stored = turn
             .store(reservation, &reply, completes_key.then_some(&replay as _))
             .await;

@@ -1,9 +1,11 @@
 //! One turn, from its claim to its end: claim the idempotency key, admit the budget, call the
 //! provider (whole here, streamed in `stream.rs`), store, answer.
 //!
-//! A [`Turn`] holds what the turn has taken so far (the key's lease, the budget's grant), and
-//! [`Turn::end`] alone decides what it leaves behind, from one fact: whether the turn's messages
-//! are in the table ([`Written`]). The JSON and the streamed path both end through it.
+//! A [`Turn`] holds what the turn has taken so far (the key's lease, the budget's [`Account`]),
+//! and [`Turn::end`] alone decides what it leaves behind: the account is settled by what the
+//! turn's provider requests were billed (`charge.rs`), whatever became of its write, and the key
+//! by one fact, whether the turn's messages are in the table ([`Written`]). The JSON and the
+//! streamed path both end through it.
 
 use std::{
     sync::Arc,
@@ -11,16 +13,16 @@ use std::{
 };
 
 use shared::{
-    domain::{ConversationId, MessageText, Role, UserId},
+    domain::{ConversationId, MessageText, Role, TokenUsage, UserId},
     http::{ApiError, Invocation},
-    llm::{Choice, ContextMessage, LlmError},
+    llm::{Choice, ContextMessage, LlmError, Tab, Unmetered},
     store::{
-        Claim, ConversationStore, Ending, Grant, IdempotencyKey, Lease, ReplayText, Reply,
-        Reservation, StoreError, StoredTurn, TurnTarget, TurnWrite, Usage,
+        Claim, ConversationStore, Ending, IdempotencyKey, Lease, ReplayText, Reply, Reservation,
+        StoreError, StoredTurn, TurnTarget, TurnWrite, Usage,
     },
 };
 
-use crate::{answer::ChatAnswer, context, State};
+use crate::{answer::ChatAnswer, charge::Account, context, State};
 
 /// A validated chat request.
 pub(crate) struct Request {
@@ -79,40 +81,22 @@ pub(crate) enum Written {
     Maybe,
 }
 
-/// What a turn's end leaves behind.
-#[derive(Debug, PartialEq, Eq)]
-struct Aftermath {
-    /// Give the budget's reservation back.
-    refund: bool,
-    /// Give the idempotency key back, so that a retry runs anew.
-    release_key: bool,
-}
-
-/// The rules: a stored turn was settled in its own write, and keeps its key if the write
-/// completed it; a turn that stored nothing gives back its reservation and its key; a turn that
-/// may have been stored keeps both (the reservation stays spent, erring on the budget's side, and
-/// the key stays claimed until its lease ends, when the record itself tells a retry what happened).
-fn aftermath(written: Written) -> Aftermath {
+/// Whether a turn's end gives its idempotency key back, so that a retry runs anew: a turn that
+/// stored nothing does; a stored turn does only if its write did not complete the key (an
+/// incomplete streamed reply); a turn that may have been stored keeps it claimed until its lease
+/// ends, when the record itself tells a retry what happened.
+fn releases_key(written: Written) -> bool {
     match written {
-        Written::No => Aftermath {
-            refund: true,
-            release_key: true,
-        },
-        Written::Yes { key_completed } => Aftermath {
-            refund: false,
-            release_key: !key_completed,
-        },
-        Written::Maybe => Aftermath {
-            refund: false,
-            release_key: false,
-        },
+        Written::No => true,
+        Written::Yes { key_completed } => !key_completed,
+        Written::Maybe => false,
     }
 }
 
 /// Why a turn failed.
 pub(crate) enum Failure {
     Store(StoreError),
-    Other(ApiError),
+    Provider(LlmError),
 }
 
 impl Failure {
@@ -132,7 +116,7 @@ impl From<StoreError> for Failure {
 
 impl From<LlmError> for Failure {
     fn from(err: LlmError) -> Self {
-        Self::Other(err.into())
+        Self::Provider(err)
     }
 }
 
@@ -140,7 +124,7 @@ impl From<Failure> for ApiError {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::Store(err) => err.into(),
-            Failure::Other(err) => err,
+            Failure::Provider(err) => err.into(),
         }
     }
 }
@@ -158,7 +142,8 @@ pub(crate) struct Turn {
     pub(crate) request: Request,
     pub(crate) deadlines: Deadlines,
     lease: Option<Lease>,
-    grant: Option<Grant>,
+    /// Once admitted.
+    account: Option<Account>,
 }
 
 impl Turn {
@@ -183,14 +168,29 @@ impl Turn {
                 request,
                 deadlines,
                 lease,
-                grant: None,
+                account: None,
             })),
         })
     }
 
     /// The user's day after this turn's admission (once admitted).
-    pub(crate) fn usage(&self) -> Option<&Usage> {
-        self.grant.as_ref().map(|grant| &grant.usage)
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        self.account.as_ref().map(Account::usage)
+    }
+
+    /// What the LLM client asks before each provider request: the turn's account.
+    pub(crate) fn tab(&self) -> &dyn Tab {
+        match &self.account {
+            Some(account) => account,
+            None => &Unmetered,
+        }
+    }
+
+    /// Records what the answering provider request was billed.
+    pub(crate) fn answered(&self, usage: TokenUsage) {
+        if let Some(account) = &self.account {
+            account.answered(usage);
+        }
     }
 
     /// Where the turn goes and the context sent to the provider, then the budget's admission of
@@ -216,13 +216,12 @@ impl Turn {
             role: Role::User,
             content: request.message.as_str().to_owned(),
         });
-        let cost = context::input_token_bound(&context, state.config.system_prompt.as_deref())
-            + u64::from(state.llm.output_cap());
+        let bound = state.llm.request_bound(&context);
         let grant = self
             .store
-            .admit_turn(&request.user, cost, &state.budgets)
+            .admit_turn(&request.user, bound.whole(), &state.budgets)
             .await?;
-        self.grant = Some(grant);
+        self.account = Some(Account::new(self.store.clone(), grant, bound));
         Ok((target, context))
     }
 
@@ -234,7 +233,7 @@ impl Turn {
     ) -> Result<(String, Option<Usage>), ApiError> {
         match self.answer_and_store(state).await {
             Ok(text) => {
-                let usage = self.usage().copied();
+                let usage = self.usage();
                 self.end(Written::Yes {
                     key_completed: true,
                 })
@@ -249,8 +248,14 @@ impl Turn {
         let (target, context) = self.prepare(state).await?;
         let answer = state
             .llm
-            .complete(&self.request.choice, &context, self.deadlines.work)
+            .complete(
+                &self.request.choice,
+                &context,
+                self.deadlines.work,
+                self.tab(),
+            )
             .await?;
+        self.answered(answer.usage);
         let reply = Reply {
             content: answer.text,
             provider: answer.provider,
@@ -266,8 +271,9 @@ impl Turn {
         Ok(replay(&stored))
     }
 
-    /// Writes the reserved turn, settling its grant and, with `replay`, completing its key with
-    /// that answer; bounded by the write deadline ([`StoreError::Unconfirmed`] past it).
+    /// Writes the reserved turn, with `replay` completing its key with that answer, bounded by
+    /// the write deadline ([`StoreError::Unconfirmed`] past it); the account is settled at the
+    /// same time, since what the turn is charged does not depend on the write.
     pub(crate) async fn store(
         &self,
         reservation: Reservation,
@@ -278,10 +284,18 @@ impl Turn {
             text: &self.request.message,
             reply,
             completes: self.lease.as_ref().zip(replay),
-            settles: self.grant.as_ref(),
         };
-        self.within_write_deadline(self.store.write_turn(reservation, &write))
-            .await
+        let (stored, ()) = tokio::join!(
+            self.within_write_deadline(self.store.write_turn(reservation, &write)),
+            self.close_account(),
+        );
+        stored
+    }
+
+    async fn close_account(&self) {
+        if let Some(account) = &self.account {
+            account.close().await;
+        }
     }
 
     async fn within_write_deadline<T>(
@@ -293,20 +307,26 @@ impl Turn {
             .unwrap_or(Err(StoreError::Unconfirmed))
     }
 
-    /// Ends a failed turn (see [`Self::end`]) and gives its error.
+    /// Ends a failed turn (see [`Self::end`]) and gives its error: for a retry or fallback the
+    /// budget refused, that refusal (a 429).
     pub(crate) async fn fail(self, failure: Failure) -> ApiError {
+        let refusal = match &failure {
+            Failure::Provider(LlmError::NotAdmitted) => {
+                self.account.as_ref().and_then(Account::take_refusal)
+            }
+            _ => None,
+        };
+        let failure = refusal.map_or(failure, Failure::Store);
         self.end(failure.written()).await;
         failure.into()
     }
 
-    /// The one place that decides what a turn leaves behind ([`aftermath`]).
+    /// The one place that decides what a turn leaves behind: its account closed by the charge
+    /// rule (`charge.rs`), its key by [`releases_key`].
     pub(crate) async fn end(self, written: Written) {
-        let rules = aftermath(written);
-        if let (true, Some(grant)) = (rules.refund, &self.grant) {
-            self.store.refund(grant).await;
-        }
+        self.close_account().await;
         match self.lease {
-            Some(lease) if rules.release_key => {
+            Some(lease) if releases_key(written) => {
                 self.store.release(&self.request.user, lease).await;
             }
             Some(_) if written == Written::Maybe => {
@@ -333,38 +353,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_turn_that_stored_nothing_gives_back_its_budget_and_its_key() {
-        assert_eq!(
-            aftermath(Written::No),
-            Aftermath {
-                refund: true,
-                release_key: true
-            }
-        );
-    }
-
-    #[test]
-    fn a_stored_turn_keeps_its_settlement_and_releases_only_an_uncompleted_key() {
-        let completed = aftermath(Written::Yes {
-            key_completed: true,
-        });
-        assert!(!completed.refund && !completed.release_key);
+    fn only_a_stored_and_completed_or_possibly_stored_turn_keeps_its_key() {
+        assert!(releases_key(Written::No));
+        assert!(!releases_key(Written::Yes {
+            key_completed: true
+        }));
         // An incomplete streamed reply is stored but does not complete its key: a retry runs anew.
-        let incomplete = aftermath(Written::Yes {
-            key_completed: false,
-        });
-        assert!(!incomplete.refund && incomplete.release_key);
-    }
-
-    #[test]
-    fn a_turn_that_may_have_been_stored_keeps_its_reservation_and_its_key() {
-        assert_eq!(
-            aftermath(Written::Maybe),
-            Aftermath {
-                refund: false,
-                release_key: false
-            }
-        );
+        assert!(releases_key(Written::Yes {
+            key_completed: false
+        }));
+        assert!(!releases_key(Written::Maybe));
     }
 
     #[test]
@@ -380,7 +378,9 @@ mod tests {
         ] {
             assert_eq!(Failure::from(err).written(), Written::No);
         }
-        let provider = Failure::Other(ApiError::NotFound("x".into()));
+        let provider = Failure::Provider(LlmError::Rejected {
+            provider: "openai".into(),
+        });
         assert_eq!(provider.written(), Written::No);
     }
 }

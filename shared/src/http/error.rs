@@ -317,6 +317,12 @@ impl From<LlmError> for ApiError {
                 u32::try_from(retry_after.as_secs().max(1)).unwrap_or(u32::MAX),
                 Some(Box::new(err)),
             ),
+            // The chat function answers its budget's refusal in place of this.
+            LlmError::NotAdmitted => Self::unavailable(
+                "the turn's budget admits no further provider request",
+                1,
+                Some(Box::new(err)),
+            ),
         }
     }
 }

@@ -75,10 +75,7 @@ impl Provider for Echo {
             }
             let text = answer(&call);
             Ok(WholeReply {
-                usage: TokenUsage {
-                    input_tokens: super::prompt_words(call.messages, call.system),
-                    output_tokens: super::words(&text),
-                },
+                usage: Some(usage(&call, &text)),
                 text,
             })
         })
@@ -91,11 +88,21 @@ impl Provider for Echo {
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency.min(call.timeout)).await;
             }
+            let text = answer(&call);
             Ok(Source::Words {
-                words: word_pieces(&answer(&call)),
+                words: word_pieces(&text),
                 delay: self.token_delay,
+                usage: usage(&call, &text),
             })
         })
+    }
+}
+
+/// The echo provider's token count: whitespace-separated words of the prompt and of the reply.
+fn usage(call: &Call<'_>, text: &str) -> TokenUsage {
+    TokenUsage {
+        input_tokens: super::prompt_words(call.messages, call.system),
+        output_tokens: super::words(text),
     }
 }
 

@@ -101,11 +101,33 @@ struct CandidatePart {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UsageMetadata {
+    /// The prompt, cached parts included.
     #[serde(default)]
     prompt_token_count: u64,
-    /// Absent until the model has produced something.
+    /// The answer's visible tokens; absent until the model has produced something.
     #[serde(default)]
     candidates_token_count: Option<u64>,
+    /// A thinking model's thoughts: billed as output, though not in the answer.
+    #[serde(default)]
+    thoughts_token_count: u64,
+    /// The prompt of a tool call the model made: billed as input.
+    #[serde(default)]
+    tool_use_prompt_token_count: u64,
+}
+
+impl UsageMetadata {
+    /// What Gemini bills, once the report counts the answer's tokens: the prompt and tool-use
+    /// prompt as input, the candidates and the thoughts as output.
+    fn billed(&self) -> Option<TokenUsage> {
+        Some(TokenUsage {
+            input_tokens: self
+                .prompt_token_count
+                .saturating_add(self.tool_use_prompt_token_count),
+            output_tokens: self
+                .candidates_token_count?
+                .saturating_add(self.thoughts_token_count),
+        })
+    }
 }
 
 impl Response {
@@ -138,12 +160,10 @@ fn parse_event(data: &str) -> Result<Parsed, ProviderError> {
             .as_ref()
             .is_some_and(|feedback| feedback.block_reason.is_some());
     // Usage counts as reported once it counts the answer's tokens.
-    let usage = response.usage_metadata.as_ref().and_then(|usage| {
-        Some(TokenUsage {
-            input_tokens: usage.prompt_token_count,
-            output_tokens: usage.candidates_token_count?,
-        })
-    });
+    let usage = response
+        .usage_metadata
+        .as_ref()
+        .and_then(UsageMetadata::billed);
     Ok(Parsed::Piece(Piece {
         text: response.text().unwrap_or_default(),
         usage,
@@ -207,10 +227,8 @@ impl Provider for Gemini {
                 .ok_or_else(|| ProviderError::Malformed("no candidate with text".to_owned()))?;
             let usage = response
                 .usage_metadata
-                .map_or_else(TokenUsage::default, |usage| TokenUsage {
-                    input_tokens: usage.prompt_token_count,
-                    output_tokens: usage.candidates_token_count.unwrap_or(0),
-                });
+                .as_ref()
+                .and_then(UsageMetadata::billed);
             Ok(WholeReply { text, usage })
         })
     }

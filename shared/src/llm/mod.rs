@@ -7,6 +7,7 @@ mod gemini;
 mod openai;
 mod resilient;
 mod stream;
+mod tab;
 
 use std::{future::Future, pin::Pin, time::Duration};
 
@@ -16,15 +17,16 @@ use breaker::BreakerConfig;
 use echo::Echo;
 use gemini::Gemini;
 use openai::OpenAi;
-pub use resilient::{Choice, Completion, Llm, LlmError, Offer};
+pub use resilient::{Choice, Completion, Llm, LlmError, Offer, RequestBound};
 use resilient::{LlmConfig, ProviderSettings};
 use stream::Source;
 pub use stream::{ReplyStream, StreamError};
+pub use tab::{Billed, Tab, Unmetered};
 
 use crate::domain::{Role, TokenUsage};
 
-/// A boxed future, so that providers can live behind `dyn Provider`.
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// A boxed future, so that providers (and a turn's [`Tab`]) can live behind `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One message of the context sent to a provider, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +35,7 @@ pub struct ContextMessage {
     pub content: String,
 }
 
-/// Whitespace-separated words: the token estimate of the echo provider and of a stream whose
-/// provider has not reported its usage.
+/// Whitespace-separated words: the echo provider's token count.
 fn words(text: &str) -> u64 {
     text.split_whitespace().count() as u64
 }
@@ -66,7 +67,40 @@ struct Call<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct WholeReply {
     pub text: String,
-    pub usage: TokenUsage,
+    /// `None` when the provider did not report it.
+    pub usage: Option<TokenUsage>,
+}
+
+/// At least as many tokens as any provider counts for this input: a token is at least one byte
+/// of UTF-8 in the byte-level tokenizers of OpenAI's and Gemini's models, and each message costs
+/// a few tokens of framing. Far above the usual count (about four bytes a token in English): the
+/// price of never overdrawing, paid back when the provider reports its usage.
+pub fn input_token_bound(messages: &[ContextMessage], system: Option<&str>) -> u64 {
+    let system = system.map_or(0, |text| bytes(text) + FRAMING);
+    messages
+        .iter()
+        .map(|message| bytes(&message.content) + FRAMING)
+        .fold(system + FRAMING, u64::saturating_add)
+}
+
+/// The same bound for generated text.
+pub fn output_token_bound(text: &str) -> u64 {
+    bytes(text)
+}
+
+/// The tokens of framing counted for each message (and for the reply).
+const FRAMING: u64 = 8;
+
+fn bytes(text: &str) -> u64 {
+    u64::try_from(text.len()).unwrap_or(u64::MAX)
+}
+
+/// What a provider bills, at most, for the given input and generated text, by the bounds above.
+fn bound_usage(messages: &[ContextMessage], system: Option<&str>, reply: &str) -> TokenUsage {
+    TokenUsage {
+        input_tokens: input_token_bound(messages, system),
+        output_tokens: output_token_bound(reply),
+    }
 }
 
 /// How a provider call failed.
@@ -80,6 +114,8 @@ enum ProviderError {
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+        /// What the failed request may be billed.
+        billed: Billed,
     },
     /// The provider refused the request itself (a 4xx other than 401, 408 and 429).
     #[error("the provider rejected the request with HTTP {status}")]
@@ -87,6 +123,14 @@ enum ProviderError {
     /// The provider answered something that is not its documented response.
     #[error("the provider's response was malformed: {0}")]
     Malformed(String),
+    /// No answer (or, streamed, no text) within the request's timeout: this request was slow,
+    /// which says nothing of the provider's health. Retried like a transient failure, but not
+    /// counted by the breaker.
+    #[error("the provider did not answer within the request's timeout")]
+    TimedOut,
+    /// The turn's [`Tab`] refused another request: nothing was sent.
+    #[error("the budget admits no further request")]
+    NotAdmitted,
 }
 
 impl ProviderError {
@@ -97,24 +141,40 @@ impl ProviderError {
             408 | 429 | 500 | 502 | 503 | 504 => Self::Transient {
                 reason: format!("HTTP {status}"),
                 retry_after,
+                billed: Billed::Input,
             },
             status => Self::Rejected { status },
         }
     }
 
     fn from_reqwest(err: &reqwest::Error) -> Self {
-        let reason = if err.is_timeout() {
-            "timeout"
-        } else if err.is_connect() {
-            "connect error"
+        // A request that never connected reached no provider; one that did may have been
+        // answered in full before the answer was lost.
+        let (reason, billed) = if err.is_connect() {
+            ("connect error", Billed::Nothing)
+        } else if err.is_timeout() {
+            return Self::TimedOut;
         } else if err.is_decode() {
             return Self::Malformed("the body is not the expected JSON".to_owned());
         } else {
-            "transport error"
+            ("transport error", Billed::Whole)
         };
         Self::Transient {
             reason: reason.to_owned(),
             retry_after: None,
+            billed,
+        }
+    }
+
+    /// What the provider may bill for the request that failed so: nothing for one it never
+    /// received or could not authenticate (no account to bill), the input for one it refused
+    /// with a status, and the whole reply's worth for one it may have answered.
+    fn billed(&self) -> Billed {
+        match self {
+            Self::Unauthorized | Self::NotAdmitted => Billed::Nothing,
+            Self::Rejected { .. } => Billed::Input,
+            Self::Transient { billed, .. } => *billed,
+            Self::Malformed(_) | Self::TimedOut => Billed::Whole,
         }
     }
 }
@@ -237,5 +297,31 @@ impl Llm {
             },
         };
         Ok(Llm::new(providers, llm_config, keys))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_bound_counts_every_byte_and_the_framing_of_each_message() {
+        let context = [
+            ContextMessage {
+                role: Role::User,
+                content: "héllo".to_owned(), // 6 bytes
+            },
+            ContextMessage {
+                role: Role::Assistant,
+                content: String::new(),
+            },
+        ];
+        // 8 for the reply's framing, 6 + 8, 0 + 8.
+        assert_eq!(input_token_bound(&context, None), 30);
+        // The system prompt: its bytes and framing.
+        assert_eq!(input_token_bound(&context, Some("be brief")), 30 + 8 + 8);
+        assert_eq!(input_token_bound(&[], None), 8);
+        // Generated text: its bytes (a CJK character is three).
+        assert_eq!(output_token_bound("日本"), 6);
     }
 }

@@ -70,6 +70,8 @@ struct AnswerMessage {
     content: Option<String>,
 }
 
+/// What OpenAI bills: `prompt_tokens` counts cached input too, and `completion_tokens` the
+/// reasoning tokens of a reasoning model (`completion_tokens_details` only breaks them down).
 #[derive(Deserialize)]
 struct Usage {
     #[serde(default)]
@@ -191,9 +193,7 @@ impl Provider for OpenAi {
                 .next()
                 .and_then(|choice| choice.message.content)
                 .ok_or_else(|| ProviderError::Malformed("no choice with content".to_owned()))?;
-            let usage = response
-                .usage
-                .map_or_else(TokenUsage::default, TokenUsage::from);
+            let usage = response.usage.map(TokenUsage::from);
             Ok(WholeReply { text, usage })
         })
     }

@@ -9,7 +9,7 @@ use std::{
 use super::{Ask, Choice, Llm, LlmError, Served, Slot};
 use crate::{
     domain::TokenUsage,
-    llm::{Call, ContextMessage, ProviderError},
+    llm::{Billed, Call, ContextMessage, ProviderError, Tab},
     secrets::Keys,
 };
 
@@ -22,6 +22,7 @@ impl Llm {
         choice: &Choice,
         messages: &[ContextMessage],
         deadline: Instant,
+        tab: &dyn Tab,
     ) -> Result<(A::Reply, Served), LlmError> {
         let fallback = self
             .config
@@ -50,7 +51,7 @@ impl Llm {
                 slot.settings.models.first().cloned().unwrap_or_default()
             };
             match self
-                .call(ask, slot, &model, messages, &mut keys, deadline)
+                .call(ask, slot, &model, messages, &mut keys, deadline, tab)
                 .await
             {
                 Ok(reply) => {
@@ -62,12 +63,20 @@ impl Llm {
                     };
                     return Ok((reply, served));
                 }
+                // The budget ends the turn: no further provider is tried.
+                Err(ProviderError::NotAdmitted) => return Err(LlmError::NotAdmitted),
                 Err(ProviderError::Rejected { status }) => {
                     // Our request was refused; the provider itself is healthy.
                     slot.breaker.success();
                     tracing::warn!(provider = name, status, "provider rejected the request");
                     rejected_by.get_or_insert_with(|| name.to_owned());
                     last_failure = format!("{name}: rejected with HTTP {status}");
+                }
+                // This request was slow (a long answer, a thinking model): that says nothing of
+                // the provider's health, so the breaker does not count it.
+                Err(ProviderError::TimedOut) => {
+                    tracing::warn!(provider = name, "provider did not answer in time");
+                    last_failure = format!("{name}: {}", ProviderError::TimedOut);
                 }
                 Err(err) => {
                     slot.breaker.failure();
@@ -91,6 +100,8 @@ impl Llm {
 
     /// One provider, retried on transient failures with capped exponential backoff and full
     /// jitter (or the provider's `Retry-After`), and once at once with fresh keys after a 401.
+    /// Each request is admitted by `tab` before it is sent, and each failure reported to it.
+    #[allow(clippy::too_many_arguments)]
     async fn call<A: Ask>(
         &self,
         ask: &A,
@@ -99,6 +110,7 @@ impl Llm {
         messages: &[ContextMessage],
         keys: &mut Keys,
         deadline: Instant,
+        tab: &dyn Tab,
     ) -> Result<A::Reply, ProviderError> {
         let provider = &slot.settings.provider;
         let mut attempt = 0;
@@ -109,7 +121,11 @@ impl Llm {
                 return Err(ProviderError::Transient {
                     reason: "no time left before the deadline".to_owned(),
                     retry_after: None,
+                    billed: Billed::Nothing,
                 });
+            }
+            if !tab.admit().await {
+                return Err(ProviderError::NotAdmitted);
             }
             attempt += 1;
             let key = provider.key_name().and_then(|name| keys.get(name));
@@ -154,6 +170,9 @@ impl Llm {
                 &[("Provider", provider.name()), ("Model", model)],
                 &metrics,
             );
+            if let Err(err) = &result {
+                tab.failed(err.billed());
+            }
             match result {
                 Ok(reply) => return Ok(reply),
                 Err(ProviderError::Unauthorized) if !refreshed => {
@@ -166,19 +185,19 @@ impl Llm {
                         .await
                         .map_err(|_| ProviderError::Unauthorized)?;
                 }
-                Err(ProviderError::Transient {
-                    reason,
-                    retry_after,
-                }) if attempt < self.config.max_attempts => {
-                    let pause = retry_after.unwrap_or_else(|| self.config.backoff.pause(attempt));
+                Err(err @ (ProviderError::Transient { .. } | ProviderError::TimedOut))
+                    if attempt < self.config.max_attempts =>
+                {
+                    let asked = match &err {
+                        ProviderError::Transient { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let pause = asked.unwrap_or_else(|| self.config.backoff.pause(attempt));
                     // A provider may ask for any pause (`Retry-After: 18446744073709551615`):
                     // one that would end past the deadline is not taken, and no sum overflows.
                     let resume = Instant::now().checked_add(pause);
                     if resume.is_none_or(|resume| resume >= deadline) {
-                        return Err(ProviderError::Transient {
-                            reason,
-                            retry_after,
-                        });
+                        return Err(err);
                     }
                     tokio::time::sleep(pause).await;
                 }

@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     breaker::{Breaker, BreakerConfig},
-    BoxFuture, Call, ContextMessage, Provider, ProviderError, WholeReply,
+    BoxFuture, Call, ContextMessage, Provider, ProviderError, Tab, WholeReply,
 };
 use crate::{
     backoff::Backoff,
@@ -70,6 +70,22 @@ pub enum LlmError {
     /// No provider could answer in time.
     #[error("no LLM provider could answer: {last}")]
     Unavailable { retry_after: Duration, last: String },
+    /// The caller's [`Tab`] refused a retry or a fallback (the turn's budget is spent).
+    #[error("the budget admits no further provider request")]
+    NotAdmitted,
+}
+
+/// The most one request may be billed, by [`Llm::request_bound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBound {
+    pub input: u64,
+    pub output: u64,
+}
+
+impl RequestBound {
+    pub fn whole(&self) -> u64 {
+        self.input.saturating_add(self.output)
+    }
 }
 
 /// The provider and model a request will use.
@@ -98,7 +114,7 @@ pub(super) trait Ask {
         provider: &'a dyn Provider,
         call: Call<'a>,
     ) -> BoxFuture<'a, Result<Self::Reply, ProviderError>>;
-    /// The tokens known once the reply is in hand, for the metrics.
+    /// The tokens reported once the reply is in hand, for the metrics.
     fn usage(reply: &Self::Reply) -> Option<TokenUsage>;
 }
 
@@ -119,7 +135,7 @@ impl Ask for Completing {
     }
 
     fn usage(reply: &WholeReply) -> Option<TokenUsage> {
-        Some(reply.usage)
+        reply.usage
     }
 }
 
@@ -174,17 +190,25 @@ impl Llm {
             .find(|(_, slot)| slot.settings.provider.name() == name)
     }
 
-    /// Answers `messages` with the chosen provider, or a fallback, before `deadline`.
+    /// Answers `messages` with the chosen provider, or a fallback, before `deadline`, each
+    /// request admitted by `tab`. The completion's usage is the provider's report or, if it
+    /// reported none, the bound of [`super::input_token_bound`] and its text's bytes.
     pub async fn complete(
         &self,
         choice: &Choice,
         messages: &[ContextMessage],
         deadline: Instant,
+        tab: &dyn Tab,
     ) -> Result<Completion, LlmError> {
-        let (reply, served) = self.ask(&Completing, choice, messages, deadline).await?;
+        let (reply, served) = self
+            .ask(&Completing, choice, messages, deadline, tab)
+            .await?;
+        let usage = reply
+            .usage
+            .unwrap_or_else(|| super::bound_usage(messages, self.system_prompt(), &reply.text));
         Ok(Completion {
             text: reply.text,
-            usage: reply.usage,
+            usage,
             provider: served.provider,
             model: served.model,
         })
@@ -194,6 +218,15 @@ impl Llm {
     /// turn's worst case is its input and this.
     pub fn output_cap(&self) -> u32 {
         self.config.max_output_tokens
+    }
+
+    /// The most tokens one request with these messages may be billed if the provider keeps to
+    /// the output cap: [`super::input_token_bound`] (with the system prompt) and the cap.
+    pub fn request_bound(&self, messages: &[ContextMessage]) -> RequestBound {
+        RequestBound {
+            input: super::input_token_bound(messages, self.system_prompt()),
+            output: u64::from(self.config.max_output_tokens),
+        }
     }
 
     /// The system prompt sent with every call.

@@ -16,7 +16,7 @@ pub(super) use sse::{malformed_chunk, reported_error, Parsed, SseSource};
 
 use super::{
     resilient::{Ask, Served},
-    BoxFuture, Call, Choice, ContextMessage, Llm, LlmError, Provider, ProviderError,
+    BoxFuture, Call, Choice, ContextMessage, Llm, LlmError, Provider, ProviderError, Tab,
 };
 use crate::domain::TokenUsage;
 
@@ -33,10 +33,12 @@ pub(super) struct Piece {
 pub(super) enum Source {
     /// A provider's server-sent events.
     Sse(SseSource),
-    /// Words handed out one by one after a delay each (the echo provider).
+    /// Words handed out one by one after a delay each (the echo provider), its usage reported
+    /// with the last, as providers report theirs at the end.
     Words {
         words: VecDeque<String>,
         delay: Duration,
+        usage: TokenUsage,
     },
 }
 
@@ -45,7 +47,11 @@ impl Source {
     async fn next(&mut self) -> Result<Option<Piece>, ProviderError> {
         match self {
             Self::Sse(source) => source.next().await,
-            Self::Words { words, delay } => {
+            Self::Words {
+                words,
+                delay,
+                usage,
+            } => {
                 if words.is_empty() {
                     return Ok(None);
                 }
@@ -54,7 +60,7 @@ impl Source {
                 }
                 Ok(words.pop_front().map(|text| Piece {
                     text,
-                    usage: None,
+                    usage: words.is_empty().then_some(*usage),
                     finished: words.is_empty(),
                 }))
             }
@@ -104,12 +110,7 @@ impl Ask for Streaming {
             };
             tokio::time::timeout(timeout, first)
                 .await
-                .unwrap_or_else(|_| {
-                    Err(ProviderError::Transient {
-                        reason: "timeout".to_owned(),
-                        retry_after: None,
-                    })
-                })
+                .unwrap_or(Err(ProviderError::TimedOut))
         })
     }
 
@@ -131,19 +132,19 @@ impl Llm {
         choice: &Choice,
         messages: &[ContextMessage],
         deadline: Instant,
+        tab: &dyn Tab,
     ) -> Result<ReplyStream, LlmError> {
-        let (started, served) = self.ask(&Streaming, choice, messages, deadline).await?;
-        let prompt_words = super::prompt_words(messages, self.system_prompt());
-        let mut reply_words = WordCount::default();
-        reply_words.add(&started.first);
+        let (started, served) = self
+            .ask(&Streaming, choice, messages, deadline, tab)
+            .await?;
         Ok(ReplyStream {
             source: Some(started.source),
+            input_bound: super::input_token_bound(messages, self.system_prompt()),
+            output_bound: super::output_token_bound(&started.first),
             first: Some(started.first),
             deadline,
             served,
             reported: started.usage,
-            prompt_words,
-            reply_words,
         })
     }
 }
@@ -158,8 +159,9 @@ pub struct ReplyStream {
     served: Served,
     /// The usage the provider reported, once it has.
     reported: Option<TokenUsage>,
-    prompt_words: u64,
-    reply_words: WordCount,
+    /// Until it has: the bounds of the input and of the text generated so far.
+    input_bound: u64,
+    output_bound: u64,
 }
 
 /// Why a started stream did not end normally. Its text is ours, safe to show a client.
@@ -216,7 +218,9 @@ impl ReplyStream {
                     if piece.text.is_empty() {
                         continue;
                     }
-                    self.reply_words.add(&piece.text);
+                    self.output_bound = self
+                        .output_bound
+                        .saturating_add(super::output_token_bound(&piece.text));
                     return Ok(Some(piece.text));
                 }
                 Ok(None) => {
@@ -224,7 +228,10 @@ impl ReplyStream {
                     return Ok(None);
                 }
                 Err(err) => {
-                    self.served.breaker.failure();
+                    // A slow read says nothing of the provider's health.
+                    if !matches!(err, ProviderError::TimedOut) {
+                        self.served.breaker.failure();
+                    }
                     tracing::warn!(provider = self.served.provider, error = %err, "provider stream failed");
                     self.close(true);
                     return Err(StreamError::Failed(failure_text(&err)));
@@ -234,13 +241,14 @@ impl ReplyStream {
     }
 
     /// Tokens used: the provider's reported usage once it has been seen (OpenAI: the final
-    /// chunk's `usage`; Gemini: `usageMetadata` with a candidates count), otherwise an
-    /// **estimate**: the whitespace-separated words of the prompt (system prompt included) and
-    /// of the reply streamed so far.
+    /// chunk's `usage`; Gemini: `usageMetadata` with a candidates count), otherwise the
+    /// conservative **bound** that admission uses ([`super::input_token_bound`] for the prompt,
+    /// system prompt included) and the bytes of the reply streamed so far: a stopped or broken
+    /// stream is never charged less than the provider may bill.
     pub fn usage(&self) -> TokenUsage {
         self.reported.unwrap_or(TokenUsage {
-            input_tokens: self.prompt_words,
-            output_tokens: self.reply_words.words,
+            input_tokens: self.input_bound,
+            output_tokens: self.output_bound,
         })
     }
 
@@ -292,28 +300,10 @@ fn failure_text(err: &ProviderError) -> String {
             format!("the provider's stream broke off: {reason}")
         }
         ProviderError::Malformed(what) => format!("the provider's stream was malformed: {what}"),
-        ProviderError::Unauthorized | ProviderError::Rejected { .. } => {
-            "the provider refused to go on".to_owned()
-        }
-    }
-}
-
-/// Counts whitespace-separated words across pieces that may split a word.
-#[derive(Debug, Default)]
-struct WordCount {
-    words: u64,
-    in_word: bool,
-}
-
-impl WordCount {
-    fn add(&mut self, piece: &str) {
-        for c in piece.chars() {
-            let space = c.is_whitespace();
-            if !space && !self.in_word {
-                self.words += 1;
-            }
-            self.in_word = !space;
-        }
+        ProviderError::TimedOut => "the provider's stream broke off: timeout".to_owned(),
+        ProviderError::Unauthorized
+        | ProviderError::Rejected { .. }
+        | ProviderError::NotAdmitted => "the provider refused to go on".to_owned(),
     }
 }
 
@@ -367,14 +357,5 @@ mod tests {
         fn shareable<T: Send + Sync + 'static>() {}
         shareable::<ReplyStream>();
         shareable::<StreamError>();
-    }
-
-    #[test]
-    fn words_are_counted_across_pieces() {
-        let mut count = WordCount::default();
-        for piece in ["Hel", "lo wor", "ld", " ", "again"] {
-            count.add(piece);
-        }
-        assert_eq!(count.words, 3);
     }
 }

@@ -7,7 +7,7 @@ use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_core::Stream;
 
 use super::Piece;
-use crate::llm::ProviderError;
+use crate::llm::{Billed, ProviderError};
 
 type Events =
     Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Sync>>;
@@ -72,6 +72,7 @@ impl SseSource {
                     return Err(ProviderError::Transient {
                         reason: "the stream ended before the reply was complete".to_owned(),
                         retry_after: None,
+                        billed: Billed::Whole,
                     })
                 }
             };
@@ -100,6 +101,7 @@ pub(in crate::llm) fn reported_error() -> ProviderError {
     ProviderError::Transient {
         reason: "the provider reported an error in its stream".to_owned(),
         retry_after: None,
+        billed: Billed::Whole,
     }
 }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     day_of, expiry_of, minute_of, override_of, seconds_to_next_day, seconds_to_next_minute, stored,
-    usage_of, window, Exhausted, Grant, Usage, MAX_ATTEMPTS,
+    usage_of, window, windows_before, Exhausted, Grant, Usage, MAX_ATTEMPTS,
 };
 use crate::{
     config::BudgetPolicy,
@@ -35,14 +35,14 @@ impl ConversationStore {
         for _ in 0..MAX_ATTEMPTS {
             let now = self.now();
             match self.take(user, cost, policy, now).await? {
-                Taken::Granted(usage) => return Ok(self.grant(user, cost, usage)),
+                Taken::Granted(usage, stale) => return Ok(self.grant(user, cost, usage, stale)),
                 Taken::Refused(old) => {
                     if old.as_ref().and_then(day_of) == Some(now.date_naive()) {
                         let old = old.unwrap_or_default();
                         return Err(refusal(&old, cost, policy, now));
                     }
                     match self.open_day(user, cost, policy, now, old.as_ref()).await? {
-                        Some(usage) => return Ok(self.grant(user, cost, usage)),
+                        Some(usage) => return Ok(self.grant(user, cost, usage, Vec::new())),
                         // Another turn opened the day first: take from it.
                         None => continue,
                     }
@@ -54,12 +54,13 @@ impl ConversationStore {
         })
     }
 
-    fn grant(&self, user: &UserId, cost: u64, usage: Usage) -> Grant {
+    fn grant(&self, user: &UserId, cost: u64, usage: Usage, stale_windows: Vec<String>) -> Grant {
         Grant {
             user: user.clone(),
             day: usage.day,
             reserved: cost,
             usage,
+            stale_windows,
         }
     }
 
@@ -109,7 +110,10 @@ impl ConversationStore {
             Ok(output) => {
                 self.meter.record(Work::Write, output.consumed_capacity());
                 let item = output.attributes.unwrap_or_default();
-                Ok(Taken::Granted(usage_of(&item, now, policy)))
+                Ok(Taken::Granted(
+                    usage_of(&item, now, policy),
+                    windows_before(&item, minute),
+                ))
             }
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
@@ -201,7 +205,8 @@ impl ConversationStore {
 
 /// What the admission update found.
 enum Taken {
-    Granted(Usage),
+    /// With the item's windows of earlier minutes.
+    Granted(Usage, Vec<String>),
     /// The condition failed; the item as it was (`None`: no item).
     Refused(Option<Item>),
 }

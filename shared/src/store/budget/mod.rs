@@ -11,12 +11,14 @@
 //!   the old item. The day is then opened with one conditional put (`day` still the old one),
 //!   which takes this turn too and carries the override over. The first turn of a user's day
 //!   therefore costs one call more; a racing opener loses the condition and retries the update.
-//! - **Settlement**: the difference between the reservation and the provider's reported usage
-//!   rides in the turn's transaction (`settlement`), so a stored turn is always settled. A turn
-//!   that stores nothing gives its reservation back ([`ConversationStore::refund`]).
+//! - **Further requests, settlement, refunds**: a turn's retry or fallback takes its own worst
+//!   case before it is sent ([`ConversationStore::admit_request`]); a turn that sent any provider
+//!   request is settled to what it was charged, whatever became of its write
+//!   ([`ConversationStore::settle`]); only a turn that sent none is refunded
+//!   ([`ConversationStore::refund`]). What a turn is charged is the chat function's rule.
 //! - **The minute window**: a counter attribute named after the minute (`w<minute>`), so a new
-//!   minute needs no reset; the update removes the two minutes before it, and the day's opening
-//!   put drops any left over. At most `per_minute` turns start in any calendar minute.
+//!   minute needs no reset; the update removes the two minutes before it, the turn's settlement
+//!   any older one it found, and the day's opening put drops any left over. At most `per_minute` turns start in any calendar minute.
 //! - The item is kept by erasure (`DELETE /history`) so that erasing data resets nothing; it
 //!   expires by TTL two days after its day unless it carries an override.
 //!
@@ -128,6 +130,9 @@ pub struct Grant {
     day: NaiveDate,
     reserved: u64,
     pub usage: Usage,
+    /// Windows of minutes before the last two that the item still held: the settlement removes
+    /// them, so that a day's item does not grow with each pause.
+    stale_windows: Vec<String>,
 }
 
 /// Seconds from `now` to the next UTC midnight (when a day's budget renews).
@@ -162,6 +167,19 @@ fn minute_of(now: DateTime<Utc>) -> i64 {
 
 fn window(minute: i64) -> String {
     format!("w{minute}")
+}
+
+/// The window attributes of `item` older than `minute` (at most 32: one update's worth).
+fn windows_before(item: &Item, minute: i64) -> Vec<String> {
+    item.keys()
+        .filter(|name| {
+            name.strip_prefix('w')
+                .and_then(|rest| rest.parse::<i64>().ok())
+                .is_some_and(|at| at < minute)
+        })
+        .take(32)
+        .cloned()
+        .collect()
 }
 
 fn stored(limit: u64) -> u64 {

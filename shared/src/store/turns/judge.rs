@@ -20,8 +20,7 @@ pub(super) enum Outcome {
 }
 
 /// The layout of a turn's transaction: the head (put, or checked when it exists), the user's
-/// message, the reply, then the idempotency completion if any, then the budget's settlement if
-/// any (unconditional: it never cancels).
+/// message, the reply, then the idempotency completion if any.
 pub(super) struct Slots {
     /// Whether the head is a check of an existing conversation (else a put of a new one).
     pub(super) existing_head: bool,
@@ -163,13 +162,13 @@ mod tests {
 
     #[test]
     fn a_failed_completion_means_the_lease_was_lost() {
-        let reasons = [none(), none(), none(), failed(None), none()];
+        let reasons = [none(), none(), none(), failed(None)];
         assert!(matches!(
             verdict(true, true, &reasons),
             Err(StoreError::LeaseLost)
         ));
-        // Without a completion, slot 3 is the settlement, which never fails its condition;
-        // whatever it says is not a lost lease.
+        // Without a completion there is no slot 3: whatever a fourth reason says is no lost
+        // lease.
         assert_eq!(verdict(true, false, &reasons).ok(), Some(Outcome::Stored));
     }
 

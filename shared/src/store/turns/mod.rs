@@ -3,14 +3,18 @@
 //! Two calls: [`ConversationStore::reserve_turn`] takes the turn's two message ids (an atomic
 //! `ADD` on an existing conversation's head; a new conversation's are 1 and 2), and
 //! [`ConversationStore::write_turn`] puts the messages in one transaction with whatever else the
-//! turn completes (the request's idempotency record, the budget's settlement). A streamed reply
+//! turn completes (the request's idempotency record). A streamed reply
 //! reserves first, since it announces its ids; a whole one reserves after the provider answered.
 
 mod items;
 mod judge;
 
-use aws_sdk_dynamodb::types::{
-    ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+use aws_sdk_dynamodb::{
+    operation::update_item::builders::UpdateItemFluentBuilder,
+    types::{
+        AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+        TransactWriteItem,
+    },
 };
 
 use super::{
@@ -18,7 +22,7 @@ use super::{
     items::{n, number, s, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    ConversationStore, Grant, Lease, Reply, StoreError, StoredTurn, TurnTarget, BACKOFF,
+    ConversationStore, Lease, Reply, StoreError, StoredTurn, TurnTarget, BACKOFF,
 };
 use crate::domain::{MessageId, MessageText, Role, UserId};
 use judge::{judge, Outcome};
@@ -38,8 +42,6 @@ pub struct TurnWrite<'a> {
     /// The request's idempotency record, completed with the answer it replays; if the lease
     /// was taken over by a retry meanwhile, nothing is stored ([`StoreError::LeaseLost`]).
     pub completes: Option<(&'a Lease, &'a ReplayText<'a>)>,
-    /// The turn's budget grant, settled to the reply's usage.
-    pub settles: Option<&'a Grant>,
 }
 
 /// A turn's reserved message ids, to be written with [`ConversationStore::write_turn`].
@@ -48,6 +50,15 @@ pub struct Reservation {
     turn: items::Turn,
     target: TurnTarget,
     first: u64,
+    /// An existing head as the reservation found it, to put back if the turn is abandoned.
+    previous: Option<Previous>,
+}
+
+/// What a reservation changes on an existing head besides its count.
+#[derive(Debug)]
+struct Previous {
+    updated_at: Option<AttributeValue>,
+    expires_at: Option<AttributeValue>,
 }
 
 impl Reservation {
@@ -80,7 +91,6 @@ impl ConversationStore {
             text,
             reply,
             completes: None,
-            settles: None,
         };
         self.write_turn(reservation, &write).await
     }
@@ -103,22 +113,78 @@ impl ConversationStore {
             now: now.timestamp(),
             expires_at: self.expires_at(now),
         };
-        let first = match target {
-            TurnTarget::New { .. } => 1,
-            TurnTarget::Existing(_) => self.reserve(&turn).await?,
+        let (first, previous) = match target {
+            TurnTarget::New { .. } => (1, None),
+            TurnTarget::Existing(_) => {
+                let (first, previous) = self.reserve(&turn).await?;
+                (first, Some(previous))
+            }
         };
         message_id(first + 1)?;
         Ok(Reservation {
             turn,
             target: target.clone(),
             first,
+            previous,
         })
+    }
+
+    /// Gives back a reservation whose turn will not be written (its provider failed before it
+    /// began): the head's count, `updated_at` and expiry as they were, if no other turn has
+    /// reserved since (then the two numbers stay unused: ids only grow). Best effort.
+    pub async fn cancel_reservation(&self, reservation: Reservation) {
+        let Reservation {
+            turn,
+            first,
+            previous: Some(previous),
+            ..
+        } = reservation
+        else {
+            return;
+        };
+        let mut set = vec![];
+        let mut remove = vec![];
+        let mut update = self
+            .head_update(&turn)
+            .condition_expression("message_count = :ours AND updated_at = :at")
+            .expression_attribute_values(":ours", n(first + 1))
+            .expression_attribute_values(":at", s(&turn.created_at))
+            .expression_attribute_values(":minus_two", n(-2))
+            .return_consumed_capacity(ask());
+        for (name, value) in [
+            ("updated_at", previous.updated_at),
+            ("expires_at", previous.expires_at),
+        ] {
+            match value {
+                Some(value) => {
+                    set.push(format!("{name} = :old_{name}"));
+                    update = update.expression_attribute_values(format!(":old_{name}"), value);
+                }
+                None => remove.push(name),
+            }
+        }
+        let mut expression = String::from("ADD message_count :minus_two");
+        if !set.is_empty() {
+            expression.push_str(&format!(" SET {}", set.join(", ")));
+        }
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        match update.update_expression(expression).send().await {
+            Ok(output) => self.meter.record(Work::Write, output.consumed_capacity()),
+            Err(err) if is_condition_failed(&err) => {
+                tracing::info!(conversation = %turn.conversation, "another turn reserved since; two numbers stay unused");
+            }
+            Err(err) => {
+                tracing::warn!(error = %from_sdk(err), "could not give a reservation back");
+            }
+        }
     }
 
     /// Writes a reserved turn in one transaction: a new conversation's head with
     /// `attribute_not_exists` (an existing one's checked, so that a conversation deleted
     /// meanwhile takes no orphans), both messages with `attribute_not_exists(SK)`, and what
-    /// `write` completes and settles. Collisions are retried; numbers taken by someone else are
+    /// `write` completes. Collisions are retried; numbers taken by someone else are
     /// reserved again; a write that timed out is retried with the same keys and token (it either
     /// lands or is found ours), and one never confirmed is [`StoreError::Unconfirmed`].
     pub async fn write_turn(
@@ -130,6 +196,7 @@ impl ConversationStore {
             turn,
             target,
             mut first,
+            ..
         } = reservation;
         // Once an attempt may have landed (it timed out), the turn stays "may have been stored"
         // until an attempt proves otherwise: finding it ours (stored), or someone else's items
@@ -160,7 +227,7 @@ impl ConversationStore {
                     conflict_metric();
                     tracing::warn!(conversation = %turn.conversation, first, "reserved sequence numbers were taken; reserving again");
                     may_have_landed = false;
-                    first = self.reserve(&turn).await?;
+                    first = self.reserve(&turn).await?.0;
                 }
                 (Outcome::Retry, _) => {
                     conflict_metric();
@@ -185,24 +252,29 @@ impl ConversationStore {
         })
     }
 
+    /// An update of the turn's conversation head.
+    fn head_update(&self, turn: &items::Turn) -> UpdateItemFluentBuilder {
+        self.db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(&turn.partition))
+            .key("SK", s(keys::head(&turn.conversation)))
+    }
+
     /// Reserves the next two sequence numbers of an existing, unexpired conversation; returns
-    /// the first.
-    async fn reserve(&self, turn: &items::Turn) -> Result<u64, StoreError> {
+    /// the first, and what the head held before.
+    async fn reserve(&self, turn: &items::Turn) -> Result<(u64, Previous), StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut update = self
-                .db
-                .update_item()
-                .table_name(&self.table)
-                .key("PK", s(&turn.partition))
-                .key("SK", s(keys::head(&turn.conversation)))
+                .head_update(turn)
                 .condition_expression(EXISTS_NOT_EXPIRED)
                 .expression_attribute_values(":two", n(2))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":now", n(turn.now))
                 .expression_attribute_values(":at", s(&turn.created_at))
-                .return_values(ReturnValue::UpdatedNew)
+                .return_values(ReturnValue::AllOld)
                 .return_consumed_capacity(ask());
             update = match turn.expires_at {
                 Some(expires_at) => update
@@ -225,17 +297,19 @@ impl ConversationStore {
                 Err(err) => return Err(from_sdk(err)),
             };
             self.meter.record(Work::Write, output.consumed_capacity());
-            let attributes = output.attributes().cloned().unwrap_or_default();
-            let count = number(&attributes, "message_count")?;
-            return count.checked_sub(1).ok_or_else(|| {
-                StoreError::Corrupt("message_count below 2 after a reservation".into())
-            });
+            let mut old = output.attributes.unwrap_or_default();
+            let count = number(&old, "message_count")?;
+            let previous = Previous {
+                updated_at: old.remove("updated_at"),
+                expires_at: old.remove("expires_at"),
+            };
+            return Ok((count + 1, previous));
         }
     }
 
     /// One transaction, its items in [`judge::Slots`]' order: the head (put for a new
     /// conversation, checked for an existing one), the two messages, the idempotency record's
-    /// completion, and the budget's settlement (last, unconditional: it never cancels the turn).
+    /// completion if any.
     async fn put_turn(
         &self,
         turn: &items::Turn,
@@ -244,7 +318,7 @@ impl ConversationStore {
         write: &TurnWrite<'_>,
     ) -> Result<Outcome, StoreError> {
         let internal = |err| StoreError::Internal(Box::new(err));
-        let mut writes = Vec::with_capacity(5);
+        let mut writes = Vec::with_capacity(4);
         let head = match target {
             TurnTarget::New { title, .. } => {
                 TransactWriteItem::builder().put(self.new_item(turn.head_item(title))?)
@@ -280,10 +354,6 @@ impl ConversationStore {
         if let Some((lease, replay)) = write.completes {
             let update = self.completion(&turn.user, lease, &turn.conversation, replay(stored))?;
             writes.push(TransactWriteItem::builder().update(update).build());
-        }
-        if let Some(grant) = write.settles {
-            let settlement = self.settlement(grant, write.reply.usage.total())?;
-            writes.push(TransactWriteItem::builder().update(settlement).build());
         }
         let result = self
             .db

@@ -1,8 +1,8 @@
 //! `store-bench`: what one chat turn costs the store, for a short and a long history.
 //!
 //! For a conversation with 10 prior messages and one with 10,000, it runs the budget's admission
-//! (`admit_turn`), `append_turn` with the budget's settlement in its transaction, and
-//! `recent_messages(20)` (what a chat turn does) and prints the DynamoDB work per turn as the
+//! (`admit_turn`), the turn's write (`reserve_turn` + `write_turn`) with the budget's settlement
+//! (`settle`) beside it, and `recent_messages(20)` (what a chat turn does) and prints the DynamoDB work per turn as the
 //! service reports it (`ReturnConsumedCapacity=TOTAL`: capacity units, items read, calls) and the
 //! p50/p95 latency of each call. The two conversations take turns, so both meet the emulator in
 //! the same state. Run it with `make bench-store` (against the local stack).
@@ -56,17 +56,21 @@ async fn turn_once(
         .admit_turn(user, 2_100, &POLICY)
         .await
         .expect("admit_turn");
-    append_turn_completing(
-        store,
-        user,
-        &TurnTarget::Existing(id.clone()),
-        &format!("question {turn}"),
-        "an answer of some length",
-        None,
-        Some(&grant),
-    )
-    .await
-    .expect("append_turn");
+    // As the chat function does: the settlement runs beside the write.
+    let target = TurnTarget::Existing(id.clone());
+    let question = format!("question {turn}");
+    let (stored, ()) = tokio::join!(
+        append_turn_completing(
+            store,
+            user,
+            &target,
+            &question,
+            "an answer of some length",
+            None,
+        ),
+        store.settle(&grant, 130),
+    );
+    stored.expect("append_turn");
     let append = started.elapsed();
     let started = Instant::now();
     let context = store
@@ -88,7 +92,7 @@ async fn main() {
     );
     let user = UserId::parse(&unique("bench")).expect("a user id");
     println!(
-        "store benchmark: {TURNS} turns each (admit_turn + append_turn with its settlement + recent_messages({CONTEXT})), after {WARM_UP} warm-up turns"
+        "store benchmark: {TURNS} turns each (admit_turn + the turn's write beside its settlement + recent_messages({CONTEXT})), after {WARM_UP} warm-up turns"
     );
     println!(
         "{:>9} | {:>10} {:>10} {:>10} {:>6} | {:>12} {:>12} | {:>12} {:>12}",
