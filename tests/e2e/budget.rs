@@ -796,3 +796,46 @@ async fn the_usage_item_keeps_no_minute_window_but_the_current_ones() {
         "only the last turn's minute is left"
     );
 }
+
+#[tokio::test]
+async fn nothing_of_a_turn_admitted_before_an_erasure_lands_after_it() {
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(400)),
+        )
+        .mount(&openai)
+        .await;
+    let state = Arc::new(chat_state(policy(0, 0, 0), Some(&openai)).await);
+    let history = e2e::history_state(&stack().await.clients).await;
+    let owner = user();
+    // A turn without an Idempotency-Key that starts a new conversation.
+    let turn = tokio::spawn({
+        let (state, owner) = (state.clone(), owner.clone());
+        async move { send(&state, &owner, "forget me").await }
+    });
+    received(&openai, 1).await;
+    let erase = e2e::api_request("DELETE", "/history", &[], None, Some(owner.as_str()));
+    assert_eq!(
+        history::handle(&history, erase).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let answer = turn.await.unwrap();
+    assert_eq!(answer.status(), StatusCode::GONE);
+    assert!(
+        json_body(&answer)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("erased"),
+        "{}",
+        json_body(&answer)
+    );
+    let left: Vec<Item> = user_items(&owner)
+        .await
+        .into_iter()
+        .filter(|item| !e2e::is_budget_item(item))
+        .collect();
+    assert!(left.is_empty(), "written after the erasure: {left:?}");
+    // The provider answered: the turn is charged all the same.
+    assert_eq!(number(&usage_item(&owner).await, "tokens"), 8);
+}

@@ -494,6 +494,7 @@ async fn deleting_a_conversation_deletes_the_idempotency_records_of_its_turns() 
             "q",
             "a",
             Some((&lease, &|_| "{}".to_owned())),
+            None,
         )
         .await
         .unwrap();

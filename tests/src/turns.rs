@@ -5,7 +5,10 @@
 
 use shared::{
     domain::{ConversationId, UserId},
-    store::{ConversationStore, Lease, ReplayText, StoreError, StoredTurn, TurnTarget, TurnWrite},
+    store::{
+        ConversationStore, Erasures, Lease, ReplayText, StoreError, StoredTurn, TurnTarget,
+        TurnWrite,
+    },
 };
 
 use crate::{
@@ -28,7 +31,7 @@ pub async fn append_turn(
 
 /// Stores the turn `question` / `answer` (an echo reply) as the chat function does
 /// (`ConversationStore::reserve_turn`, then `write_turn`): completing the idempotency record of a
-/// lease in the same transaction.
+/// lease in the same transaction, and checking that no erasure began since the turn's admission.
 pub async fn append_turn_completing(
     store: &ConversationStore,
     user: &UserId,
@@ -36,12 +39,14 @@ pub async fn append_turn_completing(
     question: &str,
     answer: &str,
     completes: Option<(&Lease, &ReplayText<'_>)>,
+    admitted: Option<Erasures>,
 ) -> Result<StoredTurn, StoreError> {
     let reservation = store.reserve_turn(user, target).await?;
     let write = TurnWrite {
         text: &text(question),
         reply: &reply(answer),
         completes,
+        admitted,
     };
     store.write_turn(reservation, &write).await
 }

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use shared::{
     domain::TokenUsage,
     llm::{Billed, BoxFuture, RequestBound, Tab},
-    store::{ConversationStore, Grant, StoreError, Usage},
+    store::{ConversationStore, Erasures, Grant, StoreError, Usage},
 };
 
 /// A turn's account with the user's budget, from its admission to its settlement.
@@ -98,6 +98,11 @@ impl Account {
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The user's erasures counted at the turn's admission.
+    pub(crate) fn erasures(&self) -> Erasures {
+        self.ledger().grant.erasures()
     }
 
     /// The user's day as the last admission left it.

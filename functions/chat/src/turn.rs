@@ -284,6 +284,7 @@ impl Turn {
             text: &self.request.message,
             reply,
             completes: self.lease.as_ref().zip(replay),
+            admitted: self.account.as_ref().map(Account::erasures),
         };
         let (stored, ()) = tokio::join!(
             self.within_write_deadline(self.store.write_turn(reservation, &write)),

@@ -30,6 +30,9 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allowed: String },
     #[error("{0}")]
     Conflict(String),
+    /// What the request would have changed was erased meanwhile (not worth retrying as is).
+    #[error("{0}")]
+    Gone(String),
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -100,6 +103,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
@@ -117,6 +121,7 @@ impl ApiError {
             Self::NotFound(_) => "urn:serverless-chat:problem:not-found",
             Self::MethodNotAllowed { .. } => "urn:serverless-chat:problem:method-not-allowed",
             Self::Conflict(_) => "urn:serverless-chat:problem:conflict",
+            Self::Gone(_) => "urn:serverless-chat:problem:gone",
             Self::PayloadTooLarge { .. } => "urn:serverless-chat:problem:payload-too-large",
             Self::Unprocessable(_) => "urn:serverless-chat:problem:unprocessable",
             Self::BadGateway { .. } => "urn:serverless-chat:problem:upstream-rejected",
@@ -237,6 +242,7 @@ impl From<StoreError> for ApiError {
                     .to_owned(),
             ),
             StoreError::LeaseLost => Self::Conflict(err.to_string()),
+            StoreError::Erased => Self::Gone(err.to_string()),
             StoreError::KeyReused => Self::Unprocessable(err.to_string()),
             StoreError::Conflict { .. } => Self::unavailable(
                 "too many concurrent writes to this conversation; retry shortly",
@@ -381,6 +387,7 @@ mod tests {
         assert_eq!(status(StoreError::MessageNotFound), 404);
         assert_eq!(status(StoreError::KeyInProgress), 409);
         assert_eq!(status(StoreError::LeaseLost), 409);
+        assert_eq!(status(StoreError::Erased), 410);
         assert_eq!(status(StoreError::KeyReused), 422);
         assert_eq!(status(StoreError::Conflict { attempts: 8 }), 503);
         assert_eq!(status(StoreError::Unconfirmed), 503);

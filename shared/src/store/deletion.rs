@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, WriteRequest};
 use tokio::time::Instant;
 
 use super::{
-    error::{from_sdk, retry_conflicts},
-    items::{s, sort_key, Item},
+    error::{from_sdk, is_condition_failed, retry_conflicts},
+    items::{n, s, sort_key, Item},
     keys,
     meter::{ask, Work},
     ConversationStore, StoreError, BACKOFF,
@@ -82,7 +82,12 @@ impl ConversationStore {
     /// Deletes every item in the caller's partition but its budget item (`USAGE`: the day's
     /// counters and an operator's override, no content): heads first, then messages, feedback and
     /// idempotency records. Returns how many items were deleted.
+    ///
+    /// First the user's count of erasures goes up: a turn admitted before it then cannot write
+    /// (its transaction checks the count it was admitted with), so after the erasure's answer
+    /// nothing of such a turn appears.
     pub async fn erase_user(&self, user: &UserId, deadline: Instant) -> Result<usize, StoreError> {
+        self.count_erasure(user).await?;
         let mut deleted = 0;
         for prefix in [Some(keys::heads()), None] {
             let sweep = Sweep {
@@ -93,6 +98,29 @@ impl ConversationStore {
                 .await?;
         }
         Ok(deleted)
+    }
+
+    /// Counts an erasure in the user's budget item, if there is one: without it no turn was
+    /// ever admitted, so none can be in flight.
+    async fn count_erasure(&self, user: &UserId) -> Result<(), StoreError> {
+        let update = self
+            .db
+            .update_item()
+            .table_name(&self.table)
+            .key("PK", s(keys::partition(user)))
+            .key("SK", s(keys::usage()))
+            .update_expression("ADD erasures :one")
+            .condition_expression("attribute_exists(SK)")
+            .expression_attribute_values(":one", n(1))
+            .return_consumed_capacity(ask());
+        match retry_conflicts(|| update.clone().send()).await {
+            Ok(output) => {
+                self.meter.record(Work::Write, output.consumed_capacity());
+                Ok(())
+            }
+            Err(err) if is_condition_failed(&err) => Ok(()),
+            Err(err) => Err(from_sdk(err)),
+        }
     }
 
     /// Deletes the items of the caller's partition that `sweep` selects, page by page.

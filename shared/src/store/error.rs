@@ -47,6 +47,10 @@ pub enum StoreError {
     /// request stored nothing.
     #[error("a newer request with this Idempotency-Key took over; this one stored nothing")]
     LeaseLost,
+    /// The user's data was erased (`DELETE /history`) after this turn was admitted: it stored
+    /// nothing.
+    #[error("all data was erased while this turn ran; nothing of it was stored")]
+    Erased,
     /// The user's daily budget cannot take this turn; it renews in `retry_after_secs`.
     #[error("the daily budget is spent")]
     QuotaExceeded {

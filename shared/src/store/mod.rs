@@ -26,7 +26,7 @@ use std::{sync::Arc, time::Duration};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-pub use budget::{Counter, Exhausted, Grant, Usage};
+pub use budget::{Counter, Erasures, Exhausted, Grant, Usage};
 pub use error::StoreError;
 pub use feedback::Written;
 pub use idempotency::{Claim, IdempotencyKey, Lease};

@@ -35,14 +35,14 @@ impl ConversationStore {
         for _ in 0..MAX_ATTEMPTS {
             let now = self.now();
             match self.take(user, cost, policy, now).await? {
-                Taken::Granted(usage, stale) => return Ok(self.grant(user, cost, usage, stale)),
+                Taken::Granted(item, usage) => return Ok(self.grant(user, cost, usage, &item, now)),
                 Taken::Refused(old) => {
                     if old.as_ref().and_then(day_of) == Some(now.date_naive()) {
                         let old = old.unwrap_or_default();
                         return Err(refusal(&old, cost, policy, now));
                     }
                     match self.open_day(user, cost, policy, now, old.as_ref()).await? {
-                        Some(usage) => return Ok(self.grant(user, cost, usage, Vec::new())),
+                        Some((item, usage)) => return Ok(self.grant(user, cost, usage, &item, now)),
                         // Another turn opened the day first: take from it.
                         None => continue,
                     }
@@ -54,13 +54,22 @@ impl ConversationStore {
         })
     }
 
-    fn grant(&self, user: &UserId, cost: u64, usage: Usage, stale_windows: Vec<String>) -> Grant {
+    /// The grant of a turn admitted into `item` (as the admission left it).
+    fn grant(
+        &self,
+        user: &UserId,
+        cost: u64,
+        usage: Usage,
+        item: &Item,
+        now: DateTime<Utc>,
+    ) -> Grant {
         Grant {
             user: user.clone(),
             day: usage.day,
             reserved: cost,
             usage,
-            stale_windows,
+            stale_windows: windows_before(item, minute_of(now)),
+            erasures: number(item, "erasures").unwrap_or(0),
         }
     }
 
@@ -110,10 +119,8 @@ impl ConversationStore {
             Ok(output) => {
                 self.meter.record(Work::Write, output.consumed_capacity());
                 let item = output.attributes.unwrap_or_default();
-                Ok(Taken::Granted(
-                    usage_of(&item, now, policy),
-                    windows_before(&item, minute),
-                ))
+                let usage = usage_of(&item, now, policy);
+                Ok(Taken::Granted(item, usage))
             }
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
@@ -133,7 +140,7 @@ impl ConversationStore {
         policy: &BudgetPolicy,
         now: DateTime<Utc>,
         old: Option<&Item>,
-    ) -> Result<Option<Usage>, StoreError> {
+    ) -> Result<Option<(Item, Usage)>, StoreError> {
         let overridden = old.and_then(override_of);
         let budget = overridden.unwrap_or(policy.daily);
         let (turns, tokens) = (stored(budget.turns), stored(budget.tokens));
@@ -166,6 +173,10 @@ impl ConversationStore {
             ("token_limit".to_owned(), n(budget.tokens)),
             (window(minute_of(now)), n(1)),
         ]);
+        // The count of erasures outlives the day: a turn admitted before one must not land.
+        if let Some(erasures) = old.and_then(|item| item.get("erasures")) {
+            item.insert("erasures".to_owned(), erasures.clone());
+        }
         match overridden {
             Some(budget) => {
                 item.insert("override_turns".to_owned(), n(budget.turns));
@@ -195,7 +206,8 @@ impl ConversationStore {
         match put.send().await {
             Ok(output) => {
                 self.meter.record(Work::Write, output.consumed_capacity());
-                Ok(Some(usage_of(&item, now, policy)))
+                let usage = usage_of(&item, now, policy);
+                Ok(Some((item, usage)))
             }
             Err(err) if is_condition_failed(&err) => Ok(None),
             Err(err) => Err(from_sdk(err)),
@@ -205,8 +217,8 @@ impl ConversationStore {
 
 /// What the admission update found.
 enum Taken {
-    /// With the item's windows of earlier minutes.
-    Granted(Usage, Vec<String>),
+    /// The item as the admission left it.
+    Granted(Item, Usage),
     /// The condition failed; the item as it was (`None`: no item).
     Refused(Option<Item>),
 }

@@ -20,7 +20,9 @@
 //!   minute needs no reset; the update removes the two minutes before it, the turn's settlement
 //!   any older one it found, and the day's opening put drops any left over. At most `per_minute` turns start in any calendar minute.
 //! - The item is kept by erasure (`DELETE /history`) so that erasing data resets nothing; it
-//!   expires by TTL two days after its day unless it carries an override.
+//!   expires by TTL two days after its day unless it carries an override. It counts the user's
+//!   erasures (`erasures`), which a turn's write checks against the count at its admission, so
+//!   that nothing of a turn admitted before an erasure lands after it.
 //!
 //! Here: the item's shape and the user's day read from it (`GET /usage`); admission in
 //! `admission.rs`, settlement and refunds in `settlement.rs`, the operator's override in
@@ -133,6 +135,20 @@ pub struct Grant {
     /// Windows of minutes before the last two that the item still held: the settlement removes
     /// them, so that a day's item does not grow with each pause.
     stale_windows: Vec<String>,
+    /// How many erasures the user's item had counted at admission.
+    erasures: u64,
+}
+
+/// How many times a user's data had been erased when a turn was admitted: the turn's write
+/// lands only if no erasure began since ([`super::TurnWrite::admitted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasures(pub(in crate::store) u64);
+
+impl Grant {
+    /// The erasures counted when the turn was admitted.
+    pub fn erasures(&self) -> Erasures {
+        Erasures(self.erasures)
+    }
 }
 
 /// Seconds from `now` to the next UTC midnight (when a day's budget renews).

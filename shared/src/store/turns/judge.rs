@@ -20,11 +20,13 @@ pub(super) enum Outcome {
 }
 
 /// The layout of a turn's transaction: the head (put, or checked when it exists), the user's
-/// message, the reply, then the idempotency completion if any.
+/// message, the reply, then the idempotency completion if any, then the check of the user's
+/// erasures if any.
 pub(super) struct Slots {
     /// Whether the head is a check of an existing conversation (else a put of a new one).
     pub(super) existing_head: bool,
     pub(super) completion: bool,
+    pub(super) erasures: bool,
 }
 
 /// One slot's reason: its code and, for a failed put, the item that was there.
@@ -54,6 +56,7 @@ pub(super) struct Cancelled<'a> {
     head: Reason<'a>,
     messages: [Reason<'a>; 2],
     completion: Option<Reason<'a>>,
+    erasures: Option<Reason<'a>>,
     /// Some slot failed for a reason other than its condition (a conflict, throttling).
     transient: bool,
 }
@@ -66,6 +69,9 @@ impl Slots {
             head: slot(0),
             messages: [slot(1), slot(2)],
             completion: self.completion.then(|| slot(3)),
+            erasures: self
+                .erasures
+                .then(|| slot(3 + usize::from(self.completion))),
             transient: reasons
                 .iter()
                 .filter_map(CancellationReason::code)
@@ -74,10 +80,14 @@ impl Slots {
     }
 }
 
-/// The head of an existing conversation gone means it was deleted; a failed completion means a
+/// A failed check of the user's erasures means all data was erased since the turn's admission;
+/// the head of an existing conversation gone means it was deleted; a failed completion means a
 /// retry took the idempotency key over; our own items already there mean an earlier attempt
 /// whose answer was lost succeeded; someone else's mean the numbers are taken.
 pub(super) fn judge(cancelled: &Cancelled<'_>, token: &str) -> Result<Outcome, StoreError> {
+    if cancelled.erasures.is_some_and(Reason::failed) {
+        return Err(StoreError::Erased);
+    }
     if cancelled.existing_head && cancelled.head.failed() {
         return Err(StoreError::NotFound);
     }
@@ -145,8 +155,35 @@ mod tests {
         let slots = Slots {
             existing_head,
             completion,
+            erasures: false,
         };
         judge(&slots.decode(reasons), TOKEN)
+    }
+
+    #[test]
+    fn a_failed_check_of_the_erasures_means_the_data_was_erased_whatever_else_failed() {
+        // The head (gone with the erasure) and the check, after a completion.
+        let reasons = [failed(None), none(), none(), none(), failed(None)];
+        let slots = Slots {
+            existing_head: true,
+            completion: true,
+            erasures: true,
+        };
+        assert!(matches!(
+            judge(&slots.decode(&reasons), TOKEN),
+            Err(StoreError::Erased)
+        ));
+        // Without a completion, the check is slot 3.
+        let reasons = [none(), none(), none(), failed(None)];
+        let slots = Slots {
+            existing_head: false,
+            completion: false,
+            erasures: true,
+        };
+        assert!(matches!(
+            judge(&slots.decode(&reasons), TOKEN),
+            Err(StoreError::Erased)
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use super::{
     items::{n, number, s, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    ConversationStore, Lease, Reply, StoreError, StoredTurn, TurnTarget, BACKOFF,
+    ConversationStore, Erasures, Lease, Reply, StoreError, StoredTurn, TurnTarget, BACKOFF,
 };
 use crate::domain::{MessageId, MessageText, Role, UserId};
 use judge::{judge, Outcome};
@@ -42,6 +42,9 @@ pub struct TurnWrite<'a> {
     /// The request's idempotency record, completed with the answer it replays; if the lease
     /// was taken over by a retry meanwhile, nothing is stored ([`StoreError::LeaseLost`]).
     pub completes: Option<(&'a Lease, &'a ReplayText<'a>)>,
+    /// The user's erasures counted when the turn was admitted: if an erasure has begun since,
+    /// nothing is stored ([`StoreError::Erased`]).
+    pub admitted: Option<Erasures>,
 }
 
 /// A turn's reserved message ids, to be written with [`ConversationStore::write_turn`].
@@ -91,6 +94,7 @@ impl ConversationStore {
             text,
             reply,
             completes: None,
+            admitted: None,
         };
         self.write_turn(reservation, &write).await
     }
@@ -309,7 +313,7 @@ impl ConversationStore {
 
     /// One transaction, its items in [`judge::Slots`]' order: the head (put for a new
     /// conversation, checked for an existing one), the two messages, the idempotency record's
-    /// completion if any.
+    /// completion if any, and the check of the user's erasures if the turn was admitted.
     async fn put_turn(
         &self,
         turn: &items::Turn,
@@ -355,6 +359,24 @@ impl ConversationStore {
             let update = self.completion(&turn.user, lease, &turn.conversation, replay(stored))?;
             writes.push(TransactWriteItem::builder().update(update).build());
         }
+        if let Some(Erasures(seen)) = write.admitted {
+            let check = ConditionCheck::builder()
+                .table_name(&self.table)
+                .key("PK", s(&turn.partition))
+                .key("SK", s(keys::usage()));
+            let check = if seen == 0 {
+                check.condition_expression("attribute_not_exists(erasures)")
+            } else {
+                check
+                    .condition_expression("erasures = :seen")
+                    .expression_attribute_values(":seen", n(seen))
+            };
+            writes.push(
+                TransactWriteItem::builder()
+                    .condition_check(check.build().map_err(internal)?)
+                    .build(),
+            );
+        }
         let result = self
             .db
             .transact_write_items()
@@ -371,6 +393,7 @@ impl ConversationStore {
                 let slots = judge::Slots {
                     existing_head: matches!(target, TurnTarget::Existing(_)),
                     completion: write.completes.is_some(),
+                    erasures: write.admitted.is_some(),
                 };
                 match judge::cancellation_reasons(&err) {
                     Some(reasons) => judge(&slots.decode(reasons), &turn.token),

@@ -67,6 +67,7 @@ async fn turn_once(
             &question,
             "an answer of some length",
             None,
+            Some(grant.erasures()),
         ),
         store.settle(&grant, 130),
     );
