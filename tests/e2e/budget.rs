@@ -487,6 +487,18 @@ fn bound_of(text: &str) -> i64 {
     i64::try_from(shared::llm::input_token_bound(&context, None)).unwrap()
 }
 
+/// An OpenAI stub that answers "hi" (7 + 1 tokens) after `ms` milliseconds.
+async fn slow_openai(ms: u64) -> MockServer {
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(ms)),
+        )
+        .mount(&openai)
+        .await;
+    openai
+}
+
 /// Waits until the stub has received `count` requests (the provider is answering them).
 async fn received(server: &MockServer, count: usize) {
     while server.received_requests().await.unwrap_or_default().len() < count {
@@ -496,13 +508,7 @@ async fn received(server: &MockServer, count: usize) {
 
 #[tokio::test]
 async fn a_turn_whose_write_fails_after_the_provider_answered_is_charged_not_refunded() {
-    let openai = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(400)),
-        )
-        .mount(&openai)
-        .await;
+    let openai = slow_openai(400).await;
     let state = Arc::new(chat_state(policy(2, 0, 0), Some(&openai)).await);
     let owner = user();
     let first = send(&state, &owner, "hello").await;
@@ -599,13 +605,7 @@ async fn every_provider_request_sent_is_charged_and_each_retry_is_admitted_first
 
 #[tokio::test]
 async fn a_turn_that_spans_midnight_gives_nothing_back_to_the_new_day() {
-    let openai = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(300)),
-        )
-        .mount(&openai)
-        .await;
+    let openai = slow_openai(300).await;
     let Clocked { store, now } = Clocked::at("2026-11-27T23:59:50Z").await;
     let state = Arc::new(
         chat_state(policy(0, 10_000, 0), Some(&openai))
@@ -799,13 +799,7 @@ async fn the_usage_item_keeps_no_minute_window_but_the_current_ones() {
 
 #[tokio::test]
 async fn nothing_of_a_turn_admitted_before_an_erasure_lands_after_it() {
-    let openai = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            openai_reply_with_usage("hi", 7, 1).set_delay(std::time::Duration::from_millis(400)),
-        )
-        .mount(&openai)
-        .await;
+    let openai = slow_openai(400).await;
     let state = Arc::new(chat_state(policy(0, 0, 0), Some(&openai)).await);
     let history = e2e::history_state(&stack().await.clients).await;
     let owner = user();

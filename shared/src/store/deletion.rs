@@ -104,11 +104,7 @@ impl ConversationStore {
     /// ever admitted, so none can be in flight.
     async fn count_erasure(&self, user: &UserId) -> Result<(), StoreError> {
         let update = self
-            .db
-            .update_item()
-            .table_name(&self.table)
-            .key("PK", s(keys::partition(user)))
-            .key("SK", s(keys::usage()))
+            .usage_update(user)
             .update_expression("ADD erasures :one")
             .condition_expression("attribute_exists(SK)")
             .expression_attribute_values(":one", n(1))

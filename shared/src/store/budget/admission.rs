@@ -88,11 +88,7 @@ impl ConversationStore {
             condition.push_str(" AND (attribute_not_exists(#w) OR #w < :per_minute)");
         }
         let update = self
-            .db
-            .update_item()
-            .table_name(&self.table)
-            .key("PK", s(keys::partition(user)))
-            .key("SK", s(keys::usage()))
+            .usage_update(user)
             .update_expression(
                 "ADD turns :one, tokens :cost, turns_left :minus_one, tokens_left :minus_cost, #w :one \
                  REMOVE #w1, #w2",

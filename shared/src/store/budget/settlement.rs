@@ -145,7 +145,7 @@ impl ConversationStore {
 
 impl ConversationStore {
     /// An update of the user's budget item.
-    fn usage_update(&self, user: &UserId) -> UpdateItemFluentBuilder {
+    pub(in crate::store) fn usage_update(&self, user: &UserId) -> UpdateItemFluentBuilder {
         self.db
             .update_item()
             .table_name(&self.table)
