@@ -759,3 +759,40 @@ async fn every_billed_token_counts_thinking_included_whole_or_streamed() {
         .unwrap();
     assert_eq!(whole.usage.output_tokens, 1_200);
 }
+
+#[tokio::test]
+async fn a_provider_answer_is_read_up_to_a_bound_whole_or_streamed() {
+    let h = harness(&[("LLM_MAX_ATTEMPTS", "1")]).await;
+    // 5 MiB of reply, past the 4 MiB that is read of any answer.
+    let piece = "x".repeat(512 * 1024);
+    let pieces = [piece.as_str(); 10];
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"stream": true}),
+        ))
+        .respond_with(sse_response(sse(&openai_events(&pieces), "\n")))
+        .mount(&h.openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(e2e::openai_reply(&pieces.concat()))
+        .mount(&h.openai)
+        .await;
+
+    let choice = h.llm.choose(Some("openai"), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let whole = h
+        .llm
+        .complete(&choice, &messages("Say hi there"), deadline, &Unmetered)
+        .await;
+    assert!(
+        matches!(whole, Err(LlmError::Unavailable { .. })),
+        "{whole:?}"
+    );
+    let mut stream = h.stream("openai", Duration::from_secs(10)).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+    assert!(matches!(error, Some(StreamError::Failed(_))), "{error:?}");
+    let read: usize = pieces.iter().map(String::len).sum();
+    assert!(read <= 4 * 1024 * 1024 + 600 * 1024, "{read}");
+}

@@ -326,3 +326,61 @@ async fn the_local_server_streams_events_to_a_real_sse_client_as_they_come() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reply_too_long_to_store_is_stored_cut_and_says_so_whole_or_streamed() {
+    use shared::store::Reply;
+    // A provider that ignores the output cap: 450 KB of reply (over DynamoDB's 400 KB item), in
+    // 50 KB pieces.
+    let piece = "word ".repeat(10_000);
+    let pieces = [piece.as_str(); 9];
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"stream": true}),
+        ))
+        .respond_with(openai_stream(&pieces, &usage_and_done()))
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(e2e::openai_reply(&pieces.concat()))
+        .mount(&openai)
+        .await;
+    let state = state(Some(&openai), &[]).await;
+
+    let user = unique("long");
+    let whole = handle(
+        &state,
+        chat_request(Some(&user), &[], r#"{"message":"hi"}"#),
+    )
+    .await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    let reply = json_body(&whole)["reply"].as_str().unwrap().to_owned();
+    assert!(reply.len() <= Reply::MAX_CONTENT_BYTES, "{}", reply.len());
+    assert!(reply.ends_with(Reply::CUT_NOTICE));
+    assert_eq!(
+        stored_replies(&user).await,
+        [(reply, Some("incomplete".to_owned()))]
+    );
+
+    let user = unique("long");
+    let response = handle(
+        &state,
+        chat_request(Some(&user), &[SSE], r#"{"message":"hi"}"#),
+    )
+    .await;
+    let events = events(response.into_body()).await;
+    assert_eq!(names(&events).last(), Some(&"done"), "{:?}", names(&events));
+    let streamed: String = events
+        .iter()
+        .filter(|(name, _)| name == "delta")
+        .map(|(_, data)| data["text"].as_str().unwrap())
+        .collect();
+    assert!(streamed.ends_with(Reply::CUT_NOTICE));
+    assert!(streamed.len() <= Reply::MAX_CONTENT_BYTES);
+    assert_eq!(
+        stored_replies(&user).await,
+        [(streamed, Some("incomplete".to_owned()))],
+        "stored as the client saw it"
+    );
+}

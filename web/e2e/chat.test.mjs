@@ -244,3 +244,26 @@ test("Copy puts the reply's text on the clipboard", async () => {
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), "echo: copy **this** please");
   await closePage(page);
 });
+
+test("a streaming reply renders its settled paragraphs once, not again every frame", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  const words = Array.from({ length: 60 }, (_, i) => `word${i}`).join(" ");
+  const message = `The first paragraph.\n\n${words}`;
+  await send(page, message);
+  const body = page.locator("article.message.assistant .message-body");
+  // Once the second paragraph has begun, the first is settled: mark its node.
+  await waitFor("the second paragraph under way", async () => ((await body.textContent()) ?? "").includes("word2"));
+  const first = body.locator("p").first();
+  assert.equal((await first.textContent()).trim(), "echo: The first paragraph.");
+  await first.evaluate((node) => node.setAttribute("data-kept", "yes"));
+  await waitFor("more of the reply", async () => ((await body.textContent()) ?? "").includes("word20"));
+  assert.equal(await body.locator('p[data-kept="yes"]').count(), 1, "the settled paragraph was rendered anew");
+  // The finished reply is rendered whole once more, as it reads.
+  const reply = await lastFinishedReply(page);
+  assert.deepEqual(
+    await reply.locator(".message-body p").allTextContents(),
+    ["echo: The first paragraph.", words],
+  );
+  await closePage(page);
+});

@@ -44,10 +44,9 @@ export function renderMarkdown(text: string): DocumentFragment {
   return sanitize(marked.parse(text) as string);
 }
 
-/** Puts the rendered text in `target`; with `finished`, code blocks get highlighting and a copy button. */
-export function renderInto(target: HTMLElement, text: string, finished: boolean): void {
+/** Puts a finished reply's rendered text in `target`: its code blocks get highlighting and a copy button. */
+export function renderInto(target: HTMLElement, text: string): void {
   target.replaceChildren(renderMarkdown(text));
-  if (!finished) return;
   // Wide code and tables scroll sideways: keyboard users must be able to focus them to scroll.
   for (const wide of target.querySelectorAll<HTMLElement>("pre, table")) wide.tabIndex = 0;
   const blocks = Array.from(target.querySelectorAll<HTMLElement>("pre > code"));

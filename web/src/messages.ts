@@ -4,7 +4,8 @@
 import { ApiError, type Ending, type Feedback, type Message } from "./api";
 import { h } from "./dom";
 import { MAX_COMMENT_CHARS } from "./limits";
-import { flash, renderInto } from "./markdown";
+import { settledEnd } from "./blocks";
+import { flash, renderInto, renderMarkdown } from "./markdown";
 import { describe } from "./problem";
 import { state } from "./state";
 
@@ -13,6 +14,9 @@ export interface AssistantView {
   element: HTMLElement;
   body: HTMLElement;
   text: string;
+  /** While it streams: how much of the text is rendered for good, and the nodes of the rest. */
+  settled: number;
+  tail: ChildNode[];
 }
 
 export interface Messages {
@@ -42,13 +46,15 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
       h("h3", { class: "visually-hidden" }, "Assistant replied"),
       body,
     );
-    return { element, body, text: "" };
+    return { element, body, text: "", settled: 0, tail: [] };
   }
 
   function finish(view: AssistantView, text: string, ending: Ending | undefined, seen: "here" | "stored" = "here"): void {
     view.text = text;
+    view.settled = 0;
+    view.tail = [];
     view.element.removeAttribute("aria-busy");
-    renderInto(view.body, text, true);
+    renderInto(view.body, text);
     if (ending) {
       view.element.classList.add(ending);
       view.element.append(
@@ -179,8 +185,18 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
     },
     assistant,
     grow(view, text) {
+      // Each frame renders only what follows the settled blocks: linear in the reply, not
+      // quadratic. The finished reply is rendered whole once more.
       view.text = text;
-      renderInto(view.body, text, false);
+      for (const node of view.tail) node.remove();
+      const end = settledEnd(text, view.settled);
+      if (end > view.settled) {
+        view.body.append(renderMarkdown(text.slice(view.settled, end)));
+        view.settled = end;
+      }
+      const tail = renderMarkdown(text.slice(view.settled));
+      view.tail = Array.from(tail.childNodes);
+      view.body.append(tail);
     },
     finish,
     setId(element, messageId) {

@@ -160,10 +160,16 @@ impl Producer {
             };
             match piece {
                 Ok(Some(text)) => {
-                    content.push_str(&text);
-                    let event = DeltaEvent { text: &text };
+                    // A reply too long to store ends here, cut, and its generation is stopped.
+                    let (before, cut) = Reply::extend(content, &text);
+                    let event = DeltaEvent {
+                        text: &content[before..],
+                    };
                     if self.sink.send("delta", &event).await.is_err() {
                         return (Ending::Stopped, None);
+                    }
+                    if cut {
+                        return (Ending::Incomplete, None);
                     }
                 }
                 Ok(None) => return (Ending::Complete, None),

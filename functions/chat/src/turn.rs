@@ -256,12 +256,19 @@ impl Turn {
             )
             .await?;
         self.answered(answer.usage);
+        let mut content = String::new();
+        // A reply too long to store is kept cut, never lost (the provider billed it whole).
+        let ending = if Reply::extend(&mut content, &answer.text).1 {
+            Ending::Incomplete
+        } else {
+            Ending::Complete
+        };
         let reply = Reply {
-            content: answer.text,
+            content,
             provider: answer.provider,
             model: answer.model,
             usage: answer.usage,
-            ending: Ending::Complete,
+            ending,
         };
         let reservation = self
             .within_write_deadline(self.store.reserve_turn(&self.request.user, &target))

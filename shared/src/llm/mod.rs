@@ -192,16 +192,30 @@ trait Provider: Send + Sync {
     fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>>;
 }
 
+/// The most of a provider's answer that is read, whole or streamed: far above any reply a
+/// message can hold (`store::Reply::MAX_CONTENT_BYTES`), so that a provider that ignores the
+/// output cap cannot fill the function's 128 MB.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Sends a JSON request and reads a JSON answer, sorting failures into [`ProviderError`]s.
 async fn post_json<T: serde::de::DeserializeOwned>(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<T, ProviderError> {
-    let response = send(request.timeout(timeout)).await?;
-    let bytes = response
-        .bytes()
+    let mut response = send(request.timeout(timeout)).await?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|err| ProviderError::from_reqwest(&err))?;
+        .map_err(|err| ProviderError::from_reqwest(&err))?
+    {
+        if bytes.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ProviderError::Malformed(format!(
+                "the body is larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
 }
 

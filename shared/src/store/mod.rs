@@ -126,6 +126,57 @@ pub struct Reply {
     pub ending: Ending,
 }
 
+impl Reply {
+    /// The most a reply's text may take, in bytes of UTF-8: far above any reply within the
+    /// output cap (2,048 tokens are about 8 KB), and far below DynamoDB's 400 KB item, which also
+    /// holds the idempotency record's copy of the answer (as JSON, whose escapes may double it).
+    pub const MAX_CONTENT_BYTES: usize = 128 * 1024;
+
+    /// What ends a reply cut at [`Self::MAX_CONTENT_BYTES`].
+    pub const CUT_NOTICE: &'static str =
+        "\n\n[The reply was cut here: it is longer than a message can be stored.]";
+
+    /// Adds `piece` to a reply's `text`, or, if the two would not leave room for
+    /// [`Self::CUT_NOTICE`] within [`Self::MAX_CONTENT_BYTES`], as much of it as fits (cut at a
+    /// character boundary) and the notice. Returns what was added, and whether the reply is now
+    /// cut (then nothing more may be added).
+    pub fn extend(text: &mut String, piece: &str) -> (usize, bool) {
+        let before = text.len();
+        let room = (Self::MAX_CONTENT_BYTES - Self::CUT_NOTICE.len()).saturating_sub(before);
+        if piece.len() <= room {
+            text.push_str(piece);
+            return (before, false);
+        }
+        let mut end = room;
+        while !piece.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.push_str(&piece[..end]);
+        text.push_str(Self::CUT_NOTICE);
+        (before, true)
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::Reply;
+
+    #[test]
+    fn a_reply_is_cut_at_a_character_boundary_and_says_so() {
+        let mut text = String::new();
+        let wide = "日".repeat(Reply::MAX_CONTENT_BYTES / 3);
+        assert_eq!(Reply::extend(&mut text, "hello"), (0, false));
+        assert_eq!(Reply::extend(&mut text, &wide), (5, true));
+        assert!(text.len() <= Reply::MAX_CONTENT_BYTES);
+        assert!(text.starts_with("hello日"));
+        assert!(text.ends_with(Reply::CUT_NOTICE));
+        let small = "a".repeat(100);
+        let mut text = String::new();
+        assert_eq!(Reply::extend(&mut text, &small), (0, false));
+        assert_eq!(text, small);
+    }
+}
+
 /// How a reply ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +186,9 @@ pub enum Ending {
     Complete,
     /// The client went away (a Stop button, a lost connection): what was generated until then.
     Stopped,
-    /// The provider failed or stalled after it had begun: what was generated until then.
+    /// The provider failed or stalled after it had begun: what was generated until then; or
+    /// the reply was cut at [`Reply::MAX_CONTENT_BYTES`] (its text then ends with
+    /// [`Reply::CUT_NOTICE`]).
     Incomplete,
 }
 

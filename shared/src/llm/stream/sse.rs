@@ -12,6 +12,33 @@ use crate::llm::{Billed, ProviderError};
 type Events =
     Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send + Sync>>;
 
+type Bytes = Pin<Box<dyn Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + Sync>>;
+
+/// A response body that ends after about `left` bytes (a chunk that crosses the bound is the
+/// last): a stream cut so ends before its end marker, and fails like one that broke off.
+struct Capped {
+    bytes: Bytes,
+    left: usize,
+}
+
+impl Stream for Capped {
+    type Item = Result<bytes::Bytes, reqwest::Error>;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = self.bytes.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.left = self.left.saturating_sub(chunk.len().max(1));
+        }
+        polled
+    }
+}
+
 /// What one event's data says.
 pub(in crate::llm) enum Parsed {
     Piece(Piece),
@@ -47,7 +74,13 @@ impl SseSource {
             ));
         }
         Ok(Self {
-            events: Box::pin(response.bytes_stream().eventsource()),
+            events: Box::pin(
+                Capped {
+                    bytes: Box::pin(response.bytes_stream()),
+                    left: crate::llm::MAX_BODY_BYTES,
+                }
+                .eventsource(),
+            ),
             parse,
             finished: false,
             done: false,
