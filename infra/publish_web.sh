@@ -33,7 +33,8 @@ for value in "$bucket" "$distribution"; do
 done
 
 config=$(mktemp)
-trap 'rm -f "$config"' EXIT
+page=$(mktemp)
+trap 'rm -f "$config" "$page"' EXIT
 if [ -n "${WEB_CONFIG_FILE:-}" ]; then
   cp "$WEB_CONFIG_FILE" "$config"
 else
@@ -44,14 +45,17 @@ else
   fi
 fi
 python3 -m json.tool "$config" >/dev/null || { echo "config.json is not JSON" >&2; exit 1; }
+# The page itself narrows the headers policy's connect-src to this stack's API and sign-in domain.
+node web/scripts/csp.mjs "$config" "$dist/index.html" >"$page"
 
 # New hashed files first, so the index.html uploaded next finds everything it names; stale ones
 # go last, so a page loaded just before still finds the chunks it loads on demand until then.
 mkdir -p "$dist/$assets"
 aws s3 sync "$dist/$assets" "s3://$bucket/$assets" --cache-control "$immutable"
 aws s3 sync "$dist" "s3://$bucket" --delete --exclude "$assets/*" --exclude config.json \
-  --cache-control no-cache
+  --exclude index.html --cache-control no-cache
 aws s3 cp "$config" "s3://$bucket/config.json" --cache-control no-cache --content-type application/json
+aws s3 cp "$page" "s3://$bucket/index.html" --cache-control no-cache --content-type text/html
 aws s3 sync "$dist/$assets" "s3://$bucket/$assets" --delete --cache-control "$immutable"
 
 # "/" is cached apart from "/index.html" (the default root object).
