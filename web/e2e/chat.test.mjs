@@ -267,3 +267,19 @@ test("a streaming reply renders its settled paragraphs once, not again every fra
   );
   await closePage(page);
 });
+
+test("a reply keeps its single line breaks and shows a task list's boxes", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  await send(page, "Line one\nLine two\n\n- [x] done thing\n- [ ] open thing");
+  const reply = await lastFinishedReply(page);
+  const body = reply.locator(".message-body");
+  assert.equal(await body.locator("p br").count(), 1, await body.innerHTML());
+  assert.deepEqual(await body.locator("li").allTextContents(), ["☑ done thing", "☐ open thing"]);
+  assert.deepEqual(
+    await body.locator(".task").evaluateAll((marks) => marks.map((mark) => mark.getAttribute("aria-label"))),
+    ["done", "not done"],
+  );
+  assert.equal(await body.locator("input").count(), 0, "no form controls in a reply");
+  await closePage(page);
+});

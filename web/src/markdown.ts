@@ -11,12 +11,19 @@ export function escapeHtml(text: string): string {
 
 const marked = new Marked({
   gfm: true,
-  breaks: false,
+  // A single line break is a line break, as the model wrote it and as chat clients show it.
+  breaks: true,
   async: false,
   renderer: {
     // Block and inline HTML alike: shown as the characters that were written.
     html({ text }) {
       return escapeHtml(text);
+    },
+    // A task list's box, as a mark rather than a form control (the page has no forms in replies).
+    checkbox({ checked }) {
+      return checked
+        ? '<span class="task done" role="img" aria-label="done">☑</span> '
+        : '<span class="task" role="img" aria-label="not done">☐</span> ';
     },
   },
 });
