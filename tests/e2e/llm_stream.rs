@@ -8,7 +8,7 @@ use e2e::{stack, OPENAI_PATH};
 use serde_json::{json, Value};
 use shared::{
     domain::{Role, TokenUsage},
-    llm::{ContextMessage, Llm, LlmError, ReplyStream, StreamError, Unmetered},
+    llm::{Choice, Completion, ContextMessage, Llm, LlmError, ReplyStream, StreamError, Unmetered},
     secrets::ProviderKeys,
 };
 use tokio::{net::TcpListener, sync::oneshot};
@@ -45,19 +45,32 @@ async fn harness(overrides: &[(&str, &str)]) -> Harness {
 }
 
 impl Harness {
-    /// Streams an answer to "Say hi there" from `provider`, within `budget`.
-    async fn stream(&self, provider: &str, budget: Duration) -> Result<ReplyStream, LlmError> {
+    /// `provider` with its default model, and the deadline `budget` from now.
+    async fn choice(&self, provider: &str, budget: Duration) -> (Choice, Instant) {
         let choice = self
             .llm
             .choose(Some(provider), None)
             .await
             .expect("an enabled provider");
-        let deadline = Instant::now() + budget;
+        (choice, Instant::now() + budget)
+    }
+
+    /// Streams an answer to "Say hi there" from `provider`, within `budget`.
+    async fn stream(&self, provider: &str, budget: Duration) -> Result<ReplyStream, LlmError> {
+        let (choice, deadline) = self.choice(provider, budget).await;
         sendable(
             self.llm
                 .stream(&choice, &messages("Say hi there"), deadline, &Unmetered),
         )
         .await
+    }
+
+    /// Answers "Say hi there" whole from `provider`, within `budget`.
+    async fn complete(&self, provider: &str, budget: Duration) -> Result<Completion, LlmError> {
+        let (choice, deadline) = self.choice(provider, budget).await;
+        self.llm
+            .complete(&choice, &messages("Say hi there"), deadline, &Unmetered)
+            .await
     }
 }
 
@@ -566,13 +579,7 @@ async fn a_stall_before_the_first_piece_falls_back_within_the_deadline() {
     // A slow request (a long answer, a thinking model) is no sign the provider is failing: with
     // a breaker that opens at the first failure, it is still closed for everyone else.
     assert_eq!(h.llm.breaker_state("openai"), Some("closed"));
-    let choice = h.llm.choose(Some("openai"), None).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let answer = h
-        .llm
-        .complete(&choice, &messages("Say hi there"), deadline, &Unmetered)
-        .await
-        .unwrap();
+    let answer = h.complete("openai", Duration::from_secs(5)).await.unwrap();
     assert_eq!(
         (answer.provider.as_str(), answer.text.as_str()),
         ("gemini", "In time")
@@ -725,15 +732,7 @@ async fn every_billed_token_counts_thinking_included_whole_or_streamed() {
         })))
         .mount(&h.openai)
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let prompt = messages("Say hi there");
-
-    let gemini = h.llm.choose(Some("gemini"), None).await.unwrap();
-    let whole = h
-        .llm
-        .complete(&gemini, &prompt, deadline, &Unmetered)
-        .await
-        .unwrap();
+    let whole = h.complete("gemini", Duration::from_secs(5)).await.unwrap();
     assert_eq!(
         whole.usage,
         TokenUsage {
@@ -751,12 +750,7 @@ async fn every_billed_token_counts_thinking_included_whole_or_streamed() {
             output_tokens: 902
         }
     );
-    let openai = h.llm.choose(Some("openai"), None).await.unwrap();
-    let whole = h
-        .llm
-        .complete(&openai, &prompt, deadline, &Unmetered)
-        .await
-        .unwrap();
+    let whole = h.complete("openai", Duration::from_secs(5)).await.unwrap();
     assert_eq!(whole.usage.output_tokens, 1_200);
 }
 
@@ -780,12 +774,7 @@ async fn a_provider_answer_is_read_up_to_a_bound_whole_or_streamed() {
         .mount(&h.openai)
         .await;
 
-    let choice = h.llm.choose(Some("openai"), None).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let whole = h
-        .llm
-        .complete(&choice, &messages("Say hi there"), deadline, &Unmetered)
-        .await;
+    let whole = h.complete("openai", Duration::from_secs(10)).await;
     assert!(
         matches!(whole, Err(LlmError::Unavailable { .. })),
         "{whole:?}"

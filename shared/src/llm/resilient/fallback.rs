@@ -74,9 +74,9 @@ impl Llm {
                 }
                 // This request was slow (a long answer, a thinking model): that says nothing of
                 // the provider's health, so the breaker does not count it.
-                Err(ProviderError::TimedOut) => {
+                Err(err @ ProviderError::TimedOut) => {
                     tracing::warn!(provider = name, "provider did not answer in time");
-                    last_failure = format!("{name}: {}", ProviderError::TimedOut);
+                    last_failure = format!("{name}: {err}");
                 }
                 Err(err) => {
                     slot.breaker.failure();

@@ -71,7 +71,7 @@ impl ConversationStore {
     /// admitted on: after midnight nothing is given back to the new day. An excess is charged to
     /// whatever day is open. The turn itself stays counted. Minute windows older than the
     /// last two that admission found are removed. Best effort: a failure is logged; a lost
-    /// credit errs on the side of the budget, a lost excess is logged.
+    /// credit errs on the side of the budget, a lost excess goes uncharged.
     pub async fn settle(&self, grant: &Grant, charge: u64) {
         let difference = i128::from(charge) - i128::from(grant.reserved);
         if difference == 0 && grant.stale_windows.is_empty() {

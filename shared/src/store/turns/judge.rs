@@ -162,28 +162,23 @@ mod tests {
 
     #[test]
     fn a_failed_check_of_the_erasures_means_the_data_was_erased_whatever_else_failed() {
+        let erased = |existing_head, completion, reasons: &[CancellationReason]| {
+            let slots = Slots {
+                existing_head,
+                completion,
+                erasures: true,
+            };
+            matches!(
+                judge(&slots.decode(reasons), TOKEN),
+                Err(StoreError::Erased)
+            )
+        };
         // The head (gone with the erasure) and the check, after a completion.
         let reasons = [failed(None), none(), none(), none(), failed(None)];
-        let slots = Slots {
-            existing_head: true,
-            completion: true,
-            erasures: true,
-        };
-        assert!(matches!(
-            judge(&slots.decode(&reasons), TOKEN),
-            Err(StoreError::Erased)
-        ));
+        assert!(erased(true, true, &reasons));
         // Without a completion, the check is slot 3.
         let reasons = [none(), none(), none(), failed(None)];
-        let slots = Slots {
-            existing_head: false,
-            completion: false,
-            erasures: true,
-        };
-        assert!(matches!(
-            judge(&slots.decode(&reasons), TOKEN),
-            Err(StoreError::Erased)
-        ));
+        assert!(erased(false, false, &reasons));
     }
 
     #[test]
