@@ -13,5 +13,6 @@ mod hostile;
 mod llm_stream;
 mod local_api;
 mod permissions;
+mod runtime;
 mod store;
 mod stream;

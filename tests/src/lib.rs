@@ -9,6 +9,7 @@ mod items;
 mod providers;
 mod recorder;
 mod requests;
+mod runtime_api;
 mod stack;
 mod turns;
 
@@ -18,5 +19,6 @@ pub use items::*;
 pub use providers::*;
 pub use recorder::*;
 pub use requests::*;
+pub use runtime_api::*;
 pub use stack::*;
 pub use turns::*;

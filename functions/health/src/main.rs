@@ -1,11 +1,13 @@
-use lambda_runtime::{service_fn, Error, LambdaEvent};
+use lambda_runtime::{Error, FunctionResponse};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
     let state = health::State::from_env().await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
+    shared::http::event::serve_events(|event| async {
         health::handle_event(&state, event)
-    }))
+            .await
+            .map(FunctionResponse::BufferedResponse)
+    })
     .await
 }

@@ -10,12 +10,13 @@
 use std::{convert::Infallible, future::Future};
 
 use lambda_http::{request::LambdaRequest, Adapter, Body, Request, Response};
-use lambda_runtime::{
-    Diagnostic, FunctionResponse, LambdaEvent, MetadataPrelude, Service, StreamResponse,
-};
+use lambda_runtime::{Diagnostic, FunctionResponse, LambdaEvent, Service};
 use serde_json::Value;
 
-use super::AnswerBody;
+use super::{
+    runtime::{self, Environment, RuntimeApi},
+    AnswerBody,
+};
 
 /// Headers dropped from every event before conversion (compared without regard to case).
 const DROPPED_HEADERS: [&str; 2] = ["host", "x-forwarded-proto"];
@@ -87,16 +88,30 @@ where
     Fut: Future<Output = Response<Body>> + Send,
 {
     let handler = &handler;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: LambdaEvent<Value>| async move { invoke(handler, event).await },
-    ))
+    serve_events(move |event| async move {
+        invoke(handler, event)
+            .await
+            .map(FunctionResponse::BufferedResponse)
+    })
     .await
+}
+
+/// The Lambda loop of any function: reads the execution environment, then hands each raw event
+/// to `handler` and its answer (or its error) to the Runtime API.
+pub async fn serve_events<F, Fut, E>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: FnMut(LambdaEvent<Value>) -> Fut,
+    Fut: Future<Output = Result<runtime::Answer, E>>,
+    E: Into<Diagnostic>,
+{
+    let api = RuntimeApi::new(Environment::from_env()?)?;
+    Ok(runtime::run(api, handler).await?)
 }
 
 /// What a streaming function answers one invocation with: its response in Lambda's streaming
 /// format (the metadata prelude, then the body as it is produced), or, for an invocation that is
 /// not a request, nothing.
-pub type StreamedAnswer = FunctionResponse<Value, AnswerBody>;
+pub type StreamedAnswer = runtime::Answer;
 
 /// Serves one raw Lambda event with a streaming `handler`. An event that is not an API Gateway
 /// request (API Gateway may follow a streamed answer with an invocation of its own, which is not a
@@ -115,15 +130,7 @@ where
         }
     };
     let request = lambda_http::RequestExt::with_lambda_context(request, context);
-    let (parts, body) = handler(request).await.into_parts();
-    FunctionResponse::StreamingResponse(StreamResponse {
-        metadata_prelude: MetadataPrelude {
-            status_code: parts.status,
-            headers: parts.headers,
-            cookies: Vec::new(),
-        },
-        stream: body,
-    })
+    runtime::streamed_answer(handler(request).await)
 }
 
 /// The Lambda loop of a streaming HTTP function (its API Gateway integration is in `STREAM`
@@ -134,11 +141,9 @@ where
     Fut: Future<Output = Response<AnswerBody>> + Send,
 {
     let handler = &handler;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: LambdaEvent<Value>| async move {
-            Ok::<_, Infallible>(invoke_streaming(handler, event).await)
-        },
-    ))
+    serve_events(
+        move |event| async move { Ok::<_, Infallible>(invoke_streaming(handler, event).await) },
+    )
     .await
 }
 

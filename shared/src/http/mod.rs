@@ -7,6 +7,7 @@ pub mod event;
 mod identity;
 mod input;
 mod response;
+pub mod runtime;
 mod serve;
 mod stream;
 
