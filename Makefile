@@ -25,7 +25,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
+.PHONY: help dev test smoke smoke-local sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
 .PHONY: release-arm64 test-arm64
 
 help:
@@ -35,7 +35,8 @@ help:
 	@echo "make bench-chat   POST /chat through the local API server (echo provider) at concurrency 1 and 50"
 	@echo "make bench-stream streamed POST /chat: added time to first delta, CPU per token, memory for 20 and 2,000 tokens"
 	@echo "make bench-history  a chat turn through the local API server with 10 and 10,000 prior messages"
-	@echo "make bench-cold   init time, first response, warm p50/p99 and peak RSS of each function's release binary"
+	@echo "make bench-cold   each function's release binary under a Runtime API emulator: init, first response, warm p50/p99, streamed answers' first delta and gaps, CPU, peak RSS"
+	@echo "make smoke        a deployed stack's promises checked from outside: make smoke API_URL=... TOKEN=... [ORIGIN=...]"
 	@echo "make bench-load   chat at 1, 10, 100 and 1,000 users with 0 and 1,000 ms of LLM latency"
 	@echo "make bench-instances  four local API servers, 400 concurrent turns on one conversation"
 	@echo "make release release binaries of the functions, x86_64 (cargo lambda) and arm64 (release-arm64)"
@@ -79,6 +80,18 @@ test: fmt-check clippy cfn-lint sam-validate
 	  exit $$status
 	$(MAKE) --no-print-directory test-arm64
 	$(MAKE) --no-print-directory web-test
+	$(MAKE) --no-print-directory smoke-local
+
+# What a deployed stack promises, checked from outside after `sam deploy` (infra/smoke.py):
+#   make smoke API_URL=https://<api>.execute-api.<region>.amazonaws.com/<stage> TOKEN=<id token> [ORIGIN=<web origin>]
+smoke:
+	@test -n "$(API_URL)" -a -n "$(TOKEN)" || { echo "usage: make smoke API_URL=<the stack's ApiUrl> TOKEN=<a Cognito ID token> [ORIGIN=<the web client's origin>]" >&2; exit 1; }
+	python3 infra/smoke.py --url "$(API_URL)" --token "$(TOKEN)" $(if $(ORIGIN),--origin "$(ORIGIN)")
+
+# The same check against a local API server, so that it keeps working (part of make test).
+smoke-local: $(VENV_DONE)
+	cargo build -p local-api
+	env $(LOCAL_ENV) $(STACK) run -- infra/smoke_local.sh target/debug/local-api
 
 # The web client (web/): dependencies as package-lock.json pins them, then the build into web/dist
 # (it prints the first-load size and fails above the budget).

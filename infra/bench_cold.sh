@@ -1,28 +1,46 @@
 #!/usr/bin/env bash
-# Cold start and warm invocations of every function's release binary, through a local Lambda
-# Runtime API, against the local stack. Runs inside `local_stack.py run`. Usage:
+# Every function's release binary through a local Lambda Runtime API whose receiver delays its
+# acknowledgements as a default Linux stack does (tests/src/runtime_api.rs), against the local
+# stack: cold starts, then warm invocations, buffered and streamed answers side by side. Runs
+# inside `local_stack.py run`. Usage:
 #   bench_cold.sh COLD_START_BINARY [INVOCATIONS]
-# With BASELINE=DIR (another checkout's target/lambda, e.g. of the previous commit), each function
-# is measured twice in the same run, the baseline's binary first, with the same harness.
+# With BASELINE=DIR (another checkout's target/lambda, e.g. of the previous commit), each line is
+# measured twice in the same run, the baseline's binary first, with the same harness.
 set -euo pipefail
 harness=$1 invocations=${2:-1000}
+# Chat's turns fill moto's table, which slows every later turn: fewer of them.
+chat_invocations=$(( invocations < 200 ? invocations : 200 ))
 mkdir -p .local
-# The chat sample without its Idempotency-Key, so that every invocation is a real turn.
+# The chat sample without its Idempotency-Key (every invocation is a new turn); asking for
+# server-sent events; and without its identity (a 401 in the streaming format).
 python3 - <<'PY'
 import json
 event = json.load(open("events/chat-post.json"))
 for headers in (event["headers"], event["multiValueHeaders"]):
     headers.pop("Idempotency-Key", None)
 json.dump(event, open(".local/chat-bench-event.json", "w"))
+event["headers"]["Accept"] = "text/event-stream"
+event["multiValueHeaders"]["Accept"] = ["text/event-stream"]
+json.dump(event, open(".local/chat-bench-stream-event.json", "w"))
+del event["requestContext"]["authorizer"]
+json.dump(event, open(".local/chat-bench-anonymous-event.json", "w"))
 PY
 export LLM_PROVIDERS=echo
-for pair in health:events/health-get.json history:events/history-list-conversations.json \
-            feedback:events/feedback-get.json chat:.local/chat-bench-event.json; do
-  function=${pair%%:*} event=${pair#*:}
+# One line per case: label, function, event, invocations, extra environment.
+cases=(
+  "health|health|events/health-get.json|$invocations|"
+  "history|history|events/history-list-conversations.json|$invocations|"
+  "feedback|feedback|events/feedback-get.json|$invocations|"
+  "chat JSON turn|chat|.local/chat-bench-event.json|$chat_invocations|"
+  "chat 401 (streamed format)|chat|.local/chat-bench-anonymous-event.json|$invocations|"
+  "chat 401, ACKs at once|chat|.local/chat-bench-anonymous-event.json|$invocations|ACKS=at-once"
+  "chat streamed turn, 5 ms a token|chat|.local/chat-bench-stream-event.json|$chat_invocations|ECHO_TOKEN_DELAY_MS=5"
+  "chat streamed turn, ACKs at once|chat|.local/chat-bench-stream-event.json|$chat_invocations|ECHO_TOKEN_DELAY_MS=5 ACKS=at-once"
+)
+for case in "${cases[@]}"; do
+  IFS='|' read -r label function event count extra <<<"$case"
   if [[ -n "${BASELINE:-}" ]]; then
-    echo "== $function, baseline ($BASELINE)"
-    "$harness" "$BASELINE/$function/bootstrap" "$event" "$invocations"
-    echo "== $function, this checkout"
+    env $extra LABEL="$label, baseline" "$harness" "$BASELINE/$function/bootstrap" "$event" "$count"
   fi
-  "$harness" "target/lambda/$function/bootstrap" "$event" "$invocations"
+  env $extra LABEL="$label" "$harness" "target/lambda/$function/bootstrap" "$event" "$count"
 done

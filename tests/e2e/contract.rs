@@ -112,6 +112,35 @@ fn the_web_dev_proxy_forwards_every_route_and_nothing_else() {
     );
 }
 
+/// The local server answers a CORS preflight as the template's API Gateway does.
+#[test]
+fn the_local_server_answers_preflights_with_the_templates_cors_settings() {
+    let template = yaml("template.yaml");
+    let cors = &template["Resources"]["ChatApi"]["Properties"]["Cors"];
+    let setting = |name: &str| {
+        let quoted = cors[name].as_str().unwrap_or_else(|| panic!("Cors.{name}"));
+        quoted.trim_matches('\'').to_owned()
+    };
+    let local: Vec<(String, String)> = local_api::PREFLIGHT
+        .iter()
+        .map(|(name, value)| (name.to_string(), (*value).to_owned()))
+        .collect();
+    assert_eq!(
+        local,
+        vec![
+            (
+                "access-control-allow-headers".to_owned(),
+                setting("AllowHeaders")
+            ),
+            (
+                "access-control-allow-methods".to_owned(),
+                setting("AllowMethods")
+            ),
+            ("access-control-max-age".to_owned(), setting("MaxAge")),
+        ]
+    );
+}
+
 #[test]
 fn no_iam_statement_has_a_wildcard_action_or_resource() {
     let template = yaml("template.yaml");

@@ -166,6 +166,11 @@ pub fn router(functions: Functions, web_root: Option<PathBuf>) -> Router {
         requests: AtomicU64::new(0),
     });
     let mut router = Router::new();
+    let resources: std::collections::BTreeSet<&str> =
+        routes().iter().map(|route| route.resource).collect();
+    for resource in resources {
+        router = router.route(resource, axum::routing::options(preflight));
+    }
     for route in routes() {
         let method = Method::from_bytes(route.method.as_bytes()).unwrap_or(Method::GET);
         let function = route.function;
@@ -185,6 +190,34 @@ pub fn router(functions: Functions, web_root: Option<PathBuf>) -> Router {
     };
     router.layer(axum::middleware::from_fn(loopback_hosts_only))
 }
+
+/// What API Gateway answers a CORS preflight with (`Cors` of `ChatApi` in `template.yaml`): the
+/// allowed origin (`CORS_ALLOW_ORIGIN`), methods and headers, whatever the request asks; no
+/// function runs and no identity is needed.
+async fn preflight() -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let headers = response.headers_mut();
+    if let Some(origin) = shared::http::allowed_origin() {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    for (name, value) in PREFLIGHT {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The preflight's fixed headers, as `template.yaml` sets them (a test keeps them in step).
+pub const PREFLIGHT: [(header::HeaderName, &str); 3] = [
+    (
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        "Authorization,Content-Type,Idempotency-Key",
+    ),
+    (
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        "GET,POST,PATCH,DELETE,OPTIONS",
+    ),
+    (header::ACCESS_CONTROL_MAX_AGE, "600"),
+];
 
 /// The web client's files from `root`, and its runtime settings at `/config.json`.
 fn site(root: PathBuf) -> Router {

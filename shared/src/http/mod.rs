@@ -17,6 +17,7 @@ pub use input::{
     conversation_id, idempotency_key, invalid, json_body, message_id, page_request,
     path_conversation_id, query_params,
 };
+pub use response::allowed_origin;
 pub(crate) use response::set_allowed_origin;
 pub use response::{
     json, json_text, mark_replayed, no_content, rate_limit_headers, replay, EXPOSED_HEADERS,

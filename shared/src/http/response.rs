@@ -18,6 +18,11 @@ const REPLAYED: &str = "idempotent-replayed";
 
 static ALLOWED_ORIGIN: OnceLock<Option<HeaderValue>> = OnceLock::new();
 
+/// The browser origin every answer allows, if one is set.
+pub fn allowed_origin() -> Option<HeaderValue> {
+    ALLOWED_ORIGIN.get().cloned().flatten()
+}
+
 /// Sets the one browser origin the API answers (`CORS_ALLOW_ORIGIN`), once per process;
 /// `startup::apply` calls it. API Gateway answers preflights; a proxy integration must add
 /// the header to every response itself.

@@ -1,104 +1,31 @@
-//! `cold-start`: a minimal AWS Lambda Runtime API on loopback that starts a function's release
-//! binary the way Lambda does and measures it: init time (process start to its first `next`
-//! request), first response time, warm invocation p50/p99, and peak RSS.
+//! `cold-start`: starts a function's release binary under a Lambda Runtime API on loopback
+//! (`e2e::RuntimeApiEmulator`, whose receiver delays its acknowledgements as a default Linux stack
+//! does) the way Lambda starts it, and measures the path users get: init time (process start to
+//! its first `next` request), first response, warm p50/p99 of answer completion (event handed
+//! over to the answer's last byte received), and for a streamed answer the time to its prelude,
+//! to its first delta after the prelude and the gaps between deltas; CPU per invocation and peak
+//! RSS.
 //!
 //! ```text
-//! cold-start BOOTSTRAP EVENT_FILE [INVOCATIONS]
+//! cold-start BOOTSTRAP EVENT_FILE [INVOCATIONS [COLD_STARTS]]
 //! ```
-//! The function's configuration (TABLE_NAME, ...) comes from the environment; `make bench-cold`
-//! runs it for every function against the local stack.
+//! `ACKS=at-once` makes the receiver acknowledge every segment at once instead; `LABEL` names the
+//! line (the binary's folder by default); `CHECK_FIRST_DELTA_MS=N` fails the run when a streamed
+//! answer's median time from prelude to first delta, or between deltas, exceeds N ms (the smoke
+//! run of `make test`). The function's configuration (TABLE_NAME, ...) comes from the environment;
+//! `make bench-cold` runs it for every function against the local stack.
 
 use std::{
     process::Stdio,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
-use axum::{
-    extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
-    response::IntoResponse,
-    routing::{get, post},
-    Router,
-};
 use bench::{cpu_seconds, ms, percentile};
-use tokio::sync::{mpsc, Mutex};
+use e2e::{Acks, Report, ReportKind, RuntimeApiEmulator};
 
-/// What the runtime reported for one invocation.
-#[derive(Debug)]
-enum Outcome {
-    Response { id: String, body: String },
-    Error { id: String, body: String },
-    InitError(String),
-}
-
-struct Emulator {
-    events: Mutex<mpsc::Receiver<(String, String)>>,
-    /// When the function first asked for work.
-    first_next: Mutex<Option<Instant>>,
-    outcomes: mpsc::Sender<(Instant, Outcome)>,
-}
-
-async fn next(State(emulator): State<Arc<Emulator>>) -> impl IntoResponse {
-    emulator
-        .first_next
-        .lock()
-        .await
-        .get_or_insert_with(Instant::now);
-    let Some((id, event)) = emulator.events.lock().await.recv().await else {
-        // No more events: keep the function waiting, as Lambda freezes it.
-        match std::future::pending::<std::convert::Infallible>().await {}
-    };
-    let deadline = std::time::SystemTime::now() + Duration::from_secs(30);
-    let deadline_ms = deadline
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
-    let mut headers = HeaderMap::new();
-    let header =
-        |value: &str| HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("-"));
-    headers.insert("lambda-runtime-aws-request-id", header(&id));
-    headers.insert(
-        "lambda-runtime-deadline-ms",
-        header(&deadline_ms.to_string()),
-    );
-    headers.insert(
-        "lambda-runtime-invoked-function-arn",
-        HeaderValue::from_static("arn:aws:lambda:us-east-1:000000000000:function:bench"),
-    );
-    headers.insert(
-        "lambda-runtime-trace-id",
-        HeaderValue::from_static("Root=1-00000000-000000000000000000000000;Sampled=0"),
-    );
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    (StatusCode::OK, headers, event)
-}
-
-async fn response(
-    State(emulator): State<Arc<Emulator>>,
-    Path(id): Path<String>,
-    body: String,
-) -> StatusCode {
-    report(&emulator, Outcome::Response { id, body }).await
-}
-
-async fn error(
-    State(emulator): State<Arc<Emulator>>,
-    Path(id): Path<String>,
-    body: String,
-) -> StatusCode {
-    report(&emulator, Outcome::Error { id, body }).await
-}
-
-async fn init_error(State(emulator): State<Arc<Emulator>>, body: String) -> StatusCode {
-    report(&emulator, Outcome::InitError(body)).await
-}
-
-/// Hands what the runtime reported to the harness, stamped with its arrival.
-async fn report(emulator: &Emulator, outcome: Outcome) -> StatusCode {
-    let _ = emulator.outcomes.send((Instant::now(), outcome)).await;
-    StatusCode::ACCEPTED
-}
+/// How long one answer may take.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+const DELTA: &[u8] = b"event: delta\n";
 
 /// Peak resident set size of a process, in kB (VmHWM).
 fn peak_rss_kb(pid: u32) -> Option<u64> {
@@ -107,11 +34,42 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// What one warm invocation showed.
+#[derive(Default)]
+struct Timing {
+    completion: Duration,
+    /// A streamed answer's: handed over → end of prelude.
+    prelude: Option<Duration>,
+    /// End of prelude → first delta.
+    first_delta: Option<Duration>,
+    /// Between consecutive deltas.
+    gaps: Vec<Duration>,
+}
+
+impl Timing {
+    fn of(handed: Instant, report: &Report) -> Self {
+        let completion = report.ended_at().unwrap_or(handed) - handed;
+        let Some(prelude_at) = report.prelude_at().filter(|_| report.is_streamed()) else {
+            return Self {
+                completion,
+                ..Self::default()
+            };
+        };
+        let deltas = report.arrivals(DELTA);
+        Self {
+            completion,
+            prelude: Some(prelude_at - handed),
+            first_delta: deltas.first().map(|first| *first - prelude_at),
+            gaps: deltas.windows(2).map(|pair| pair[1] - pair[0]).collect(),
+        }
+    }
+}
+
 /// One execution environment's life: its cold start, then `invocations` warm invocations.
 struct Run {
     init: Duration,
     first_response: Duration,
-    latencies: Vec<Duration>,
+    timings: Vec<Timing>,
     rss_kb: u64,
     /// CPU seconds the function spent on its warm invocations.
     warm_cpu: f64,
@@ -123,31 +81,12 @@ async fn run(
     name: &str,
     event: &str,
     invocations: usize,
+    acks: Acks,
 ) -> Result<Run, Box<dyn std::error::Error>> {
-    let event = event.to_owned();
-    let (event_tx, event_rx) = mpsc::channel::<(String, String)>(1);
-    let (outcome_tx, mut outcome_rx) = mpsc::channel::<(Instant, Outcome)>(16);
-    let emulator = Arc::new(Emulator {
-        events: Mutex::new(event_rx),
-        first_next: Mutex::new(None),
-        outcomes: outcome_tx,
-    });
-    let app = Router::new()
-        .route("/2018-06-01/runtime/invocation/next", get(next))
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(response),
-        )
-        .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
-        .route("/2018-06-01/runtime/init/error", post(init_error))
-        .with_state(Arc::clone(&emulator));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let mut emulator = RuntimeApiEmulator::start(acks).await?;
     let spawned = Instant::now();
     let mut child = tokio::process::Command::new(bootstrap)
-        .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+        .env("AWS_LAMBDA_RUNTIME_API", emulator.address())
         .env("AWS_LAMBDA_FUNCTION_NAME", name)
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -159,7 +98,7 @@ async fn run(
         .spawn()?;
     let pid = child.id().ok_or("the function exited at once")?;
 
-    let mut latencies = Vec::with_capacity(invocations);
+    let mut timings = Vec::with_capacity(invocations);
     let mut first_response = None;
     let mut errors = 0;
     let mut cpu_before_warm = 0.0;
@@ -168,39 +107,46 @@ async fn run(
             cpu_before_warm = cpu_seconds(pid).unwrap_or(0.0);
         }
         let id = format!("bench-{n}");
-        event_tx.send((id.clone(), event.clone())).await?;
-        let handed = Instant::now();
-        let (at, outcome) = tokio::time::timeout(Duration::from_secs(60), outcome_rx.recv())
-            .await?
-            .ok_or("the emulator stopped")?;
-        match outcome {
-            Outcome::Response { id: got, body } => {
-                if n == 0 && !body.contains("statusCode") {
-                    eprintln!("{name}: unexpected first response: {body}");
-                }
-                if body.contains("\"statusCode\":5") {
-                    errors += 1;
-                }
-                assert_eq!(got, id);
+        let (handed, report) = emulator.invoke(&id, event, ANSWER_TIMEOUT).await?;
+        match report.kind {
+            ReportKind::InitError => {
+                let body = String::from_utf8_lossy(&report.body()).into_owned();
+                return Err(format!("{name}: init error: {body}").into());
             }
-            Outcome::Error { id: got, body } => {
-                assert_eq!(got, id);
+            ReportKind::Error => {
                 errors += 1;
                 if errors == 1 {
+                    let body = String::from_utf8_lossy(&report.body()).into_owned();
                     eprintln!("{name}: invocation error: {body}");
                 }
             }
-            Outcome::InitError(body) => return Err(format!("{name}: init error: {body}").into()),
+            ReportKind::Response => {
+                let status = match report.prelude() {
+                    Some(prelude) => prelude["statusCode"].as_u64(),
+                    None => serde_json::from_slice::<serde_json::Value>(&report.body())
+                        .ok()
+                        .and_then(|answer| answer["statusCode"].as_u64()),
+                };
+                if status.is_none_or(|status| status >= 500) {
+                    errors += 1;
+                }
+                if n == 0 && status.is_none() {
+                    let body = String::from_utf8_lossy(&report.body()).into_owned();
+                    eprintln!("{name}: unexpected first response: {body}");
+                }
+            }
+        }
+        if report.id.as_deref() != Some(id.as_str()) {
+            return Err(format!("{name}: a report for {:?}, not {id}", report.id).into());
         }
         if n == 0 {
-            first_response = Some(at - spawned);
+            first_response = Some(report.ended_at().unwrap_or(handed) - spawned);
         } else {
-            latencies.push(at - handed);
+            timings.push(Timing::of(handed, &report));
         }
     }
     let init = emulator
-        .first_next
-        .lock()
+        .first_next()
         .await
         .map(|at| at - spawned)
         .ok_or("no next request")?;
@@ -210,11 +156,21 @@ async fn run(
     Ok(Run {
         init,
         first_response: first_response.ok_or("no first response")?,
-        latencies,
+        timings,
         rss_kb: rss.unwrap_or(0),
         warm_cpu,
         errors,
     })
+}
+
+/// "p50 a ms, p99 b ms" of some samples.
+fn spread(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&samples, 50)),
+        ms(percentile(&samples, 99))
+    )
 }
 
 #[tokio::main]
@@ -231,6 +187,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(5)
         .max(1);
+    let acks = match std::env::var("ACKS").as_deref() {
+        Ok("at-once") => Acks::AtOnce,
+        Ok("delayed") | Err(_) => Acks::Delayed,
+        Ok(other) => return Err(format!("ACKS is delayed or at-once, not {other:?}").into()),
+    };
+    let check: Option<f64> = std::env::var("CHECK_FIRST_DELTA_MS")
+        .ok()
+        .map(|ms| ms.parse())
+        .transpose()?;
     let event = std::fs::read_to_string(event_file)?;
     let name = std::path::Path::new(bootstrap)
         .parent()
@@ -238,33 +203,64 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|name| name.to_str())
         .unwrap_or("function")
         .to_owned();
+    let label = std::env::var("LABEL").unwrap_or_else(|_| name.clone());
 
     // The first environment also serves the warm invocations; the others only start.
     let mut runs = Vec::with_capacity(cold_starts);
     for index in 0..cold_starts {
         let warm = if index == 0 { invocations } else { 0 };
-        runs.push(run(bootstrap, &name, &event, warm).await?);
+        runs.push(run(bootstrap, &name, &event, warm, acks).await?);
     }
     let mut inits: Vec<Duration> = runs.iter().map(|run| run.init).collect();
     let mut firsts: Vec<Duration> = runs.iter().map(|run| run.first_response).collect();
     inits.sort();
     firsts.sort();
     let median = |values: &[Duration]| values[values.len() / 2];
-    let mut latencies = runs[0].latencies.clone();
+    let timings = &runs[0].timings;
     let errors: usize = runs.iter().map(|run| run.errors).sum();
     let rss_kb = runs.iter().map(|run| run.rss_kb).max().unwrap_or(0);
-    latencies.sort();
-    let pct = |p: usize| ms(percentile(&latencies, p));
+    let acks_named = match acks {
+        Acks::Delayed => "delayed ACKs",
+        Acks::AtOnce => "ACKs at once",
+    };
     println!(
-        "{name:>9} | init median {:>5.1} ms, max {:>5.1} ms | first response median {:>5.1} ms | warm p50 {:>6.2} ms, p99 {:>6.2} ms over {} | CPU {:.3} ms/invocation | peak RSS {:>5.1} MB | errors {errors} | {cold_starts} cold starts",
+        "{label} | init median {:.1} ms, max {:.1} ms | first response median {:.1} ms | warm completion {} over {} | CPU {:.3} ms/invocation | peak RSS {:.1} MB | errors {errors} | {cold_starts} cold starts, {acks_named}",
         ms(median(&inits)),
         ms(inits[inits.len() - 1]),
         ms(median(&firsts)),
-        pct(50),
-        pct(99),
-        latencies.len(),
-        runs[0].warm_cpu * 1_000.0 / latencies.len().max(1) as f64,
+        spread(timings.iter().map(|t| t.completion).collect()),
+        timings.len(),
+        runs[0].warm_cpu * 1_000.0 / timings.len().max(1) as f64,
         rss_kb as f64 / 1024.0,
     );
+    let preludes: Vec<Duration> = timings.iter().filter_map(|t| t.prelude).collect();
+    if preludes.is_empty() {
+        return Ok(());
+    }
+    let first_deltas: Vec<Duration> = timings.iter().filter_map(|t| t.first_delta).collect();
+    let gaps: Vec<Duration> = timings.iter().flat_map(|t| t.gaps.clone()).collect();
+    println!(
+        "{label} | streamed: to the prelude {} | prelude to first delta {} | between deltas {} ({} gaps)",
+        spread(preludes),
+        spread(first_deltas.clone()),
+        spread(gaps.clone()),
+        gaps.len(),
+    );
+    if let Some(limit) = check {
+        if first_deltas.is_empty() {
+            return Err(format!("{label}: no streamed answer had a delta to check").into());
+        }
+        let median_ms = |mut samples: Vec<Duration>| {
+            samples.sort();
+            ms(percentile(&samples, 50))
+        };
+        let (first, between) = (median_ms(first_deltas), median_ms(gaps));
+        if first > limit || between > limit {
+            return Err(format!(
+                "{label}: median prelude to first delta {first:.2} ms, between deltas {between:.2} ms: over {limit} ms"
+            )
+            .into());
+        }
+    }
     Ok(())
 }
