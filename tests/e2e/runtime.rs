@@ -164,3 +164,32 @@ async fn whole_answers_errors_and_bad_events_are_reported_and_the_loop_goes_on()
     assert_eq!(body["request"], "whole-2");
     functions.abort();
 }
+
+#[tokio::test]
+async fn a_function_that_cannot_start_reports_its_init_error() {
+    let mut emulator = RuntimeApiEmulator::start(Acks::Delayed)
+        .await
+        .expect("emulator");
+    let diagnostic = Diagnostic {
+        error_type: "InitError".to_owned(),
+        error_message: "TABLE_NAME is not set".to_owned(),
+    };
+    api(&emulator)
+        .init_failed(&diagnostic)
+        .await
+        .expect("reported");
+    let report = emulator.report(WAIT).await.expect("a report");
+    assert_eq!(
+        (report.kind, report.id.as_deref()),
+        (ReportKind::InitError, None)
+    );
+    assert_eq!(
+        report.headers["lambda-runtime-function-error-type"],
+        "Runtime.InitError"
+    );
+    let body: Value = serde_json::from_slice(&report.body()).expect("JSON");
+    assert_eq!(
+        body,
+        json!({"errorType": "InitError", "errorMessage": "TABLE_NAME is not set"})
+    );
+}

@@ -12,7 +12,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -135,6 +138,8 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 }
 
 struct Shared {
+    /// Connections accepted so far.
+    connections: AtomicUsize,
     events: Mutex<mpsc::Receiver<(String, String)>>,
     first_next: Mutex<Option<Instant>>,
     reports: mpsc::Sender<Report>,
@@ -161,6 +166,7 @@ impl RuntimeApiEmulator {
         let (events_tx, events_rx) = mpsc::channel(1);
         let (reports_tx, reports_rx) = mpsc::channel(16);
         let shared = Arc::new(Shared {
+            connections: AtomicUsize::new(0),
             events: Mutex::new(events_rx),
             first_next: Mutex::new(None),
             reports: reports_tx,
@@ -193,6 +199,7 @@ impl RuntimeApiEmulator {
         let listener = AckingListener {
             listener: TcpListener::bind("127.0.0.1:0").await?,
             acks,
+            shared: Arc::clone(&shared),
         };
         let address = listener.listener.local_addr()?;
         let server = tokio::spawn(async move {
@@ -210,6 +217,11 @@ impl RuntimeApiEmulator {
     /// What `AWS_LAMBDA_RUNTIME_API` is set to for the function.
     pub fn address(&self) -> String {
         self.address.to_string()
+    }
+
+    /// How many connections the function has opened.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// When the function first asked for an event (the end of its init).
@@ -311,6 +323,7 @@ async fn record(
 struct AckingListener {
     listener: TcpListener,
     acks: Acks,
+    shared: Arc<Shared>,
 }
 
 impl axum::serve::Listener for AckingListener {
@@ -320,6 +333,7 @@ impl axum::serve::Listener for AckingListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         loop {
             if let Ok((stream, address)) = self.listener.accept().await {
+                self.shared.connections.fetch_add(1, Ordering::Relaxed);
                 let stream = AckingStream {
                     stream,
                     quickack: self.acks == Acks::AtOnce,

@@ -4,6 +4,9 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let state = chat::State::from_env().await?;
+    let state = match chat::State::from_env().await {
+        Ok(state) => state,
+        Err(err) => return Err(shared::http::event::init_failed(err).await),
+    };
     shared::http::event::run_streaming(|req| chat::handle(&state, req)).await
 }

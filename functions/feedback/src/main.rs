@@ -1,6 +1,9 @@
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::telemetry::init();
-    let state = feedback::State::from_env().await?;
+    let state = match feedback::State::from_env().await {
+        Ok(state) => state,
+        Err(err) => return Err(shared::http::event::init_failed(err).await),
+    };
     shared::http::event::run(|req| feedback::handle(&state, req)).await
 }

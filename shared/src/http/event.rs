@@ -108,6 +108,24 @@ where
     Ok(runtime::run(api, handler).await?)
 }
 
+/// Reports to Lambda that the function could not start (its init error names `err`), and
+/// returns the error for `main` to exit with. Outside Lambda it only returns it.
+pub async fn init_failed<E>(err: E) -> lambda_runtime::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let diagnostic = Diagnostic {
+        error_type: "InitError".to_owned(),
+        error_message: err.to_string(),
+    };
+    if let Ok(api) = Environment::from_env().and_then(RuntimeApi::new) {
+        if let Err(report) = api.init_failed(&diagnostic).await {
+            tracing::warn!(error = %report, "the init error could not be reported");
+        }
+    }
+    err.into()
+}
+
 /// What a streaming function answers one invocation with: its response in Lambda's streaming
 /// format (the metadata prelude, then the body as it is produced), or, for an invocation that is
 /// not a request, nothing.

@@ -6,9 +6,9 @@
 //! acknowledged the one before, and a receiver that delays its acknowledgements (Linux does, by up
 //! to 40 ms) held every streamed answer back by that much (`docs/PERFORMANCE.md`, "The Lambda
 //! path"). So this loop keeps `lambda_runtime`'s types and its Runtime API client crate, and owns
-//! the connection (`TCP_NODELAY`, one kept-alive connection) and the protocol's three requests:
+//! the connection (`TCP_NODELAY`, one kept-alive connection) and the protocol's four requests:
 //! `next`, an invocation's `response` (whole, or streamed: a JSON prelude, eight NUL bytes, then
-//! the body as it is produced) and its `error`.
+//! the body as it is produced), its `error`, and `init/error`.
 
 use std::{convert::Infallible, future::Future, sync::Arc};
 
@@ -196,6 +196,17 @@ impl RuntimeApi {
             diagnostic_body(diagnostic),
         )
         .await
+    }
+
+    /// Reports that the function could not start: Lambda logs it and answers the invocation
+    /// that was waiting with it.
+    pub async fn init_failed(&self, diagnostic: &Diagnostic) -> Result<(), RuntimeError> {
+        let request = build_request()
+            .method(Method::POST)
+            .uri("/2018-06-01/runtime/init/error")
+            .header(ERROR_TYPE, "Runtime.InitError");
+        self.report("an init error", request, diagnostic_body(diagnostic))
+            .await
     }
 
     /// Sends a report. One the Runtime API refuses (too large, or for an invocation that has

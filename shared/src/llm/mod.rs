@@ -251,13 +251,38 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     )
 }
 
+/// Whether the environment names its own trust store (`SSL_CERT_FILE` or `SSL_CERT_DIR`, as
+/// OpenSSL reads them).
+fn platform_roots_named() -> bool {
+    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// The roots the providers' certificates are checked against. By default Mozilla's, compiled in
+/// (`webpki-root-certs`): the providers' hosts are public, and loading the system's store instead
+/// reads and parses every file of its certificate folder, about 4 ms of every chat cold start
+/// (`docs/PERFORMANCE.md`). An environment that names its own store (`SSL_CERT_FILE` or
+/// `SSL_CERT_DIR`, for a private CA in front of a provider) gets the system's verifier, which
+/// reads it.
+fn with_tls_roots(builder: reqwest::ClientBuilder, platform: bool) -> reqwest::ClientBuilder {
+    if platform {
+        return builder;
+    }
+    builder.tls_certs_only(
+        webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter_map(|der| reqwest::Certificate::from_der(der).ok()),
+    )
+}
+
 impl Llm {
     /// The LLM client for a chat configuration: one pooled HTTP client shared by every provider.
     pub fn from_config(
         config: &crate::config::ChatConfig,
         keys: crate::secrets::ProviderKeys,
     ) -> Result<Self, crate::config::ConfigError> {
-        let http = reqwest::Client::builder()
+        let http = with_tls_roots(reqwest::Client::builder(), platform_roots_named())
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("serverless-chat/", env!("CARGO_PKG_VERSION")))
@@ -317,6 +342,21 @@ impl Llm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_providers_client_trusts_the_compiled_in_roots_unless_a_store_is_named() {
+        let parsed = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+            .iter()
+            .filter(|der| reqwest::Certificate::from_der(der).is_ok())
+            .count();
+        assert!(parsed > 100, "only {parsed} roots parse");
+        assert_eq!(parsed, webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        for platform in [false, true] {
+            assert!(with_tls_roots(reqwest::Client::builder(), platform)
+                .build()
+                .is_ok());
+        }
+    }
 
     #[test]
     fn the_token_bound_counts_every_byte_and_the_framing_of_each_message() {

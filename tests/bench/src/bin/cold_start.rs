@@ -74,6 +74,8 @@ struct Run {
     /// CPU seconds the function spent on its warm invocations.
     warm_cpu: f64,
     errors: usize,
+    /// Connections the function opened to the Runtime API.
+    connections: usize,
 }
 
 async fn run(
@@ -160,6 +162,7 @@ async fn run(
         rss_kb: rss.unwrap_or(0),
         warm_cpu,
         errors,
+        connections: emulator.connections(),
     })
 }
 
@@ -224,7 +227,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Acks::AtOnce => "ACKs at once",
     };
     println!(
-        "{label} | init median {:.1} ms, max {:.1} ms | first response median {:.1} ms | warm completion {} over {} | CPU {:.3} ms/invocation | peak RSS {:.1} MB | errors {errors} | {cold_starts} cold starts, {acks_named}",
+        "{label} | init median {:.1} ms, max {:.1} ms | first response median {:.1} ms | warm completion {} over {} | CPU {:.3} ms/invocation | peak RSS {:.1} MB | errors {errors} | {} Runtime API connections | {cold_starts} cold starts, {acks_named}",
         ms(median(&inits)),
         ms(inits[inits.len() - 1]),
         ms(median(&firsts)),
@@ -232,20 +235,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         timings.len(),
         runs[0].warm_cpu * 1_000.0 / timings.len().max(1) as f64,
         rss_kb as f64 / 1024.0,
+        runs[0].connections,
     );
     let preludes: Vec<Duration> = timings.iter().filter_map(|t| t.prelude).collect();
-    if preludes.is_empty() {
-        return Ok(());
-    }
     let first_deltas: Vec<Duration> = timings.iter().filter_map(|t| t.first_delta).collect();
     let gaps: Vec<Duration> = timings.iter().flat_map(|t| t.gaps.clone()).collect();
-    println!(
-        "{label} | streamed: to the prelude {} | prelude to first delta {} | between deltas {} ({} gaps)",
-        spread(preludes),
-        spread(first_deltas.clone()),
-        spread(gaps.clone()),
-        gaps.len(),
-    );
+    if !preludes.is_empty() {
+        let deltas = if first_deltas.is_empty() {
+            "no deltas".to_owned()
+        } else {
+            format!(
+                "prelude to first delta {} | between deltas {} ({} gaps)",
+                spread(first_deltas.clone()),
+                spread(gaps.clone()),
+                gaps.len()
+            )
+        };
+        println!(
+            "{label} | streamed format: to the prelude {} | {deltas}",
+            spread(preludes)
+        );
+    }
     if let Some(limit) = check {
         if first_deltas.is_empty() {
             return Err(format!("{label}: no streamed answer had a delta to check").into());
