@@ -47,6 +47,10 @@ pub struct ChatConfig {
     /// `MAX_OUTPUT_TOKENS`: the most tokens a provider may generate for one reply, sent with
     /// every call, so that a turn's worst case (its input and this cap) is known beforehand.
     pub max_output_tokens: u32,
+    /// `LLM_TLS_ROOTS`: what the providers' certificates are checked against: `bundled`
+    /// (Mozilla's roots, compiled in; the default) or `system` (the platform's store, which
+    /// honours `SSL_CERT_FILE` and `SSL_CERT_DIR`: for a private CA in front of a provider).
+    pub system_tls_roots: bool,
     /// `LLM_CONNECT_TIMEOUT_MS` and `LLM_REQUEST_TIMEOUT_MS`.
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -123,6 +127,16 @@ impl ChatConfig {
             context_messages: vars.number("HISTORY_CONTEXT_MESSAGES", 20, 0..=100)? as u16,
             context_chars: vars.number("HISTORY_CONTEXT_CHARS", 16_000, 0..=1_000_000)? as usize,
             max_output_tokens: vars.number("MAX_OUTPUT_TOKENS", 2_048, 1..=65_536)? as u32,
+            system_tls_roots: match vars.optional("LLM_TLS_ROOTS")?.as_deref() {
+                None | Some("bundled") => false,
+                Some("system") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        var: "LLM_TLS_ROOTS",
+                        reason: format!("{other:?} is neither bundled nor system"),
+                    })
+                }
+            },
             connect_timeout: vars.millis("LLM_CONNECT_TIMEOUT_MS", 2_000, 50..=30_000)?,
             request_timeout: vars.millis("LLM_REQUEST_TIMEOUT_MS", 20_000, 100..=900_000)?,
             max_attempts: vars.number("LLM_MAX_ATTEMPTS", 3, 1..=10)? as u32,
@@ -157,6 +171,28 @@ mod tests {
         assert_eq!(config.max_message_chars, 8_000);
         assert_eq!(config.context_messages, 20);
         assert_eq!(config.max_output_tokens, 2_048);
+    }
+
+    #[test]
+    fn the_providers_tls_roots_are_bundled_unless_the_system_store_is_asked_for() {
+        assert!(!chat(&[]).unwrap().system_tls_roots);
+        assert!(
+            !chat(&[("LLM_TLS_ROOTS", "bundled")])
+                .unwrap()
+                .system_tls_roots
+        );
+        assert!(
+            chat(&[("LLM_TLS_ROOTS", "system")])
+                .unwrap()
+                .system_tls_roots
+        );
+        let err = chat(&[("LLM_TLS_ROOTS", "mozilla")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LLM_TLS_ROOTS") && err.contains("\"mozilla\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -251,20 +251,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     )
 }
 
-/// Whether the environment names its own trust store (`SSL_CERT_FILE` or `SSL_CERT_DIR`, as
-/// OpenSSL reads them).
-fn platform_roots_named() -> bool {
-    ["SSL_CERT_FILE", "SSL_CERT_DIR"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
-}
-
-/// The roots the providers' certificates are checked against. By default Mozilla's, compiled in
-/// (`webpki-root-certs`): the providers' hosts are public, and loading the system's store instead
-/// reads and parses every file of its certificate folder, about 4 ms of every chat cold start
-/// (`docs/PERFORMANCE.md`). An environment that names its own store (`SSL_CERT_FILE` or
-/// `SSL_CERT_DIR`, for a private CA in front of a provider) gets the system's verifier, which
-/// reads it.
+/// The roots the providers' certificates are checked against (`LLM_TLS_ROOTS`). By default
+/// Mozilla's, compiled in (`webpki-root-certs`): the providers' hosts are public, and loading the
+/// system's store instead reads and parses every file of its certificate folder, about 4 ms of
+/// every chat cold start (`docs/PERFORMANCE.md`). `system` uses the platform's verifier, which
+/// reads the store (and `SSL_CERT_FILE`, `SSL_CERT_DIR`) when the client is built.
 fn with_tls_roots(builder: reqwest::ClientBuilder, platform: bool) -> reqwest::ClientBuilder {
     if platform {
         return builder;
@@ -282,7 +273,7 @@ impl Llm {
         config: &crate::config::ChatConfig,
         keys: crate::secrets::ProviderKeys,
     ) -> Result<Self, crate::config::ConfigError> {
-        let http = with_tls_roots(reqwest::Client::builder(), platform_roots_named())
+        let http = with_tls_roots(reqwest::Client::builder(), config.system_tls_roots)
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("serverless-chat/", env!("CARGO_PKG_VERSION")))
