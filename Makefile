@@ -25,7 +25,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test smoke smoke-local sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
+.PHONY: help dev test smoke smoke-local sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-first bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
 .PHONY: release-arm64 test-arm64
 
 help:
@@ -36,6 +36,7 @@ help:
 	@echo "make bench-stream streamed POST /chat: added time to first delta, CPU per token, memory for 20 and 2,000 tokens"
 	@echo "make bench-history  a chat turn through the local API server with 10 and 10,000 prior messages"
 	@echo "make bench-cold   each function's release binary under a Runtime API emulator: init, first response, warm p50/p99, streamed answers' first delta and gaps, CPU, peak RSS"
+	@echo "make bench-first  the cold first call over TLS (local stack and provider stub behind it), at full CPU and at 128 MB's share, with and without CONNECT_AT_INIT_MS"
 	@echo "make smoke        a deployed stack's promises checked from outside: make smoke API_URL=... TOKEN=... [ORIGIN=...]"
 	@echo "make bench-load   chat at 1, 10, 100 and 1,000 users with 0 and 1,000 ms of LLM latency"
 	@echo "make bench-instances  four local API servers, 400 concurrent turns on one conversation"
@@ -137,6 +138,10 @@ bench-history: $(VENV_DONE)
 bench-cold: release
 	cargo build --release -p bench --bin cold-start
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_cold.sh target/release/cold-start
+
+bench-first: release
+	cargo build --release -p bench --bin cold-start
+	env $(LOCAL_ENV) $(UNLIMITED) OPENAI_API_KEY=sk-bench-not-a-key $(STACK) run -- infra/bench_first.sh target/release/cold-start
 
 bench-load: $(VENV_DONE)
 	cargo build --release -p local-api -p bench --bin local-api --bin chat-load

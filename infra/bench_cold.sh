@@ -11,21 +11,11 @@ harness=$1 invocations=${2:-1000}
 # Chat's turns fill moto's table, which slows every later turn: fewer of them.
 chat_invocations=$(( invocations < 200 ? invocations : 200 ))
 mkdir -p .local
-# The chat sample without its Idempotency-Key (every invocation is a new turn); asking for
-# server-sent events; and without its identity (a 401 in the streaming format).
-python3 - <<'PY'
-import json
-event = json.load(open("events/chat-post.json"))
-for headers in (event["headers"], event["multiValueHeaders"]):
-    headers.pop("Idempotency-Key", None)
-json.dump(event, open(".local/chat-bench-event.json", "w"))
-event["headers"]["Accept"] = "text/event-stream"
-event["multiValueHeaders"]["Accept"] = ["text/event-stream"]
-json.dump(event, open(".local/chat-bench-stream-event.json", "w"))
-del event["requestContext"]["authorizer"]
-json.dump(event, open(".local/chat-bench-anonymous-event.json", "w"))
-PY
+python3 infra/bench_events.py
 export LLM_PROVIDERS=echo
+# Init as the process's own work, without the connections it opens ahead for its first call
+# (CONNECT_AT_INIT_MS, on by default): `make bench-first` measures those, over TLS.
+export CONNECT_AT_INIT_MS=0
 # One line per case: label, function, event, invocations, extra environment.
 cases=(
   "health|health|events/health-get.json|$invocations|"

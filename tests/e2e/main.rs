@@ -10,6 +10,7 @@ mod feedback;
 mod health;
 mod history;
 mod hostile;
+mod init;
 mod llm_stream;
 mod local_api;
 mod permissions;

@@ -40,6 +40,8 @@ pub struct State {
     config: ChatConfig,
     /// How long an invocation's work may take (`WORK_BUDGET_MS`).
     work_time: Duration,
+    /// `CONNECT_AT_INIT_MS`.
+    connect_at_init: Duration,
     /// Every user's budgets, unless an operator set others.
     budgets: BudgetPolicy,
     store: Arc<ConversationStore>,
@@ -65,9 +67,25 @@ impl State {
             llm: Arc::new(Llm::from_config(&chat, keys)?),
             store: Arc::new(ConversationStore::from_config(config, clients)),
             work_time: config.work_budget,
+            connect_at_init: config.connect_at_init,
             budgets: config.budget,
             config: chat,
         })
+    }
+
+    /// Opens, before the first `next`, what the first turn would otherwise open itself
+    /// (`shared::startup::connect_at_init`): two connections to DynamoDB (a turn ends with two
+    /// writes side by side, its messages and the close of its budget account, each on a
+    /// connection of its own), and the provider keys then a connection to the default provider.
+    pub async fn connect_at_init(&self) {
+        shared::startup::connect_at_init(self.connect_at_init, async {
+            tokio::join!(
+                self.store.connect(),
+                self.store.connect(),
+                self.llm.connect()
+            );
+        })
+        .await;
     }
 
     /// The same function over another store (tests give it a clock of their own).

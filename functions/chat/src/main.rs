@@ -8,5 +8,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         Ok(state) => state,
         Err(err) => return Err(shared::http::event::init_failed(err).await),
     };
+    state.connect_at_init().await;
     shared::http::event::run_streaming(|req| chat::handle(&state, req)).await
 }

@@ -18,6 +18,8 @@ use shared::{
 pub struct State {
     config: FeedbackConfig,
     budget: std::time::Duration,
+    /// `CONNECT_AT_INIT_MS`.
+    connect_at_init: std::time::Duration,
     store: ConversationStore,
 }
 
@@ -33,8 +35,14 @@ impl State {
         Self {
             config: feedback,
             budget: config.work_budget,
+            connect_at_init: config.connect_at_init,
             store: ConversationStore::from_config(config, clients),
         }
+    }
+
+    /// Opens DynamoDB's connection before the first `next` (`shared::startup::connect_at_init`).
+    pub async fn connect_at_init(&self) {
+        shared::startup::connect_at_init(self.connect_at_init, self.store.connect()).await;
     }
 }
 

@@ -23,6 +23,8 @@ use shared::{
 /// What the function builds once per execution environment.
 pub struct State {
     budget: std::time::Duration,
+    /// `CONNECT_AT_INIT_MS`.
+    connect_at_init: std::time::Duration,
     store: ConversationStore,
 }
 
@@ -37,8 +39,18 @@ impl State {
     pub fn new(config: &Config, clients: &AwsClients) -> Self {
         Self {
             budget: config.work_budget,
+            connect_at_init: config.connect_at_init,
             store: ConversationStore::from_config(config, clients),
         }
+    }
+
+    /// Opens DynamoDB's connections before the first `next` (`shared::startup::connect_at_init`):
+    /// two, as a page of messages reads its conversation's head and its messages side by side.
+    pub async fn connect_at_init(&self) {
+        shared::startup::connect_at_init(self.connect_at_init, async {
+            tokio::join!(self.store.connect(), self.store.connect());
+        })
+        .await;
     }
 }
 

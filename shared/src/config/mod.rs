@@ -47,6 +47,10 @@ pub struct Config {
     /// `AWS_OPERATION_TIMEOUT_MS`: the longest one AWS call may take, its retries included, so
     /// that a saturated dependency becomes a 503 instead of a request that never ends.
     pub aws_operation_timeout: Duration,
+    /// `CONNECT_AT_INIT_MS`: the longest init waits for what the first call would otherwise
+    /// open itself (DynamoDB's connections; chat's provider keys and a connection to its default
+    /// provider: `shared::startup::connect_at_init`); `0` opens nothing ahead.
+    pub connect_at_init: Duration,
     /// `RETENTION_DAYS`: how long conversations are kept; 0 keeps them forever.
     pub retention_days: u64,
     /// `WORK_BUDGET_MS`: the time an invocation's work may take (reads, the provider); the rest
@@ -92,6 +96,7 @@ impl Config {
             readiness_cache: vars.millis("READINESS_CACHE_MS", 5_000, 0..=300_000)?,
             aws_connect_timeout: vars.millis("AWS_CONNECT_TIMEOUT_MS", 1_000, 50..=10_000)?,
             aws_operation_timeout: vars.millis("AWS_OPERATION_TIMEOUT_MS", 5_000, 100..=60_000)?,
+            connect_at_init: vars.millis("CONNECT_AT_INIT_MS", 1_000, 0..=5_000)?,
             retention_days: vars.number("RETENTION_DAYS", 0, 0..=36_500)?,
             work_budget: vars.millis("WORK_BUDGET_MS", 25_000, 1_000..=900_000)?,
             cors_allow_origin: vars.optional("CORS_ALLOW_ORIGIN")?,

@@ -1,11 +1,13 @@
 //! Google Gemini `generateContent` and `streamGenerateContent`; the key travels in the
 //! `x-goog-api-key` header.
 
-use secrecy::ExposeSecret;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
 use serde::{de::IgnoredAny, Deserialize, Serialize};
 
 use super::{
-    post_json, send,
+    open_with, post_json, send,
     stream::{malformed_chunk, reported_error, Parsed, Piece, Source, SseSource},
     BoxFuture, Call, Provider, ProviderError, Role, WholeReply,
 };
@@ -240,5 +242,20 @@ impl Provider for Gemini {
             let response = send(self.request(&call, "streamGenerateContent?alt=sse")).await?;
             Ok(Source::Sse(SseSource::new(response, parse_event)?))
         })
+    }
+
+    /// `GET /models`, one model's worth (`pageSize=1`).
+    fn connect<'a>(
+        &'a self,
+        key: Option<&'a SecretString>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let mut request = self
+            .http
+            .get(format!("{}/models?pageSize=1", self.base_url));
+        if let Some(key) = key {
+            request = request.header("x-goog-api-key", key.expose_secret());
+        }
+        Box::pin(open_with(request, timeout))
     }
 }

@@ -190,6 +190,15 @@ trait Provider: Send + Sync {
     /// read from the returned source. `call.timeout` is for the caller to enforce: it bounds the
     /// wait for the first piece, not the whole stream.
     fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>>;
+    /// Opens a connection ahead of the first call with a request that costs nothing (the
+    /// provider's model list); nothing for a provider without a network.
+    fn connect<'a>(
+        &'a self,
+        _key: Option<&'a SecretString>,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The most of a provider's answer that is read, whole or streamed: far above any reply a
@@ -217,6 +226,20 @@ async fn post_json<T: serde::de::DeserializeOwned>(
         bytes.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&bytes).map_err(|err| ProviderError::Malformed(err.to_string()))
+}
+
+/// Sends a request that costs nothing and reads its answer whole, so that its connection goes
+/// back to the pool open ([`Provider::connect`]).
+async fn open_with(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<(), ProviderError> {
+    let response = send(request.timeout(timeout)).await?;
+    response
+        .bytes()
+        .await
+        .map(drop)
+        .map_err(|err| ProviderError::from_reqwest(&err))
 }
 
 /// Sends a request; a failure status becomes a [`ProviderError`] (with its `Retry-After`).

@@ -1,10 +1,12 @@
 //! OpenAI chat completions, or any server that speaks the same API (Ollama, vLLM, llama.cpp).
 
-use secrecy::ExposeSecret;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
 use serde::{de::IgnoredAny, Deserialize, Serialize};
 
 use super::{
-    post_json, send,
+    open_with, post_json, send,
     stream::{malformed_chunk, reported_error, Parsed, Piece, Source, SseSource},
     BoxFuture, Call, Provider, ProviderError, Role, WholeReply,
 };
@@ -206,5 +208,18 @@ impl Provider for OpenAi {
             let response = send(self.request(&call, true)).await?;
             Ok(Source::Sse(SseSource::new(response, parse_chunk)?))
         })
+    }
+
+    /// `GET /models`.
+    fn connect<'a>(
+        &'a self,
+        key: Option<&'a SecretString>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let mut request = self.http.get(format!("{}/models", self.base_url));
+        if let Some(key) = key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        Box::pin(open_with(request, timeout))
     }
 }

@@ -24,6 +24,10 @@ const FEEDBACK: &str = "FB#";
 const IDEMPOTENCY: &str = "IDEM#";
 const USAGE: &str = "USAGE";
 
+/// The key (partition and sort) that `ConversationStore::connect` reads: outside every user's
+/// partition, never written.
+pub const CONNECT: &str = "CONNECT";
+
 /// The index that lists feedback by day, and its key attributes.
 pub const DAY_INDEX: &str = "GSI1";
 pub const DAY_INDEX_PK: &str = "GSI1PK";

@@ -105,6 +105,27 @@ impl ConversationStore {
         self.meter.consumption()
     }
 
+    /// Opens a connection to DynamoDB ahead of the first call (`CONNECT_AT_INIT_MS`) with an
+    /// eventually consistent read of a key no user has (half a read unit). A failure is logged
+    /// and left to the first call.
+    pub async fn connect(&self) {
+        let read = self
+            .db
+            .get_item()
+            .table_name(&self.table)
+            .key("PK", items::s(keys::CONNECT))
+            .key("SK", items::s(keys::CONNECT))
+            .projection_expression("PK")
+            .send()
+            .await;
+        if let Err(err) = read {
+            tracing::warn!(
+                error = %aws_sdk_dynamodb::error::DisplayErrorContext(&err),
+                "could not open a connection to DynamoDB ahead of the first call"
+            );
+        }
+    }
+
     fn now(&self) -> DateTime<Utc> {
         (self.clock)()
     }

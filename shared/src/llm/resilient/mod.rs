@@ -229,6 +229,34 @@ impl Llm {
         }
     }
 
+    /// Opens what the first turn would: reads the provider keys, then opens a connection to the
+    /// default provider with a request that costs nothing. A failure is logged and left to
+    /// the first turn, which tries again.
+    pub async fn connect(&self) {
+        let keys = match self.keys.get(false).await {
+            Ok(keys) => keys,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the provider keys ahead of the first turn");
+                return;
+            }
+        };
+        let Some((_, slot)) = self.slot(&self.config.default_provider) else {
+            return;
+        };
+        let provider = &slot.settings.provider;
+        let key = provider.key_name().and_then(|name| keys.get(name));
+        if provider.key_name().is_some() && key.is_none() {
+            return;
+        }
+        if let Err(err) = provider.connect(key, self.config.request_timeout).await {
+            tracing::warn!(
+                provider = provider.name(),
+                error = %err,
+                "could not open a connection to the provider ahead of the first turn"
+            );
+        }
+    }
+
     /// The system prompt sent with every call.
     pub(super) fn system_prompt(&self) -> Option<&str> {
         self.config.system_prompt.as_deref()
