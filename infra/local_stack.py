@@ -45,7 +45,11 @@ DEFAULTS = {
     "LOCAL_STACK_PORT": "4566",
 }
 # Provider keys the secret takes from the environment when they are set.
-PROVIDER_KEYS = {"OPENAI_API_KEY": "openai_api_key", "GEMINI_API_KEY": "gemini_api_key"}
+PROVIDER_KEYS = {
+    "OPENAI_API_KEY": "openai_api_key",
+    "GEMINI_API_KEY": "gemini_api_key",
+    "ANTHROPIC_API_KEY": "anthropic_api_key",
+}
 
 
 def log(message: str) -> None:

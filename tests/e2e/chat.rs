@@ -39,6 +39,7 @@ async fn harness_in(table: Option<String>, overrides: &[(&str, &str)]) -> Harnes
         openai,
         gemini,
         secret,
+        anthropic: _,
         config: chat_config,
     } = e2e::stubbed_providers(overrides).await;
     let mut config = stack.config.clone();

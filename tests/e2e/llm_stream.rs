@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{stack, OPENAI_PATH};
+use e2e::{drain, stack, OPENAI_PATH};
 use serde_json::{json, Value};
 use shared::{
     domain::{Role, TokenUsage},
@@ -33,6 +33,7 @@ async fn harness(overrides: &[(&str, &str)]) -> Harness {
         openai,
         gemini,
         secret,
+        anthropic: _,
         config,
     } = e2e::stubbed_providers(overrides).await;
     let keys = ProviderKeys::new(stack.clients.secrets.clone(), secret, config.secret_ttl);
@@ -84,18 +85,6 @@ fn messages(text: &str) -> Vec<ContextMessage> {
         role: Role::User,
         content: text.to_owned(),
     }]
-}
-
-/// Every piece until the end, or the error that ended the stream.
-async fn drain(stream: &mut ReplyStream) -> (Vec<String>, Option<StreamError>) {
-    let mut pieces = Vec::new();
-    loop {
-        match stream.next().await {
-            Ok(Some(piece)) => pieces.push(piece),
-            Ok(None) => return (pieces, None),
-            Err(err) => return (pieces, Some(err)),
-        }
-    }
 }
 
 /// A server-sent events body: one `data:` event per item, `separator` after each line.

@@ -3,6 +3,7 @@
 //!
 //! The tests need the local stack that `make test` starts; without it they fail saying so.
 
+mod anthropic;
 mod budget;
 mod chat;
 mod contract;

@@ -21,27 +21,35 @@ pub fn echo_chat() -> shared::config::ChatConfig {
     chat_config(&[("LLM_PROVIDERS", "echo")])
 }
 
-/// Wiremock servers standing in for OpenAI and Gemini, a secret holding their keys
-/// (`sk-test-1`, `g-test-1`), and the chat configuration that points at them (models
-/// `gpt-test,gpt-other` and `gemini-test`, fast backoff, 1 s per provider request), adjusted by
-/// `overrides`.
+/// Wiremock servers standing in for OpenAI, Gemini and Anthropic, a secret holding their keys
+/// (`sk-test-1`, `g-test-1`, `sk-ant-test-1`), and the chat configuration that points at them
+/// (models `gpt-test,gpt-other`, `gemini-test` and `claude-test`; Anthropic configured but not
+/// in `LLM_PROVIDERS` unless `overrides` add it; fast backoff, 1 s per provider request),
+/// adjusted by `overrides`.
 pub struct StubbedProviders {
     pub openai: wiremock::MockServer,
     pub gemini: wiremock::MockServer,
+    pub anthropic: wiremock::MockServer,
     pub secret: String,
     pub config: shared::config::ChatConfig,
 }
 
 pub async fn stubbed_providers(overrides: &[(&str, &str)]) -> StubbedProviders {
-    let (openai, gemini) = (
+    let (openai, gemini, anthropic) = (
+        wiremock::MockServer::start().await,
         wiremock::MockServer::start().await,
         wiremock::MockServer::start().await,
     );
-    let secret =
-        secret_with(&json!({"openai_api_key": "sk-test-1", "gemini_api_key": "g-test-1"})).await;
-    let (openai_url, gemini_url) = (
+    let secret = secret_with(&json!({
+        "openai_api_key": "sk-test-1",
+        "gemini_api_key": "g-test-1",
+        "anthropic_api_key": "sk-ant-test-1",
+    }))
+    .await;
+    let (openai_url, gemini_url, anthropic_url) = (
         format!("{}/v1", openai.uri()),
         format!("{}/v1beta", gemini.uri()),
+        format!("{}/v1", anthropic.uri()),
     );
     let mut pairs = vec![
         ("LLM_PROVIDERS", "openai,gemini,echo"),
@@ -49,6 +57,8 @@ pub async fn stubbed_providers(overrides: &[(&str, &str)]) -> StubbedProviders {
         ("OPENAI_MODELS", "gpt-test,gpt-other"),
         ("GEMINI_BASE_URL", gemini_url.as_str()),
         ("GEMINI_MODELS", "gemini-test"),
+        ("ANTHROPIC_BASE_URL", anthropic_url.as_str()),
+        ("ANTHROPIC_MODELS", "claude-test"),
         ("SYSTEM_PROMPT", "Answer briefly."),
         ("LLM_BACKOFF_BASE_MS", "1"),
         ("LLM_BACKOFF_CAP_MS", "5"),
@@ -61,6 +71,7 @@ pub async fn stubbed_providers(overrides: &[(&str, &str)]) -> StubbedProviders {
         config: chat_config(&pairs),
         openai,
         gemini,
+        anthropic,
         secret,
     }
 }
@@ -83,4 +94,18 @@ pub fn openai_reply_with_usage(
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens}
     }))
+}
+
+/// Every piece of a streamed reply until its end, or the error that ended it.
+pub async fn drain(
+    stream: &mut shared::llm::ReplyStream,
+) -> (Vec<String>, Option<shared::llm::StreamError>) {
+    let mut pieces = Vec::new();
+    loop {
+        match stream.next().await {
+            Ok(Some(piece)) => pieces.push(piece),
+            Ok(None) => return (pieces, None),
+            Err(err) => return (pieces, Some(err)),
+        }
+    }
 }

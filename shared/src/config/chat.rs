@@ -8,7 +8,7 @@ use super::{ConfigError, Vars};
 /// Settings of the chat function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatConfig {
-    /// `LLM_PROVIDERS`: the enabled providers, comma-separated (`openai`, `gemini`, `echo`).
+    /// `LLM_PROVIDERS`: the enabled providers, comma-separated (`openai`, `gemini`, `anthropic`, `echo`).
     pub providers: Vec<String>,
     /// `LLM_DEFAULT_PROVIDER`: used when a request names none (default: the first enabled).
     pub default_provider: String,
@@ -18,6 +18,10 @@ pub struct ChatConfig {
     pub openai_base_url: String,
     /// `OPENAI_MODELS`: the models clients may ask for; the first is the default.
     pub openai_models: Vec<String>,
+    /// `ANTHROPIC_BASE_URL`: up to and including `/v1`.
+    pub anthropic_base_url: String,
+    /// `ANTHROPIC_MODELS`.
+    pub anthropic_models: Vec<String>,
     /// `GEMINI_BASE_URL`.
     pub gemini_base_url: String,
     /// `GEMINI_MODELS`.
@@ -65,7 +69,7 @@ pub struct ChatConfig {
     pub secret_ttl: Duration,
 }
 
-const KNOWN_PROVIDERS: [&str; 3] = ["openai", "gemini", "echo"];
+const KNOWN_PROVIDERS: [&str; 4] = ["openai", "gemini", "anthropic", "echo"];
 
 impl ChatConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -117,6 +121,9 @@ impl ChatConfig {
                 "https://generativelanguage.googleapis.com/v1beta",
             )?,
             gemini_models: vars.list("GEMINI_MODELS", "gemini-2.0-flash,gemini-2.5-pro")?,
+            anthropic_base_url: vars.url("ANTHROPIC_BASE_URL", "https://api.anthropic.com/v1")?,
+            anthropic_models: vars
+                .list("ANTHROPIC_MODELS", "claude-sonnet-4-5,claude-haiku-4-5")?,
             echo_models: vars.list("ECHO_MODELS", "echo-1")?,
             echo_latency: vars.millis("ECHO_LATENCY_MS", 0, 0..=60_000)?,
             echo_token_delay: vars.millis("ECHO_TOKEN_DELAY_MS", 0, 0..=60_000)?,

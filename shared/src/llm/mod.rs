@@ -1,6 +1,7 @@
 //! LLM providers behind one trait, and [`Llm`], which calls them with retries, a circuit breaker
 //! per provider and an ordered fallback list, all inside the request's deadline.
 
+mod anthropic;
 mod breaker;
 mod echo;
 mod gemini;
@@ -9,10 +10,11 @@ mod resilient;
 mod stream;
 mod tab;
 
-use std::{future::Future, pin::Pin, time::Duration};
+use std::{borrow::Cow, future::Future, pin::Pin, time::Duration};
 
 use secrecy::SecretString;
 
+use anthropic::Anthropic;
 use breaker::BreakerConfig;
 use echo::Echo;
 use gemini::Gemini;
@@ -47,6 +49,26 @@ fn prompt_words(messages: &[ContextMessage], system: Option<&str>) -> u64 {
         .map(|message| words(&message.content))
         .sum::<u64>()
         + system.map_or(0, words)
+}
+
+/// The context as APIs that want roles to alternate take it (Anthropic's Messages, Bedrock's
+/// Converse): starting with the user (an assistant message before the first user message, as a
+/// cut history can begin, is left out) and never the same role twice in a row (consecutive
+/// messages of one role are joined by a blank line).
+fn alternating(messages: &[ContextMessage]) -> Vec<(Role, Cow<'_, str>)> {
+    let mut turns: Vec<(Role, Cow<'_, str>)> = Vec::with_capacity(messages.len());
+    for message in messages {
+        match turns.last_mut() {
+            None if message.role == Role::Assistant => {}
+            Some((role, content)) if *role == message.role => {
+                let joined = content.to_mut();
+                joined.push_str("\n\n");
+                joined.push_str(&message.content);
+            }
+            _ => turns.push((message.role, Cow::Borrowed(&message.content))),
+        }
+    }
+    turns
 }
 
 /// One call to a provider.
@@ -138,7 +160,8 @@ impl ProviderError {
     fn from_status(status: reqwest::StatusCode, retry_after: Option<Duration>) -> Self {
         match status.as_u16() {
             401 => Self::Unauthorized,
-            408 | 429 | 500 | 502 | 503 | 504 => Self::Transient {
+            // 529: Anthropic's "overloaded".
+            408 | 429 | 500 | 502 | 503 | 504 | 529 => Self::Transient {
                 reason: format!("HTTP {status}"),
                 retry_after,
                 billed: Billed::Input,
@@ -319,6 +342,13 @@ impl Llm {
                             std::sync::Arc::new(Gemini::new(http.clone(), &config.gemini_base_url)),
                             &config.gemini_models,
                         ),
+                        "anthropic" => (
+                            std::sync::Arc::new(Anthropic::new(
+                                http.clone(),
+                                &config.anthropic_base_url,
+                            )),
+                            &config.anthropic_models,
+                        ),
                         _ => (
                             std::sync::Arc::new(Echo::new(
                                 config.echo_latency,
@@ -356,6 +386,35 @@ impl Llm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alternating_roles_start_with_the_user_and_never_repeat_one() {
+        let message = |role, content: &str| ContextMessage {
+            role,
+            content: content.to_owned(),
+        };
+        let context = [
+            message(Role::Assistant, "cut from an earlier turn"),
+            message(Role::User, "a"),
+            message(Role::User, "b"),
+            message(Role::Assistant, "c"),
+            message(Role::Assistant, "d"),
+            message(Role::User, "e"),
+        ];
+        let turns: Vec<(Role, String)> = alternating(&context)
+            .into_iter()
+            .map(|(role, content)| (role, content.into_owned()))
+            .collect();
+        assert_eq!(
+            turns,
+            [
+                (Role::User, "a\n\nb".to_owned()),
+                (Role::Assistant, "c\n\nd".to_owned()),
+                (Role::User, "e".to_owned()),
+            ]
+        );
+        assert!(alternating(&context[..1]).is_empty());
+    }
 
     #[test]
     fn the_providers_client_trusts_the_compiled_in_roots_unless_a_store_is_named() {

@@ -46,10 +46,13 @@ pub(in crate::llm) enum Parsed {
     Done,
 }
 
+/// Reads one event's data; it may keep what earlier events said (Anthropic's usage comes in two).
+type Parse = Box<dyn FnMut(&str) -> Result<Parsed, ProviderError> + Send + Sync>;
+
 /// Reads a provider's event stream; dropping it drops the response, and so the connection.
 pub(in crate::llm) struct SseSource {
     events: Events,
-    parse: fn(&str) -> Result<Parsed, ProviderError>,
+    parse: Parse,
     /// Whether the provider said its reply is complete: only then is the end of the body the
     /// normal end of the stream rather than a reply cut short.
     finished: bool,
@@ -60,7 +63,7 @@ impl SseSource {
     /// The events of `response`, whose status was checked; `parse` reads one event's data.
     pub(in crate::llm) fn new(
         response: reqwest::Response,
-        parse: fn(&str) -> Result<Parsed, ProviderError>,
+        parse: impl FnMut(&str) -> Result<Parsed, ProviderError> + Send + Sync + 'static,
     ) -> Result<Self, ProviderError> {
         // A server that ignored the request to stream answers JSON: say so rather than wait for
         // events that never come.
@@ -81,7 +84,7 @@ impl SseSource {
                 }
                 .eventsource(),
             ),
-            parse,
+            parse: Box::new(parse),
             finished: false,
             done: false,
         })
