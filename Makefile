@@ -57,6 +57,13 @@ $(SAM_DONE): infra/requirements-sam.txt infra/constraints-sam.txt
 
 # The whole stack, locally: moto on LOCAL_STACK_PORT (default 4566) and the API on :3000.
 # The echo provider answers offline; set LLM_PROVIDERS (and the keys) to use real ones.
+# make dev's: LOCAL_ENV without its placeholder credentials (infra/dev.sh sets them unless
+# LLM_PROVIDERS names bedrock, which then signs with the developer's own).
+DEV_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AWS_OPERATION_TIMEOUT_MS:-60000} \
+           AWS_EC2_METADATA_DISABLED=true \
+           TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
+           RUST_LOG=$${RUST_LOG:-info}
+
 dev: $(VENV_DONE) web
 	cargo build -p local-api
 	@echo "Local API on http://127.0.0.1:3000. Try:"
@@ -64,9 +71,8 @@ dev: $(VENV_DONE) web
 	@echo "  curl -s -H 'X-Dev-User: alice' -H 'content-type: application/json' -d '{\"message\":\"hello\"}' localhost:3000/chat"
 	@echo "  curl -s -H 'X-Dev-User: alice' localhost:3000/conversations"
 	@echo "  curl -N -H 'X-Dev-User: alice' -H 'Accept: text/event-stream' -H 'content-type: application/json' -d '{\"message\":\"hello there\"}' localhost:3000/chat"
-	env $(LOCAL_ENV) AWS_ENDPOINT_URL=http://127.0.0.1:$${LOCAL_STACK_PORT:-4566} \
-	  LLM_PROVIDERS=$${LLM_PROVIDERS:-echo} \
-	  bash -c 'trap "$(STACK) down" EXIT; $(STACK) up && target/debug/local-api'
+	env $(DEV_ENV) LLM_PROVIDERS=$${LLM_PROVIDERS:-echo} \
+	  infra/dev.sh "$(STACK)" target/debug/local-api $${LOCAL_STACK_PORT:-4566}
 
 # The Rust tests' last line totals every test binary's results ("N passed, N failed"); the arm64
 # binaries' event checks (test-arm64) and the web client's tests follow. The benchmarks

@@ -271,6 +271,8 @@ def evaluate(value, parameters, conditions):
             return all(evaluate(v, parameters, conditions) for v in argument)
         if function == "Fn::Or":
             return any(evaluate(v, parameters, conditions) for v in argument)
+        if function in ("Fn::Join", "Fn::Split"):
+            return resolve(value, parameters, conditions)
     return value
 
 
@@ -413,7 +415,13 @@ def resolve(value, values, conditions):
         if function == "Fn::Join":
             delimiter, parts = argument
             parts = resolve(parts, values, conditions)
+            if isinstance(parts, list) and len(parts) == 1 and isinstance(parts[0], list):
+                parts = parts[0]
             return delimiter.join(parts) if all(isinstance(p, str) for p in parts) else value
+        if function == "Fn::Split":
+            delimiter, text = argument
+            text = resolve(text, values, conditions)
+            return text.split(delimiter) if isinstance(text, str) else value
         if function == "Fn::Select":
             index, listed = argument
             if isinstance(listed, dict) and set(listed) == {"Fn::Split"}:
@@ -705,6 +713,58 @@ def sign_in_problems(template, values, signing_in):
     return problems
 
 
+BEDROCK_ACTIONS = {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+
+
+def bedrock_policy_problems(template, parameters):
+    """The chat function may invoke exactly BedrockModels (each as a foundation model and as an
+    inference profile, and foundation models only through those profiles) when LlmProviders
+    names bedrock, and nothing of Bedrock otherwise; no other function may."""
+    values = parameter_values(template, parameters)
+    conditions = template.get("Conditions", {})
+    models = str(values["BedrockModels"]).split(",")
+    enabled = "bedrock" in str(values["LlmProviders"]).split(",")
+    profiles = {f"arn:aws:bedrock:*:*:inference-profile/{m}" for m in models}
+    problems = []
+    granted = {}
+    for name, resource in of_type(template["Resources"], "AWS::IAM::Role").items():
+        for policy in resource["Properties"].get("Policies", []):
+            statements = resolve(policy["PolicyDocument"].get("Statement", []), values, conditions)
+            for statement in statements:
+                if statement == "${AWS::NoValue}":
+                    continue
+                actions = set(as_list(statement.get("Action", [])))
+                if actions & BEDROCK_ACTIONS or any(a.startswith("bedrock:") for a in actions):
+                    granted.setdefault(name, []).append(statement)
+    others = sorted(set(granted) - {"ChatFunctionRole"})
+    if others:
+        problems.append(f"Bedrock granted to {others}, not only the chat function")
+    statements = granted.get("ChatFunctionRole", [])
+    if not enabled:
+        if statements:
+            problems.append(f"Bedrock granted though LlmProviders={values['LlmProviders']!r} does not name it")
+        return problems
+    direct = {f"arn:aws:bedrock:*::foundation-model/{m}" for m in models} | profiles
+    seen_direct = seen_routed = False
+    for statement in statements:
+        if set(as_list(statement["Action"])) != BEDROCK_ACTIONS or statement.get("Effect") != "Allow":
+            problems.append(f"a Bedrock statement with actions {statement['Action']}")
+            continue
+        resources = set(as_list(statement["Resource"]))
+        if "Condition" not in statement:
+            seen_direct = True
+            if resources != direct:
+                problems.append(f"Bedrock resources {sorted(resources)}, expected {sorted(direct)}")
+        else:
+            seen_routed = True
+            routed = set(as_list(statement["Condition"].get("StringLike", {}).get("bedrock:InferenceProfileArn", [])))
+            if resources != {"arn:aws:bedrock:*::foundation-model/*"} or routed != profiles or set(statement["Condition"]) != {"StringLike"}:
+                problems.append(f"the foundation models behind the profiles: {resources} through {sorted(routed)}")
+    if not (seen_direct and seen_routed):
+        problems.append("LlmProviders names bedrock, but the chat function may not invoke BedrockModels")
+    return problems
+
+
 def check(source, parameters):
     sam = yaml_parse(source)
     for resource in sam["Resources"].values():
@@ -742,6 +802,7 @@ def check(source, parameters):
     problems += self_sign_up_problems(template, parameters)
     problems += cors_origin_problems(template, parameter_values(template, parameters), body)
     problems += web_client_problems(template, parameters)
+    problems += bedrock_policy_problems(template, parameters)
     return problems
 
 
@@ -753,7 +814,10 @@ def main(path):
     for parameters in ({}, {"ApiKeys": "required"}, {"ApiKeys": "required", "ApiKeyDailyQuota": "1000"},
                        {"SelfSignUp": "true"}, {"CorsAllowedOrigin": "https://chat.example.com"},
                        {"LocalhostSignIn": "true", "AuthDomainPrefix": "chat-example"},
-                       {"ExistingUserPoolArn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example"}):
+                       {"ExistingUserPoolArn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example"},
+                       {"LlmProviders": "bedrock", "ProviderFallback": ""},
+                       {"LlmProviders": "openai,bedrock", "ProviderFallback": "openai",
+                        "BedrockModels": "amazon.nova-micro-v1:0,eu.anthropic.claude-test-v1:0"}):
         problems = check(source, parameters)
         setting = json.dumps(parameters)
         for problem in problems:

@@ -204,19 +204,7 @@ async fn the_roles_sent_alternate_and_start_with_the_user() {
         .expect(1)
         .mount(&h.anthropic)
         .await;
-    let message = |role, content: &str| ContextMessage {
-        role,
-        content: content.to_owned(),
-    };
-    // A history cut to its last messages can begin with a reply, and a turn whose reply was
-    // lost leaves two user messages in a row.
-    let context = [
-        message(Role::Assistant, "the end of an older reply"),
-        message(Role::User, "first"),
-        message(Role::User, "second"),
-        message(Role::Assistant, "a reply"),
-        message(Role::User, "the new message"),
-    ];
+    let context = e2e::cut_history();
     let mut stream = h.stream(&context).await.unwrap();
     let (pieces, error) = drain(&mut stream).await;
     assert_eq!((pieces.concat(), error.is_none()), ("ok".to_owned(), true));

@@ -4,6 +4,7 @@
 //! The tests need the local stack that `make test` starts; without it they fail saying so.
 
 mod anthropic;
+mod bedrock;
 mod budget;
 mod chat;
 mod contract;
@@ -14,7 +15,7 @@ mod hostile;
 mod init;
 mod llm_stream;
 mod local_api;
-mod permissions;
+pub(crate) mod permissions;
 mod runtime;
 mod store;
 mod stream;

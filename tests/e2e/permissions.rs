@@ -12,30 +12,78 @@ use lambda_http::http::StatusCode;
 use serde_json::json;
 use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
 
-/// The actions of a function's policy in the template, by binary name.
-fn granted(binary: &str) -> BTreeSet<String> {
+/// One statement of a function's policy, and whether it is conditional (`!If [Condition,
+/// statement, !Ref AWS::NoValue]`: granted only with some parameters, as Bedrock's).
+pub(crate) struct Statement {
+    pub(crate) conditional: bool,
+    pub(crate) body: serde_norway::Value,
+}
+
+/// The statements of the policy of the function whose binary is `binary`.
+pub(crate) fn statements(binary: &str) -> Vec<Statement> {
+    use serde_norway::Value;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
-    let template: serde_norway::Value =
-        serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let template: Value = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let resources = template["Resources"].as_mapping().unwrap();
     let function = resources
         .values()
         .find(|resource| resource["Metadata"]["BuildProperties"]["Binary"] == binary)
         .unwrap_or_else(|| panic!("no function {binary}"));
-    let mut actions = BTreeSet::new();
+    let mut statements = Vec::new();
     for policy in function["Properties"]["Policies"].as_sequence().unwrap() {
         for statement in policy["Statement"].as_sequence().unwrap() {
-            match &statement["Action"] {
-                serde_norway::Value::Sequence(list) => {
-                    actions.extend(list.iter().map(|a| a.as_str().unwrap().to_owned()))
+            match statement {
+                Value::Tagged(tagged) if tagged.tag == "If" => {
+                    let branches = tagged
+                        .value
+                        .as_sequence()
+                        .expect("!If [condition, then, else]");
+                    assert!(
+                        matches!(&branches[2], Value::Tagged(no) if no.tag == "Ref" && no.value == "AWS::NoValue"),
+                        "{binary}: a conditional statement grants nothing otherwise"
+                    );
+                    statements.push(Statement {
+                        conditional: true,
+                        body: branches[1].clone(),
+                    });
                 }
-                single => {
-                    actions.insert(single.as_str().unwrap().to_owned());
-                }
+                other => statements.push(Statement {
+                    conditional: false,
+                    body: other.clone(),
+                }),
             }
         }
     }
-    actions
+    statements
+}
+
+/// The actions of a statement.
+pub(crate) fn actions(statement: &serde_norway::Value) -> Vec<String> {
+    match &statement["Action"] {
+        serde_norway::Value::Sequence(list) => list
+            .iter()
+            .map(|action| action.as_str().unwrap().to_owned())
+            .collect(),
+        single => vec![single.as_str().unwrap().to_owned()],
+    }
+}
+
+/// The actions a function's policy grants whatever the parameters, by binary name.
+fn granted(binary: &str) -> BTreeSet<String> {
+    statements(binary)
+        .iter()
+        .filter(|statement| !statement.conditional)
+        .flat_map(|statement| actions(&statement.body))
+        .collect()
+}
+
+/// The actions granted only with some parameters.
+fn granted_conditionally(binary: &str) -> BTreeSet<String> {
+    statements(binary)
+        .iter()
+        .filter(|statement| statement.conditional)
+        .flat_map(|statement| actions(&statement.body))
+        .collect()
 }
 
 fn get(resource: &str, params: &[(&str, &str)], user: &str) -> lambda_http::Request {
@@ -180,4 +228,78 @@ async fn every_function_is_granted_exactly_what_it_uses() {
         StatusCode::OK
     );
     assert_eq!(recorder.actions(), granted("health"), "health");
+}
+
+/// Bedrock's calls are the SDK's own client (not the recorded ones): its stub records the
+/// operations instead, each mapped to the IAM action that authorizes it. Whole and streamed
+/// answers use exactly what the chat function is granted when `LlmProviders` names bedrock, and
+/// no other function may call Bedrock.
+#[tokio::test]
+async fn chat_is_granted_exactly_the_bedrock_actions_it_uses_and_only_with_bedrock() {
+    let stack = stack().await;
+    let bedrock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
+            "stopReason": "end_turn", "usage": {"inputTokens": 1, "outputTokens": 1, "totalTokens": 2},
+            "metrics": {"latencyMs": 1}})))
+        .mount(&bedrock)
+        .await;
+    let mut config = stack.config.clone();
+    config.secret_id = secret_with(&json!({})).await;
+    let endpoint = bedrock.uri();
+    let chat_config = e2e::chat_config(&[
+        ("LLM_PROVIDERS", "bedrock"),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint.as_str()),
+        ("LLM_MAX_ATTEMPTS", "1"),
+    ]);
+    let chat = e2e::chat_state(&config, chat_config, &stack.clients);
+    let user = unique("iam-bedrock");
+    let whole = chat::handle(
+        &chat,
+        chat_request(Some(&user), &[], r#"{"message":"one"}"#),
+    )
+    .await;
+    assert_eq!(whole.status(), StatusCode::OK, "{}", e2e::json_body(&whole));
+    // A streamed turn: the stub's JSON is not an event stream, so it fails, after its request.
+    let streamed = chat::handle(
+        &chat,
+        chat_request(
+            Some(&user),
+            &[("accept", "text/event-stream")],
+            r#"{"message":"two"}"#,
+        ),
+    )
+    .await;
+    drop(streamed);
+    let used: BTreeSet<String> = bedrock
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|request| {
+            let path = request.url.path();
+            if path.ends_with("/converse-stream") {
+                "bedrock:InvokeModelWithResponseStream".to_owned()
+            } else if path.ends_with("/converse") {
+                "bedrock:InvokeModel".to_owned()
+            } else {
+                panic!("an unexpected Bedrock call: {path}")
+            }
+        })
+        .collect();
+    assert_eq!(
+        used,
+        granted_conditionally("chat"),
+        "chat's Bedrock actions"
+    );
+    for binary in ["history", "feedback", "health"] {
+        assert!(
+            granted_conditionally(binary)
+                .iter()
+                .chain(granted(binary).iter())
+                .all(|action| !action.starts_with("bedrock:")),
+            "{binary} may call Bedrock"
+        );
+    }
 }

@@ -109,3 +109,23 @@ pub async fn drain(
         }
     }
 }
+
+/// A context as a history cut to its last messages can be: beginning with a reply, and with two
+/// user messages in a row (a turn whose reply was lost). Sent to a provider whose roles must
+/// alternate, it becomes user "first\n\nsecond", assistant "a reply", user "the new message".
+pub fn cut_history() -> Vec<shared::llm::ContextMessage> {
+    use shared::domain::Role;
+    [
+        (Role::Assistant, "the end of an older reply"),
+        (Role::User, "first"),
+        (Role::User, "second"),
+        (Role::Assistant, "a reply"),
+        (Role::User, "the new message"),
+    ]
+    .into_iter()
+    .map(|(role, content)| shared::llm::ContextMessage {
+        role,
+        content: content.to_owned(),
+    })
+    .collect()
+}

@@ -8,7 +8,7 @@ use super::{ConfigError, Vars};
 /// Settings of the chat function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatConfig {
-    /// `LLM_PROVIDERS`: the enabled providers, comma-separated (`openai`, `gemini`, `anthropic`, `echo`).
+    /// `LLM_PROVIDERS`: the enabled providers, comma-separated (`openai`, `gemini`, `anthropic`, `bedrock`, `echo`).
     pub providers: Vec<String>,
     /// `LLM_DEFAULT_PROVIDER`: used when a request names none (default: the first enabled).
     pub default_provider: String,
@@ -22,6 +22,12 @@ pub struct ChatConfig {
     pub anthropic_base_url: String,
     /// `ANTHROPIC_MODELS`.
     pub anthropic_models: Vec<String>,
+    /// `BEDROCK_MODELS`: foundation-model or inference-profile ids (`us.`, `eu.`, `global.`).
+    pub bedrock_models: Vec<String>,
+    /// `BEDROCK_REGION`: Bedrock's region when it is not the function's.
+    pub bedrock_region: Option<String>,
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: another Bedrock endpoint (a stub in tests).
+    pub bedrock_endpoint: Option<String>,
     /// `GEMINI_BASE_URL`.
     pub gemini_base_url: String,
     /// `GEMINI_MODELS`.
@@ -69,7 +75,7 @@ pub struct ChatConfig {
     pub secret_ttl: Duration,
 }
 
-const KNOWN_PROVIDERS: [&str; 4] = ["openai", "gemini", "anthropic", "echo"];
+const KNOWN_PROVIDERS: [&str; 5] = ["openai", "gemini", "anthropic", "bedrock", "echo"];
 
 impl ChatConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -124,6 +130,12 @@ impl ChatConfig {
             anthropic_base_url: vars.url("ANTHROPIC_BASE_URL", "https://api.anthropic.com/v1")?,
             anthropic_models: vars
                 .list("ANTHROPIC_MODELS", "claude-sonnet-4-5,claude-haiku-4-5")?,
+            bedrock_models: vars.list(
+                "BEDROCK_MODELS",
+                "us.anthropic.claude-sonnet-4-5-20250929-v1:0,us.amazon.nova-lite-v1:0",
+            )?,
+            bedrock_region: vars.optional("BEDROCK_REGION")?,
+            bedrock_endpoint: vars.optional("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")?,
             echo_models: vars.list("ECHO_MODELS", "echo-1")?,
             echo_latency: vars.millis("ECHO_LATENCY_MS", 0, 0..=60_000)?,
             echo_token_delay: vars.millis("ECHO_TOKEN_DELAY_MS", 0, 0..=60_000)?,

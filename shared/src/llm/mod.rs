@@ -2,6 +2,7 @@
 //! per provider and an ordered fallback list, all inside the request's deadline.
 
 mod anthropic;
+mod bedrock;
 mod breaker;
 mod echo;
 mod gemini;
@@ -15,6 +16,7 @@ use std::{borrow::Cow, future::Future, pin::Pin, time::Duration};
 use secrecy::SecretString;
 
 use anthropic::Anthropic;
+use bedrock::{Bedrock, BedrockSettings};
 use breaker::BreakerConfig;
 use echo::Echo;
 use gemini::Gemini;
@@ -341,6 +343,14 @@ impl Llm {
                         "gemini" => (
                             std::sync::Arc::new(Gemini::new(http.clone(), &config.gemini_base_url)),
                             &config.gemini_models,
+                        ),
+                        "bedrock" => (
+                            std::sync::Arc::new(Bedrock::new(BedrockSettings {
+                                region: config.bedrock_region.clone(),
+                                endpoint: config.bedrock_endpoint.clone(),
+                                connect_timeout: config.connect_timeout,
+                            })),
+                            &config.bedrock_models,
                         ),
                         "anthropic" => (
                             std::sync::Arc::new(Anthropic::new(

@@ -10,8 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod converse;
 mod sse;
 
+pub(super) use converse::{failure, usage, ConverseSource};
 pub(super) use sse::{malformed_chunk, reported_error, Parsed, SseSource};
 
 use super::{
@@ -33,6 +35,8 @@ pub(super) struct Piece {
 pub(super) enum Source {
     /// A provider's server-sent events.
     Sse(SseSource),
+    /// Bedrock's `ConverseStream` events, read by the AWS SDK.
+    Bedrock(ConverseSource),
     /// Words handed out one by one after a delay each (the echo provider), its usage reported
     /// with the last, as providers report theirs at the end.
     Words {
@@ -47,6 +51,7 @@ impl Source {
     async fn next(&mut self) -> Result<Option<Piece>, ProviderError> {
         match self {
             Self::Sse(source) => source.next().await,
+            Self::Bedrock(source) => source.next().await,
             Self::Words {
                 words,
                 delay,

@@ -1,0 +1,195 @@
+//! Amazon Bedrock's Converse API through the AWS SDK: `Converse` for whole answers,
+//! `ConverseStream` for streamed ones (an `application/vnd.amazon.eventstream` body), signed with
+//! the function's own credentials (no key in the secret).
+
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::{
+    error::SdkError,
+    types::{
+        ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message,
+        SystemContentBlock,
+    },
+    Client,
+};
+use tokio::sync::OnceCell;
+
+use super::{
+    alternating,
+    stream::{failure, usage, ConverseSource, Source},
+    BoxFuture, Call, Provider, ProviderError, Role, WholeReply,
+};
+
+/// Where the client comes from: the SDK's default chain (the function's role, the developer's
+/// credentials), in `region` when set (`BEDROCK_REGION`), at `endpoint` when set
+/// (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+#[derive(Clone, Debug, Default)]
+pub(super) struct BedrockSettings {
+    pub(super) region: Option<String>,
+    pub(super) endpoint: Option<String>,
+    pub(super) connect_timeout: Duration,
+}
+
+pub(super) struct Bedrock {
+    settings: BedrockSettings,
+    /// Built at the first call: loading the SDK's configuration is async, and chat's state is not.
+    client: OnceCell<Client>,
+}
+
+impl Bedrock {
+    pub(super) fn new(settings: BedrockSettings) -> Self {
+        Self {
+            settings,
+            client: OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(self.settings.connect_timeout)
+                            .build(),
+                    );
+                if let Some(region) = &self.settings.region {
+                    loader = loader.region(aws_config::Region::new(region.clone()));
+                }
+                let sdk = loader.load().await;
+                // No retries inside the SDK: each attempt is ours to admit against the turn's
+                // budget, and to count in the breaker (`resilient/fallback.rs`).
+                let mut config = aws_sdk_bedrockruntime::config::Builder::from(&sdk)
+                    .retry_config(aws_config::retry::RetryConfig::disabled());
+                if let Some(endpoint) = &self.settings.endpoint {
+                    config = config.endpoint_url(endpoint);
+                }
+                Client::from_conf(config.build())
+            })
+            .await
+    }
+}
+
+/// The context as Converse takes it: roles alternating, starting with the user.
+fn messages(call: &Call<'_>) -> Result<Vec<Message>, ProviderError> {
+    alternating(call.messages)
+        .into_iter()
+        .map(|(role, content)| {
+            Message::builder()
+                .role(match role {
+                    Role::User => ConversationRole::User,
+                    Role::Assistant => ConversationRole::Assistant,
+                })
+                .content(ContentBlock::Text(content.into_owned()))
+                .build()
+                .map_err(|err| ProviderError::Malformed(format!("a message: {err}")))
+        })
+        .collect()
+}
+
+/// What `Converse` and `ConverseStream` both take: the messages, the system prompt, the cap.
+struct Parts {
+    messages: Vec<Message>,
+    system: Option<Vec<SystemContentBlock>>,
+    inference: InferenceConfiguration,
+}
+
+impl Parts {
+    fn of(call: &Call<'_>) -> Result<Self, ProviderError> {
+        Ok(Self {
+            messages: messages(call)?,
+            system: call
+                .system
+                .map(|system| vec![SystemContentBlock::Text(system.to_owned())]),
+            inference: InferenceConfiguration::builder()
+                .max_tokens(i32::try_from(call.max_output_tokens).unwrap_or(i32::MAX))
+                .build(),
+        })
+    }
+}
+
+fn status_of<E>(
+    err: &SdkError<E, aws_sdk_bedrockruntime::config::http::HttpResponse>,
+) -> Option<u16> {
+    err.raw_response()
+        .map(|response| response.status().as_u16())
+}
+
+impl Provider for Bedrock {
+    fn name(&self) -> &str {
+        "bedrock"
+    }
+
+    /// Builds the client (the SDK's configuration chain) ahead of the first call. Bedrock's
+    /// runtime has no request that costs nothing, so no connection is opened.
+    fn connect<'a>(
+        &'a self,
+        _key: Option<&'a secrecy::SecretString>,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            self.client().await;
+            Ok(())
+        })
+    }
+
+    fn key_name(&self) -> Option<&str> {
+        None
+    }
+
+    fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
+        Box::pin(async move {
+            let parts = Parts::of(&call)?;
+            let request = self
+                .client()
+                .await
+                .converse()
+                .model_id(call.model)
+                .set_messages(Some(parts.messages))
+                .set_system(parts.system)
+                .inference_config(parts.inference);
+            let output = tokio::time::timeout(call.timeout, request.send())
+                .await
+                .map_err(|_| ProviderError::TimedOut)?
+                .map_err(|err| failure(&err, status_of(&err)))?;
+            let text: String = match output.output() {
+                Some(ConverseOutput::Message(message)) => message
+                    .content()
+                    .iter()
+                    .filter_map(|block| block.as_text().ok())
+                    .map(String::as_str)
+                    .collect(),
+                _ => String::new(),
+            };
+            if text.is_empty() {
+                return Err(ProviderError::Malformed("no text content".to_owned()));
+            }
+            Ok(WholeReply {
+                text,
+                usage: output.usage().map(usage),
+            })
+        })
+    }
+
+    fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>> {
+        Box::pin(async move {
+            let parts = Parts::of(&call)?;
+            let request = self
+                .client()
+                .await
+                .converse_stream()
+                .model_id(call.model)
+                .set_messages(Some(parts.messages))
+                .set_system(parts.system)
+                .inference_config(parts.inference);
+            let output = request
+                .send()
+                .await
+                .map_err(|err| failure(&err, status_of(&err)))?;
+            Ok(Source::Bedrock(ConverseSource {
+                stream: output.stream,
+                finished: false,
+            }))
+        })
+    }
+}
