@@ -271,7 +271,7 @@ def evaluate(value, parameters, conditions):
             return all(evaluate(v, parameters, conditions) for v in argument)
         if function == "Fn::Or":
             return any(evaluate(v, parameters, conditions) for v in argument)
-        if function in ("Fn::Join", "Fn::Split"):
+        if function in ("Fn::Join", "Fn::Split", "Fn::Select"):
             return resolve(value, parameters, conditions)
     return value
 
@@ -744,6 +744,17 @@ def bedrock_policy_problems(template, parameters):
         if statements:
             problems.append(f"Bedrock granted though LlmProviders={values['LlmProviders']!r} does not name it")
         return problems
+    guardrail = str(values.get("BedrockGuardrailId") or "")
+    guarded = [st for st in statements if set(as_list(st["Action"])) == {"bedrock:ApplyGuardrail"}]
+    statements = [st for st in statements if st not in guarded]
+    if guardrail:
+        expected = guardrail if guardrail.startswith("arn:") else \
+            "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:guardrail/" + guardrail
+        resources = [as_list(st["Resource"]) for st in guarded]
+        if resources != [[expected]]:
+            problems.append(f"the guardrail: ApplyGuardrail on {resources}, expected [[{expected!r}]]")
+    elif guarded:
+        problems.append("ApplyGuardrail granted without a guardrail")
     direct = {f"arn:aws:bedrock:*::foundation-model/{m}" for m in models} | profiles
     seen_direct = seen_routed = False
     for statement in statements:
@@ -817,7 +828,11 @@ def main(path):
                        {"ExistingUserPoolArn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_Example"},
                        {"LlmProviders": "bedrock", "ProviderFallback": ""},
                        {"LlmProviders": "openai,bedrock", "ProviderFallback": "openai",
-                        "BedrockModels": "amazon.nova-micro-v1:0,eu.anthropic.claude-test-v1:0"}):
+                        "BedrockModels": "amazon.nova-micro-v1:0,eu.anthropic.claude-test-v1:0"},
+                       {"LlmProviders": "bedrock", "ProviderFallback": "", "BedrockGuardrailId": "gr4x1y2z3abc"},
+                       {"LlmProviders": "bedrock", "ProviderFallback": "", "BedrockGuardrailVersion": "3",
+                        "BedrockGuardrailId": "arn:aws:bedrock:eu-west-1:123456789012:guardrail/gr4x1y2z3abc"},
+                       {"BedrockGuardrailId": "gr4x1y2z3abc"}):
         problems = check(source, parameters)
         setting = json.dumps(parameters)
         for problem in problems:

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::provider_turns::{assert_fell_back_to_echo, local_streamed_turn};
 use e2e::{drain, stack};
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use shared::{
     domain::{Role, TokenUsage},
@@ -304,8 +304,6 @@ async fn connecting_ahead_lists_one_model_with_the_key() {
 
 #[tokio::test]
 async fn a_streamed_turn_through_the_local_server_is_stored_and_settled_and_listed() {
-    use eventsource_stream::Eventsource;
-    let stack = stack().await;
     let stubs = e2e::stubbed_providers(&[("LLM_PROVIDERS", "anthropic,echo")]).await;
     Mock::given(method("POST"))
         .and(path(MESSAGES))
@@ -318,70 +316,38 @@ async fn a_streamed_turn_through_the_local_server_is_stored_and_settled_and_list
         .expect(1)
         .mount(&stubs.anthropic)
         .await;
-    let mut config = stack.config.clone();
-    config.secret_id = stubs.secret.clone();
-    let functions =
-        local_api::Functions::new(config, stubs.config, e2e::feedback_config(), stack.clients)
-            .expect("states");
-    let address = e2e::local_server(functions).await;
-    let user = e2e::unique("anthropic");
-    let client = reqwest::Client::new();
-
-    let get = |route: &'static str| {
-        let request = client
-            .get(format!("http://{address}{route}"))
-            .header("x-dev-user", &user);
-        async move {
-            let response = request.send().await.unwrap();
-            response.json::<Value>().await.unwrap()
-        }
-    };
-
-    let models = get("/models").await;
-    let anthropic = models["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|provider| provider["name"] == "anthropic")
-        .unwrap_or_else(|| panic!("anthropic not listed: {models}"));
-    assert_eq!(anthropic["models"], json!(["claude-test"]), "{models}");
-
-    let response = client
-        .post(format!("http://{address}/chat"))
-        .header("x-dev-user", &user)
-        .header("accept", "text/event-stream")
-        .header("content-type", "application/json")
-        .body(r#"{"message":"A name for my starter?","provider":"anthropic"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut events = Vec::new();
-    let mut stream = response.bytes_stream().eventsource();
-    while let Some(event) = stream.next().await {
-        let event = event.unwrap();
-        let data: Value = serde_json::from_str(&event.data).unwrap();
-        events.push((event.event, data));
-    }
-    let done = &events.last().unwrap().1;
-    assert_eq!(events.last().unwrap().0, "done", "{events:?}");
+    let turn = local_streamed_turn(stubs.config, &stubs.secret, "anthropic").await;
+    assert_eq!(turn.models, json!(["claude-test"]));
+    let (last, done) = turn.events.last().unwrap();
+    assert_eq!(last, "done", "{:?}", turn.events);
     assert_eq!(done["reply"], "Clint Yeastwood");
     assert_eq!(
         done["usage"],
         json!({"input_tokens": 20, "output_tokens": 15})
     );
-    let stored: Vec<String> = e2e::user_items(&user)
-        .await
-        .iter()
-        .filter(|item| e2e::is_reply(item))
-        .filter_map(|item| item.get("content").and_then(|v| v.as_s().ok()).cloned())
-        .collect();
-    assert_eq!(stored, ["Clint Yeastwood"]);
-
-    let usage = get("/usage").await;
+    assert_eq!(turn.stored, ["Clint Yeastwood"]);
     assert_eq!(
-        usage["tokens"]["used"],
+        turn.usage["tokens"]["used"],
         json!(35),
-        "settled at the reported usage: {usage}"
+        "settled: {}",
+        turn.usage
     );
+}
+
+#[tokio::test]
+async fn a_stall_before_the_first_piece_falls_back_within_the_deadline() {
+    let h = harness(&[
+        ("PROVIDER_FALLBACK", "echo"),
+        ("LLM_REQUEST_TIMEOUT_MS", "300"),
+        ("LLM_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    Mock::given(method("POST"))
+        .and(path(MESSAGES))
+        .respond_with(sse(anthropic_stream(&["Too late"])).set_delay(Duration::from_secs(10)))
+        .mount(&h.anthropic)
+        .await;
+    let started = Instant::now();
+    let mut stream = h.stream(&user("in time")).await.unwrap();
+    assert_fell_back_to_echo(&mut stream, started).await;
 }

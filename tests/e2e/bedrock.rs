@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::provider_turns::{assert_fell_back_to_echo, local_streamed_turn};
 use aws_smithy_eventstream::frame::write_message_to;
 use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
 use e2e::{drain, stack};
@@ -28,16 +29,22 @@ struct Harness {
     bedrock: MockServer,
 }
 
-/// An `Llm` as chat builds it, Bedrock first (echo after it), Bedrock's endpoint the stub.
+/// An `Llm` as chat builds it with `providers`, Bedrock's endpoint the stub.
 async fn harness(providers: &str) -> Harness {
+    harness_with(providers, &[]).await
+}
+
+async fn harness_with(providers: &str, overrides: &[(&str, &str)]) -> Harness {
     let stack = stack().await;
     let bedrock = MockServer::start().await;
-    let stubs = e2e::stubbed_providers(&[
+    let uri = bedrock.uri();
+    let mut settings = vec![
         ("LLM_PROVIDERS", providers),
         ("BEDROCK_MODELS", MODEL),
-        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", &bedrock.uri()),
-    ])
-    .await;
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", uri.as_str()),
+    ];
+    settings.extend_from_slice(overrides);
+    let stubs = e2e::stubbed_providers(&settings).await;
     let keys = ProviderKeys::new(
         stack.clients.secrets.clone(),
         stubs.secret,
@@ -286,4 +293,125 @@ async fn the_roles_sent_to_converse_alternate_and_start_with_the_user() {
     let mut stream = h.stream(&context).await.unwrap();
     let (pieces, error) = drain(&mut stream).await;
     assert_eq!((pieces.concat(), error.is_none()), ("ok".to_owned(), true));
+}
+
+#[tokio::test]
+async fn a_stall_before_the_first_token_falls_back_within_the_deadline() {
+    let h = harness_with(
+        "bedrock,echo",
+        &[
+            ("PROVIDER_FALLBACK", "echo"),
+            ("LLM_REQUEST_TIMEOUT_MS", "300"),
+            ("LLM_MAX_ATTEMPTS", "1"),
+        ],
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path_regex(STREAM_PATH))
+        .respond_with(converse_stream(&["Too late"]).set_delay(Duration::from_secs(10)))
+        .mount(&h.bedrock)
+        .await;
+    let started = Instant::now();
+    let mut stream = h.stream(&user("in time")).await.unwrap();
+    assert_fell_back_to_echo(&mut stream, started).await;
+}
+
+#[tokio::test]
+async fn a_streamed_turn_through_the_local_server_is_stored_and_settled_and_listed() {
+    let bedrock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path_regex(STREAM_PATH))
+        .and(signed_for_bedrock)
+        .respond_with(converse_stream(&["Clint", " Yeastwood"]))
+        .expect(1)
+        .mount(&bedrock)
+        .await;
+    let uri = bedrock.uri();
+    let stubs = e2e::stubbed_providers(&[
+        ("LLM_PROVIDERS", "bedrock,echo"),
+        ("BEDROCK_MODELS", MODEL),
+        ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", uri.as_str()),
+    ])
+    .await;
+    let turn = local_streamed_turn(stubs.config, &stubs.secret, "bedrock").await;
+    assert_eq!(turn.models, json!([MODEL]));
+    let (last, done) = turn.events.last().unwrap();
+    assert_eq!(last, "done", "{:?}", turn.events);
+    assert_eq!(done["reply"], "Clint Yeastwood");
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens": 37, "output_tokens": 3})
+    );
+    assert_eq!(turn.stored, ["Clint Yeastwood"]);
+    assert_eq!(
+        turn.usage["tokens"]["used"],
+        json!(40),
+        "settled: {}",
+        turn.usage
+    );
+}
+
+#[tokio::test]
+async fn a_guardrail_is_named_in_every_call_and_its_intervention_is_the_reply() {
+    let h = harness_with(
+        "bedrock",
+        &[
+            ("BEDROCK_GUARDRAIL_ID", "gr4x1y2z3abc"),
+            ("BEDROCK_GUARDRAIL_VERSION", "2"),
+        ],
+    )
+    .await;
+    let blocked = "Sorry, this assistant cannot talk about that.";
+    let mut body = event("messageStart", json!({"role": "assistant"}));
+    body.extend(text(blocked));
+    body.extend(event("contentBlockStop", json!({"contentBlockIndex": 0})));
+    body.extend(event(
+        "messageStop",
+        json!({"stopReason": "guardrail_intervened"}),
+    ));
+    body.extend(event(
+        "metadata",
+        json!({"usage": {"inputTokens": 9, "outputTokens": 0, "totalTokens": 9},
+               "metrics": {"latencyMs": 80},
+               "trace": {"guardrail": {"inputAssessment": {"gr4x1y2z3abc": {
+                   "topicPolicy": {"topics": [{"name": "Forbidden", "type": "DENY", "action": "BLOCKED"}]}}}}}}),
+    ));
+    Mock::given(method("POST"))
+        .and(path_regex(STREAM_PATH))
+        .and(body_partial_json(json!({"guardrailConfig": {
+            "guardrailIdentifier": "gr4x1y2z3abc", "guardrailVersion": "2",
+            "streamProcessingMode": "async"}})))
+        .respond_with(eventstream(body))
+        .expect(1)
+        .mount(&h.bedrock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/model/[^/]+/converse$"))
+        .and(body_partial_json(json!({"guardrailConfig": {
+            "guardrailIdentifier": "gr4x1y2z3abc", "guardrailVersion": "2"}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": blocked}]}},
+            "stopReason": "guardrail_intervened",
+            "usage": {"inputTokens": 9, "outputTokens": 0, "totalTokens": 9},
+            "metrics": {"latencyMs": 80}})))
+        .expect(1)
+        .mount(&h.bedrock)
+        .await;
+
+    let mut stream = h.stream(&user("a forbidden topic")).await.unwrap();
+    let (pieces, error) = drain(&mut stream).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(pieces.concat(), blocked);
+    let choice = h.llm.choose(Some("bedrock"), None).await.unwrap();
+    let whole = h
+        .llm
+        .complete(
+            &choice,
+            &user("a forbidden topic"),
+            Instant::now() + Duration::from_secs(5),
+            &Unmetered,
+        )
+        .await
+        .unwrap();
+    assert_eq!(whole.text, blocked);
 }

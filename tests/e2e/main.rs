@@ -16,6 +16,7 @@ mod init;
 mod llm_stream;
 mod local_api;
 pub(crate) mod permissions;
+mod provider_turns;
 mod runtime;
 mod store;
 mod stream;

@@ -251,6 +251,8 @@ async fn chat_is_granted_exactly_the_bedrock_actions_it_uses_and_only_with_bedro
     let chat_config = e2e::chat_config(&[
         ("LLM_PROVIDERS", "bedrock"),
         ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint.as_str()),
+        ("BEDROCK_GUARDRAIL_ID", "gr4x1y2z3abc"),
+        ("BEDROCK_GUARDRAIL_VERSION", "1"),
         ("LLM_MAX_ATTEMPTS", "1"),
     ]);
     let chat = e2e::chat_state(&config, chat_config, &stack.clients);
@@ -272,20 +274,27 @@ async fn chat_is_granted_exactly_the_bedrock_actions_it_uses_and_only_with_bedro
     )
     .await;
     drop(streamed);
+    // A call that names a guardrail needs bedrock:ApplyGuardrail as well.
     let used: BTreeSet<String> = bedrock
         .received_requests()
         .await
         .unwrap_or_default()
         .iter()
-        .map(|request| {
+        .flat_map(|request| {
             let path = request.url.path();
-            if path.ends_with("/converse-stream") {
-                "bedrock:InvokeModelWithResponseStream".to_owned()
+            let invoke = if path.ends_with("/converse-stream") {
+                "bedrock:InvokeModelWithResponseStream"
             } else if path.ends_with("/converse") {
-                "bedrock:InvokeModel".to_owned()
+                "bedrock:InvokeModel"
             } else {
                 panic!("an unexpected Bedrock call: {path}")
-            }
+            };
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let guarded = body.get("guardrailConfig").is_some();
+            [Some(invoke), guarded.then_some("bedrock:ApplyGuardrail")]
+                .into_iter()
+                .flatten()
+                .map(str::to_owned)
         })
         .collect();
     assert_eq!(

@@ -26,6 +26,9 @@ pub struct ChatConfig {
     pub bedrock_models: Vec<String>,
     /// `BEDROCK_REGION`: Bedrock's region when it is not the function's.
     pub bedrock_region: Option<String>,
+    /// `BEDROCK_GUARDRAIL_ID` and `BEDROCK_GUARDRAIL_VERSION`: a Bedrock guardrail every Bedrock
+    /// call names; none when the id is unset.
+    pub bedrock_guardrail: Option<(String, String)>,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: another Bedrock endpoint (a stub in tests).
     pub bedrock_endpoint: Option<String>,
     /// `GEMINI_BASE_URL`.
@@ -135,6 +138,17 @@ impl ChatConfig {
                 "us.anthropic.claude-sonnet-4-5-20250929-v1:0,us.amazon.nova-lite-v1:0",
             )?,
             bedrock_region: vars.optional("BEDROCK_REGION")?,
+            bedrock_guardrail: match vars.optional("BEDROCK_GUARDRAIL_ID")? {
+                Some(id) => Some((
+                    id,
+                    vars.optional("BEDROCK_GUARDRAIL_VERSION")?
+                        .ok_or(ConfigError::Invalid {
+                            var: "BEDROCK_GUARDRAIL_VERSION",
+                            reason: "BEDROCK_GUARDRAIL_ID names a guardrail; its version (a number, or DRAFT) is missing".to_owned(),
+                        })?,
+                )),
+                None => None,
+            },
             bedrock_endpoint: vars.optional("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")?,
             echo_models: vars.list("ECHO_MODELS", "echo-1")?,
             echo_latency: vars.millis("ECHO_LATENCY_MS", 0, 0..=60_000)?,
@@ -179,6 +193,25 @@ mod tests {
 
     fn chat(pairs: &[(&str, &str)]) -> Result<ChatConfig, ConfigError> {
         ChatConfig::from_lookup(super::super::lookup_of(pairs))
+    }
+
+    #[test]
+    fn a_bedrock_guardrail_needs_its_version() {
+        assert_eq!(chat(&[]).unwrap().bedrock_guardrail, None);
+        let guarded = chat(&[
+            ("BEDROCK_GUARDRAIL_ID", "gr4x1y2z3abc"),
+            ("BEDROCK_GUARDRAIL_VERSION", "DRAFT"),
+        ])
+        .unwrap();
+        assert_eq!(
+            guarded.bedrock_guardrail,
+            Some(("gr4x1y2z3abc".to_owned(), "DRAFT".to_owned()))
+        );
+        let err = chat(&[("BEDROCK_GUARDRAIL_ID", "gr4x1y2z3abc")]).unwrap_err();
+        assert!(
+            err.to_string().contains("BEDROCK_GUARDRAIL_VERSION"),
+            "{err}"
+        );
     }
 
     #[test]

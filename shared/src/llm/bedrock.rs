@@ -1,14 +1,17 @@
 //! Amazon Bedrock's Converse API through the AWS SDK: `Converse` for whole answers,
 //! `ConverseStream` for streamed ones (an `application/vnd.amazon.eventstream` body), signed with
-//! the function's own credentials (no key in the secret).
+//! the function's own credentials (no key in the secret). With a guardrail configured, every call
+//! names it; when it intervenes, Bedrock answers with the guardrail's own message (stop reason
+//! `guardrail_intervened`), which is the reply shown and stored.
 
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::{
     error::SdkError,
     types::{
-        ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message,
-        SystemContentBlock,
+        ContentBlock, ConversationRole, ConverseOutput, GuardrailConfiguration,
+        GuardrailStreamConfiguration, GuardrailStreamProcessingMode, InferenceConfiguration,
+        Message, SystemContentBlock,
     },
     Client,
 };
@@ -28,6 +31,8 @@ pub(super) struct BedrockSettings {
     pub(super) region: Option<String>,
     pub(super) endpoint: Option<String>,
     pub(super) connect_timeout: Duration,
+    /// A guardrail applied to every call: its id (or ARN) and version.
+    pub(super) guardrail: Option<(String, String)>,
 }
 
 pub(super) struct Bedrock {
@@ -140,6 +145,12 @@ impl Provider for Bedrock {
     fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
         Box::pin(async move {
             let parts = Parts::of(&call)?;
+            let guardrail = self.settings.guardrail.as_ref().map(|(id, version)| {
+                GuardrailConfiguration::builder()
+                    .guardrail_identifier(id)
+                    .guardrail_version(version)
+                    .build()
+            });
             let request = self
                 .client()
                 .await
@@ -147,7 +158,8 @@ impl Provider for Bedrock {
                 .model_id(call.model)
                 .set_messages(Some(parts.messages))
                 .set_system(parts.system)
-                .inference_config(parts.inference);
+                .inference_config(parts.inference)
+                .set_guardrail_config(guardrail);
             let output = tokio::time::timeout(call.timeout, request.send())
                 .await
                 .map_err(|_| ProviderError::TimedOut)?
@@ -174,6 +186,15 @@ impl Provider for Bedrock {
     fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>> {
         Box::pin(async move {
             let parts = Parts::of(&call)?;
+            // Asynchronous: the reply streams as it comes while the guardrail checks it
+            // alongside (a synchronous one would hold every piece until it is checked).
+            let guardrail = self.settings.guardrail.as_ref().map(|(id, version)| {
+                GuardrailStreamConfiguration::builder()
+                    .guardrail_identifier(id)
+                    .guardrail_version(version)
+                    .stream_processing_mode(GuardrailStreamProcessingMode::Async)
+                    .build()
+            });
             let request = self
                 .client()
                 .await
@@ -181,7 +202,8 @@ impl Provider for Bedrock {
                 .model_id(call.model)
                 .set_messages(Some(parts.messages))
                 .set_system(parts.system)
-                .inference_config(parts.inference);
+                .inference_config(parts.inference)
+                .set_guardrail_config(guardrail);
             let output = request
                 .send()
                 .await

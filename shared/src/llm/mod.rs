@@ -349,6 +349,7 @@ impl Llm {
                                 region: config.bedrock_region.clone(),
                                 endpoint: config.bedrock_endpoint.clone(),
                                 connect_timeout: config.connect_timeout,
+                                guardrail: config.bedrock_guardrail.clone(),
                             })),
                             &config.bedrock_models,
                         ),
