@@ -25,7 +25,7 @@ LOCAL_ENV := AWS_REGION=$${AWS_REGION:-us-east-1} AWS_OPERATION_TIMEOUT_MS=$${AW
              TABLE_NAME=$${TABLE_NAME:-chat-local} SECRET_ID=$${SECRET_ID:-chat-local/provider-keys} \
              RUST_LOG=$${RUST_LOG:-info}
 
-.PHONY: help dev test smoke smoke-local sam-validate bench-stream bench-store bench-chat bench-history bench-cold bench-first bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
+.PHONY: help dev test smoke smoke-local sam-validate bench-stream bench-cache bench-store bench-chat bench-history bench-cold bench-first bench-instances bench-load lint fmt-check clippy cfn-lint unit stack-up stack-down build release deploy publish-web clean web web-test screenshots
 .PHONY: release-arm64 test-arm64
 
 help:
@@ -34,6 +34,7 @@ help:
 	@echo "make bench-store  what a chat turn costs the store, with 10 and 10,000 prior messages"
 	@echo "make bench-chat   POST /chat through the local API server (echo provider) at concurrency 1 and 50"
 	@echo "make bench-stream streamed POST /chat: added time to first delta, CPU per token, memory for 20 and 2,000 tokens"
+	@echo "make bench-cache  what Bedrock prompt caching saves on a 30-turn conversation (provider stub with a modelled cache)"
 	@echo "make bench-history  a chat turn through the local API server with 10 and 10,000 prior messages"
 	@echo "make bench-cold   each function's release binary under a Runtime API emulator: init, first response, warm p50/p99, streamed answers' first delta and gaps, CPU, peak RSS"
 	@echo "make bench-first  the cold first call over TLS (local stack and provider stub behind it), at full CPU and at 128 MB's share, with and without CONNECT_AT_INIT_MS"
@@ -134,8 +135,13 @@ bench-chat: $(VENV_DONE)
 	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_chat.sh target/release/local-api target/release/chat-load
 
 bench-stream: $(VENV_DONE)
-	cargo build --release -p local-api -p bench --bin local-api --bin stream-bench
-	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_stream.sh target/release/local-api target/release/stream-bench
+	cargo build --release -p local-api -p bench --bin local-api --bin stream-bench --bin provider-stub
+	env $(LOCAL_ENV) $(UNLIMITED) OPENAI_API_KEY=sk-bench-not-a-key ANTHROPIC_API_KEY=sk-ant-bench-not-a-key \
+	  $(STACK) run -- infra/bench_stream.sh target/release/local-api target/release/stream-bench target/release/provider-stub
+
+bench-cache: $(VENV_DONE)
+	cargo build --release -p local-api -p bench --bin local-api --bin cache-bench --bin provider-stub
+	env $(LOCAL_ENV) $(UNLIMITED) $(STACK) run -- infra/bench_cache.sh target/release/local-api target/release/cache-bench target/release/provider-stub
 
 bench-history: $(VENV_DONE)
 	cargo build --release -p local-api -p bench --bin local-api --bin history-bench

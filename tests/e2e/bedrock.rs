@@ -415,3 +415,67 @@ async fn a_guardrail_is_named_in_every_call_and_its_intervention_is_the_reply() 
         .unwrap();
     assert_eq!(whole.text, blocked);
 }
+
+/// The request's body as JSON.
+fn body(request: &Request) -> Value {
+    serde_json::from_slice(&request.body).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn prompt_caching_puts_cache_points_after_the_system_prompt_and_the_older_turns() {
+    const LLAMA: &str = "meta.llama3-test-v1:0";
+    let models = format!("{MODEL},{LLAMA}");
+    let h = harness_with(
+        "bedrock",
+        &[
+            ("BEDROCK_PROMPT_CACHE", "true"),
+            ("BEDROCK_MODELS", models.as_str()),
+        ],
+    )
+    .await;
+    let point = json!({"cachePoint": {"type": "default"}});
+    let cached = {
+        let point = point.clone();
+        move |request: &Request| {
+            let body = body(request);
+            body["modelId"].is_null()
+                && body["system"] == json!([{"text": "Answer briefly."}, point])
+                && body["messages"][1]
+                    == json!({"role": "assistant", "content": [{"text": "a reply"}, point]})
+                && body["messages"][2]
+                    == json!({"role": "user", "content": [{"text": "the new message"}]})
+                && body["messages"][0]["content"].as_array().map(Vec::len) == Some(1)
+        }
+    };
+    Mock::given(method("POST"))
+        .and(path_regex("^/model/us\\.anthropic[^/]+/converse-stream$"))
+        .and(cached)
+        .respond_with(converse_stream(&["cached"]))
+        .expect(1)
+        .mount(&h.bedrock)
+        .await;
+    // A model without prompt caching would refuse cache points: none are sent to it.
+    Mock::given(method("POST"))
+        .and(path_regex("^/model/meta\\.llama[^/]+/converse-stream$"))
+        .and(|request: &Request| !String::from_utf8_lossy(&request.body).contains("cachePoint"))
+        .respond_with(converse_stream(&["plain"]))
+        .expect(1)
+        .mount(&h.bedrock)
+        .await;
+    let context = e2e::cut_history();
+    for (model, reply) in [(MODEL, "cached"), (LLAMA, "plain")] {
+        let choice = h.llm.choose(Some("bedrock"), Some(model)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stream = h
+            .llm
+            .stream(&choice, &context, deadline, &Unmetered)
+            .await
+            .unwrap();
+        let (pieces, error) = drain(&mut stream).await;
+        assert_eq!(
+            (pieces.concat(), error.is_none()),
+            (reply.to_owned(), true),
+            "{model}"
+        );
+    }
+}

@@ -29,6 +29,9 @@ pub struct ChatConfig {
     /// `BEDROCK_GUARDRAIL_ID` and `BEDROCK_GUARDRAIL_VERSION`: a Bedrock guardrail every Bedrock
     /// call names; none when the id is unset.
     pub bedrock_guardrail: Option<(String, String)>,
+    /// `BEDROCK_PROMPT_CACHE` (`true` or `false`, the default): cache points after the system
+    /// prompt and the older part of the conversation, for the models that take them.
+    pub bedrock_prompt_cache: bool,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: another Bedrock endpoint (a stub in tests).
     pub bedrock_endpoint: Option<String>,
     /// `GEMINI_BASE_URL`.
@@ -150,6 +153,16 @@ impl ChatConfig {
                 None => None,
             },
             bedrock_endpoint: vars.optional("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")?,
+            bedrock_prompt_cache: match vars.optional("BEDROCK_PROMPT_CACHE")?.as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        var: "BEDROCK_PROMPT_CACHE",
+                        reason: format!("{other:?} is neither true nor false"),
+                    })
+                }
+            },
             echo_models: vars.list("ECHO_MODELS", "echo-1")?,
             echo_latency: vars.millis("ECHO_LATENCY_MS", 0, 0..=60_000)?,
             echo_token_delay: vars.millis("ECHO_TOKEN_DELAY_MS", 0, 0..=60_000)?,
@@ -196,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bedrock_guardrail_needs_its_version() {
+    fn bedrock_s_guardrail_needs_its_version_and_its_prompt_cache_is_true_or_false() {
         assert_eq!(chat(&[]).unwrap().bedrock_guardrail, None);
         let guarded = chat(&[
             ("BEDROCK_GUARDRAIL_ID", "gr4x1y2z3abc"),
@@ -207,6 +220,13 @@ mod tests {
             guarded.bedrock_guardrail,
             Some(("gr4x1y2z3abc".to_owned(), "DRAFT".to_owned()))
         );
+        assert!(!chat(&[]).unwrap().bedrock_prompt_cache);
+        assert!(
+            chat(&[("BEDROCK_PROMPT_CACHE", "true")])
+                .unwrap()
+                .bedrock_prompt_cache
+        );
+        assert!(chat(&[("BEDROCK_PROMPT_CACHE", "yes")]).is_err());
         let err = chat(&[("BEDROCK_GUARDRAIL_ID", "gr4x1y2z3abc")]).unwrap_err();
         assert!(
             err.to_string().contains("BEDROCK_GUARDRAIL_VERSION"),

@@ -9,9 +9,9 @@ use std::time::Duration;
 use aws_sdk_bedrockruntime::{
     error::SdkError,
     types::{
-        ContentBlock, ConversationRole, ConverseOutput, GuardrailConfiguration,
-        GuardrailStreamConfiguration, GuardrailStreamProcessingMode, InferenceConfiguration,
-        Message, SystemContentBlock,
+        CachePointBlock, CachePointType, ContentBlock, ConversationRole, ConverseOutput,
+        GuardrailConfiguration, GuardrailStreamConfiguration, GuardrailStreamProcessingMode,
+        InferenceConfiguration, Message, SystemContentBlock,
     },
     Client,
 };
@@ -33,6 +33,8 @@ pub(super) struct BedrockSettings {
     pub(super) connect_timeout: Duration,
     /// A guardrail applied to every call: its id (or ARN) and version.
     pub(super) guardrail: Option<(String, String)>,
+    /// `BEDROCK_PROMPT_CACHE`: cache points where the model takes them.
+    pub(super) prompt_cache: bool,
 }
 
 pub(super) struct Bedrock {
@@ -75,21 +77,43 @@ impl Bedrock {
     }
 }
 
-/// The context as Converse takes it: roles alternating, starting with the user.
-fn messages(call: &Call<'_>) -> Result<Vec<Message>, ProviderError> {
-    alternating(call.messages)
+/// The context as Converse takes it: roles alternating, starting with the user; with
+/// `cache_older`, a cache point after the older part (at the end of the message before the new
+/// one), so that the next turn reads that prefix from the prompt cache.
+fn messages(call: &Call<'_>, cache_older: bool) -> Result<Vec<Message>, ProviderError> {
+    let turns = alternating(call.messages);
+    let older = turns.len().saturating_sub(1);
+    turns
         .into_iter()
-        .map(|(role, content)| {
-            Message::builder()
+        .enumerate()
+        .map(|(index, (role, content))| {
+            let mut message = Message::builder()
                 .role(match role {
                     Role::User => ConversationRole::User,
                     Role::Assistant => ConversationRole::Assistant,
                 })
-                .content(ContentBlock::Text(content.into_owned()))
+                .content(ContentBlock::Text(content.into_owned()));
+            if cache_older && index + 1 == older {
+                message = message.content(ContentBlock::CachePoint(cache_point()?));
+            }
+            message
                 .build()
                 .map_err(|err| ProviderError::Malformed(format!("a message: {err}")))
         })
         .collect()
+}
+
+fn cache_point() -> Result<CachePointBlock, ProviderError> {
+    CachePointBlock::builder()
+        .r#type(CachePointType::Default)
+        .build()
+        .map_err(|err| ProviderError::Malformed(format!("a cache point: {err}")))
+}
+
+/// Whether a model takes cache points (Bedrock's prompt caching: Anthropic's Claude and Amazon's
+/// Nova; other models refuse a request that has them), by its id or inference profile's.
+fn caches(model: &str) -> bool {
+    model.contains("anthropic.claude") || model.contains("amazon.nova")
 }
 
 /// What `Converse` and `ConverseStream` both take: the messages, the system prompt, the cap.
@@ -100,12 +124,21 @@ struct Parts {
 }
 
 impl Parts {
-    fn of(call: &Call<'_>) -> Result<Self, ProviderError> {
+    /// With `cache` (`BEDROCK_PROMPT_CACHE`) and a model that takes them, cache points after the
+    /// system prompt and after the older part of the conversation.
+    fn of(call: &Call<'_>, cache: bool) -> Result<Self, ProviderError> {
+        let cache = cache && caches(call.model);
+        let system = match call.system {
+            Some(system) if cache => Some(vec![
+                SystemContentBlock::Text(system.to_owned()),
+                SystemContentBlock::CachePoint(cache_point()?),
+            ]),
+            Some(system) => Some(vec![SystemContentBlock::Text(system.to_owned())]),
+            None => None,
+        };
         Ok(Self {
-            messages: messages(call)?,
-            system: call
-                .system
-                .map(|system| vec![SystemContentBlock::Text(system.to_owned())]),
+            messages: messages(call, cache)?,
+            system,
             inference: InferenceConfiguration::builder()
                 .max_tokens(i32::try_from(call.max_output_tokens).unwrap_or(i32::MAX))
                 .build(),
@@ -144,7 +177,7 @@ impl Provider for Bedrock {
 
     fn complete<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<WholeReply, ProviderError>> {
         Box::pin(async move {
-            let parts = Parts::of(&call)?;
+            let parts = Parts::of(&call, self.settings.prompt_cache)?;
             let guardrail = self.settings.guardrail.as_ref().map(|(id, version)| {
                 GuardrailConfiguration::builder()
                     .guardrail_identifier(id)
@@ -185,7 +218,7 @@ impl Provider for Bedrock {
 
     fn stream<'a>(&'a self, call: Call<'a>) -> BoxFuture<'a, Result<Source, ProviderError>> {
         Box::pin(async move {
-            let parts = Parts::of(&call)?;
+            let parts = Parts::of(&call, self.settings.prompt_cache)?;
             // Asynchronous: the reply streams as it comes while the guardrail checks it
             // alongside (a synchronous one would hold every piece until it is checked).
             let guardrail = self.settings.guardrail.as_ref().map(|(id, version)| {

@@ -350,6 +350,7 @@ impl Llm {
                                 endpoint: config.bedrock_endpoint.clone(),
                                 connect_timeout: config.connect_timeout,
                                 guardrail: config.bedrock_guardrail.clone(),
+                                prompt_cache: config.bedrock_prompt_cache,
                             })),
                             &config.bedrock_models,
                         ),

@@ -1,10 +1,11 @@
-//! `stream-bench`: streamed chat turns through a running local API server (echo provider with a
-//! fixed delay per token) read by an SSE client; reports our added time to the first `delta`,
+//! `stream-bench`: streamed chat turns through a running local API server (echo provider, or a
+//! provider stub, `provider-stub`, with a fixed delay per token) read by an SSE client; reports our added time to the first `delta`,
 //! the server's CPU per streamed token, and its peak memory.
 //!
 //! ```text
 //! stream-bench URL TOKENS TURNS TOKEN_DELAY_MS SERVER_PID
 //! ```
+//! `LABEL` names the line (the provider; `echo` by default).
 //! Each turn starts a new conversation without an Idempotency-Key, so no table call precedes
 //! the provider: the time to the first `delta`, less the echo provider's own delay before its
 //! first piece, is the time our code adds. Run by `make bench-stream`.
@@ -77,8 +78,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let cpu = cpu_seconds(pid).unwrap_or_default() - cpu_before;
     added.sort();
+    let label = std::env::var("LABEL").unwrap_or_else(|_| "echo".to_owned());
     println!(
-        "{tokens:>5} tokens x {turns} turns, {} ms/token | added time to first delta p50 {:.2} ms, p99 {:.2} ms | server CPU {:.1} µs/token | server peak RSS {:.1} MB | {pieces} deltas",
+        "{label:>9} | {tokens:>5} tokens x {turns} turns, {} ms/token | added time to first delta p50 {:.2} ms, p99 {:.2} ms | server CPU {:.1} µs/token | server peak RSS {:.1} MB | {pieces} deltas",
         delay.as_millis(),
         ms(percentile(&added, 50)),
         ms(percentile(&added, 99)),
