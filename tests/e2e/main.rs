@@ -5,6 +5,7 @@
 
 mod anthropic;
 mod bedrock;
+mod branches;
 mod budget;
 mod chat;
 mod contract;

@@ -1,5 +1,6 @@
 //! The conversation store against the local stack: concurrency, pagination, retention, deletion.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use e2e::{
@@ -8,8 +9,8 @@ use e2e::{
 use shared::{
     domain::{ConversationId, Role, UserId},
     store::{
-        keys, Claim, ConversationStore, Cursor, IdempotencyKey, Message, Order, PageRequest,
-        StoreError, TurnTarget,
+        keys, BranchEnd, Claim, ConversationStore, Cursor, IdempotencyKey, Message, Order,
+        PageRequest, StoreError, TurnTarget,
     },
 };
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
@@ -89,13 +90,51 @@ async fn append_concurrently(
     assert_eq!(succeeded, turns * conversations.len());
 }
 
+/// Every message item of a conversation as stored, in key order: (seq, parent, role, content).
+async fn every_message(user: &UserId, id: &ConversationId) -> Vec<(u64, u64, String, String)> {
+    let stack = stack().await;
+    let mut found = Vec::new();
+    let mut start = None;
+    loop {
+        let output = stack
+            .clients
+            .dynamodb
+            .query()
+            .table_name(&stack.config.table_name)
+            .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+            .expression_attribute_values(":pk", AttributeValue::S(keys::partition(user)))
+            .expression_attribute_values(":prefix", AttributeValue::S(keys::messages(id)))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("read the messages");
+        for item in output.items() {
+            let Some(keys::MessageKey::Message(seq)) =
+                keys::message_key_of(item["SK"].as_s().unwrap())
+            else {
+                continue;
+            };
+            let text = |name: &str| item[name].as_s().unwrap().clone();
+            let parent = item["parent"].as_n().unwrap().parse().unwrap();
+            found.push((seq.seq(), parent, text("role"), text("content")));
+        }
+        match output.last_evaluated_key() {
+            Some(key) => start = Some(key.clone()),
+            None => return found,
+        }
+    }
+}
+
 /// Checks a conversation after concurrent turns: seqs 1..=n without gaps or duplicates, each
-/// question followed by its own answer, every turn exactly once, and the head's count.
+/// question directly followed by its own answer, every turn exactly once, every message under a
+/// parent that exists, the head's count; and on the active branch, each message's siblings are
+/// exactly its parent's children as stored (turns that raced from the same message are
+/// alternatives of each other, none lost).
 async fn assert_whole(store: &ConversationStore, user: &UserId, id: &ConversationId, turns: usize) {
-    let (messages, _) = read_all(store, user, id, 100, Order::Oldest).await;
+    let messages = every_message(user, id).await;
     // The first turn created the conversation ("question first").
     assert_eq!(messages.len(), 2 * (turns + 1), "messages stored");
-    let seqs: Vec<u64> = messages.iter().map(|m| m.id.seq()).collect();
+    let seqs: Vec<u64> = messages.iter().map(|m| m.0).collect();
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(
         seqs, expected,
@@ -103,14 +142,18 @@ async fn assert_whole(store: &ConversationStore, user: &UserId, id: &Conversatio
     );
     let mut seen = HashMap::new();
     for pair in messages[2..].chunks(2) {
-        assert_eq!(pair[0].role, Role::User);
-        assert_eq!(pair[1].role, Role::Assistant);
-        let turn = pair[0]
-            .content
-            .strip_prefix("question ")
-            .expect("a question");
+        assert_eq!(pair[0].2, "user");
+        assert_eq!(pair[1].2, "assistant");
+        assert_eq!(pair[1].1, pair[0].0, "a reply is its question's child");
+        assert!(pair[0].1 < pair[0].0, "a parent is older than its child");
         assert_eq!(
-            pair[1].content,
+            messages[pair[0].1 as usize - 1].2,
+            "assistant",
+            "a question answers a reply"
+        );
+        let turn = pair[0].3.strip_prefix("question ").expect("a question");
+        assert_eq!(
+            pair[1].3,
             format!("answer {turn}"),
             "a reply follows its own question"
         );
@@ -124,6 +167,24 @@ async fn assert_whole(store: &ConversationStore, user: &UserId, id: &Conversatio
         messages.len() as u64,
         "the head counts what is stored"
     );
+    let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (seq, parent, _, _) in &messages {
+        children.entry(*parent).or_default().push(*seq);
+    }
+    let branch = store
+        .recent_messages(user, id, BranchEnd::Newest, 100)
+        .await
+        .expect("the active branch");
+    assert_eq!(branch.last().map(|m| m.id), head.leaf);
+    for message in &branch {
+        let parent = message.parent.map_or(0, |p| p.seq());
+        let siblings: Vec<u64> = message.siblings.iter().map(|s| s.seq()).collect();
+        assert_eq!(
+            siblings, children[&parent],
+            "the siblings of {}",
+            message.id
+        );
+    }
 }
 
 /// A new conversation of `user`, its first turn "question first" / "answer first".
@@ -171,7 +232,7 @@ async fn a_thousand_messages_read_in_pages_of_37_in_both_orders() {
     let store = store().await;
     let user = user();
     let id = start_conversation(&store, &user).await;
-    append_concurrently(&user, std::slice::from_ref(&id), 499, 50).await;
+    e2e::seed_messages(&stack().await.config.table_name, &user, &id, 3, 1000).await;
 
     let (oldest_first, pages) = read_all(&store, &user, &id, 37, Order::Oldest).await;
     assert_eq!(
@@ -215,7 +276,10 @@ async fn recent_messages_are_the_last_n_oldest_first() {
         .await
         .unwrap();
     }
-    let recent = store.recent_messages(&user, &id, 3).await.unwrap();
+    let recent = store
+        .recent_messages(&user, &id, BranchEnd::Newest, 3)
+        .await
+        .unwrap();
     let seqs: Vec<u64> = recent.iter().map(|m| m.id.seq()).collect();
     assert_eq!(seqs, [10, 11, 12]);
     assert_eq!(recent[2].content, "answer 4");
@@ -225,7 +289,7 @@ async fn recent_messages_are_the_last_n_oldest_first() {
     assert!(recent[1].provider.is_none());
 
     let unknown = store
-        .recent_messages(&user, &ConversationId::generate(), 3)
+        .recent_messages(&user, &ConversationId::generate(), BranchEnd::Newest, 3)
         .await;
     assert!(matches!(unknown, Err(StoreError::NotFound)));
 }
@@ -302,7 +366,10 @@ async fn retention_stamps_items_and_reads_skip_expired_ones() {
 
     // Make the first message look expired, as DynamoDB may keep it for a while past its time.
     set_expiry(&user, &keys::message(&id, message_id(1)), now - 10).await;
-    let recent = store.recent_messages(&user, &id, 10).await.unwrap();
+    let recent = store
+        .recent_messages(&user, &id, BranchEnd::Newest, 10)
+        .await
+        .unwrap();
     assert_eq!(recent.iter().map(|m| m.id.seq()).collect::<Vec<_>>(), [2]);
     let (listed, _) = read_all(&store, &user, &id, 10, Order::Oldest).await;
     assert_eq!(listed.len(), 1);

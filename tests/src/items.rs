@@ -137,7 +137,8 @@ pub async fn set_expiry(user: impl AsRef<str>, sort_key: &str, at: i64) {
 }
 
 /// Writes messages `first..=last` of a conversation directly (setup for volume tests), shaped
-/// as `append_turn` writes them: odd seqs are the user's, even seqs the assistant's.
+/// as `append_turn` writes them on a line: odd seqs are the user's, even seqs the assistant's,
+/// each the child of the one before; the head's count and leaf end at `last`.
 pub async fn seed_messages(
     table: &str,
     user: impl AsRef<str>,
@@ -154,6 +155,7 @@ pub async fn seed_messages(
             let put = PutRequest::builder()
                 .item("PK", s(keys::partition(user)))
                 .item("SK", s(keys::message(conversation, message_id(seq))))
+                .item("parent", AttributeValue::N((seq - 1).to_string()))
                 .item("role", s(role.to_owned()))
                 .item("content", s(format!("message {seq}")))
                 .item("created_at", s("2026-11-27T06:00:00.000Z".to_owned()))
@@ -188,9 +190,47 @@ pub async fn seed_messages(
         .table_name(table)
         .key("PK", s(keys::partition(user)))
         .key("SK", s(keys::head(conversation)))
-        .update_expression("SET message_count = :count")
+        .update_expression("SET message_count = :count, leaf = :count")
         .expression_attribute_values(":count", AttributeValue::N(last.to_string()))
         .send()
         .await
         .expect("set the head's count");
+}
+
+/// Makes a conversation look as the version before branches wrote it: no `parent` on its
+/// messages, no `leaf` or `forks` on its head.
+pub async fn as_stored_before_branches(
+    table: &str,
+    user: &shared::domain::UserId,
+    conversation: &ConversationId,
+) {
+    let stack = stack().await;
+    let db = &stack.clients.dynamodb;
+    let s = |v: String| AttributeValue::S(v);
+    let remove = |sort_key: String, expression: &'static str| {
+        db.update_item()
+            .table_name(table)
+            .key("PK", s(keys::partition(user)))
+            .key("SK", s(sort_key))
+            .update_expression(expression)
+            .send()
+    };
+    remove(keys::head(conversation), "REMOVE leaf, forks")
+        .await
+        .expect("strip the head");
+    let items = db
+        .query()
+        .table_name(table)
+        .key_condition_expression("PK = :pk AND begins_with(SK, :prefix)")
+        .expression_attribute_values(":pk", s(keys::partition(user)))
+        .expression_attribute_values(":prefix", s(keys::messages(conversation)))
+        .send()
+        .await
+        .expect("read the messages");
+    for item in items.items() {
+        let sort_key = item["SK"].as_s().expect("a key").clone();
+        remove(sort_key, "REMOVE parent")
+            .await
+            .expect("strip a message");
+    }
 }

@@ -4,10 +4,10 @@
 //! that API changes, these are the places to adapt.
 
 use shared::{
-    domain::{ConversationId, UserId},
+    domain::{ConversationId, MessageId, UserId},
     store::{
-        ConversationStore, Erasures, Lease, ReplayText, StoreError, StoredTurn, TurnTarget,
-        TurnWrite,
+        ConversationStore, Erasures, Lease, ReplayText, Shape, StoreError, StoredTurn, TurnKind,
+        TurnTarget, TurnWrite,
     },
 };
 
@@ -41,12 +41,68 @@ pub async fn append_turn_completing(
     completes: Option<(&Lease, &ReplayText<'_>)>,
     admitted: Option<Erasures>,
 ) -> Result<StoredTurn, StoreError> {
-    let reservation = store.reserve_turn(user, target).await?;
+    let reservation = store.reserve_turn(user, target, TurnKind::Exchange).await?;
+    let parent = match target {
+        TurnTarget::New { .. } => None,
+        TurnTarget::Existing(id) => store.newest_leaf(user, id, reservation.leaf()).await?,
+    };
+    let question = text(question);
     let write = TurnWrite {
-        text: &text(question),
+        shape: Shape::Exchange {
+            text: &question,
+            parent,
+        },
         reply: &reply(answer),
         completes,
         admitted,
+    };
+    store.write_turn(reservation, &write).await
+}
+
+/// Stores the turn `question` / `answer` under `parent` (`None`: a new first message) of an
+/// existing conversation: an edit of the message that followed `parent`.
+pub async fn append_turn_under(
+    store: &ConversationStore,
+    user: &UserId,
+    conversation: &ConversationId,
+    parent: Option<MessageId>,
+    question: &str,
+    answer: &str,
+) -> Result<StoredTurn, StoreError> {
+    let target = TurnTarget::Existing(conversation.clone());
+    let reservation = store
+        .reserve_turn(user, &target, TurnKind::Exchange)
+        .await?;
+    let question = text(question);
+    let write = TurnWrite {
+        shape: Shape::Exchange {
+            text: &question,
+            parent,
+        },
+        reply: &reply(answer),
+        completes: None,
+        admitted: None,
+    };
+    store.write_turn(reservation, &write).await
+}
+
+/// Stores `answer` as another reply to the user's message `answering`.
+pub async fn regenerate(
+    store: &ConversationStore,
+    user: &UserId,
+    conversation: &ConversationId,
+    answering: MessageId,
+    answer: &str,
+) -> Result<StoredTurn, StoreError> {
+    let target = TurnTarget::Existing(conversation.clone());
+    let reservation = store
+        .reserve_turn(user, &target, TurnKind::Regeneration)
+        .await?;
+    let write = TurnWrite {
+        shape: Shape::Regeneration { answering },
+        reply: &reply(answer),
+        completes: None,
+        admitted: None,
     };
     store.write_turn(reservation, &write).await
 }

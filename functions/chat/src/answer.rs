@@ -10,6 +10,8 @@ use shared::{
 #[derive(Serialize)]
 pub(crate) struct ChatAnswer<'a> {
     conversation_id: &'a ConversationId,
+    /// The user's message the reply answers (for a regeneration, the one stored before).
+    user_message_id: MessageId,
     message_id: MessageId,
     reply: &'a str,
     provider: &'a str,
@@ -25,6 +27,7 @@ impl<'a> ChatAnswer<'a> {
     pub(crate) fn of(stored: &'a StoredTurn, reply: &'a Reply) -> Self {
         Self {
             conversation_id: &stored.conversation_id,
+            user_message_id: stored.user_message,
             message_id: stored.reply_message,
             reply: &reply.content,
             provider: &reply.provider,

@@ -36,6 +36,8 @@ mod tests {
     fn message(seq: u64, role: Role, content: &str) -> Message {
         Message {
             id: MessageId::new(seq).unwrap(),
+            parent: MessageId::new(seq - 1),
+            siblings: vec![MessageId::new(seq).unwrap()],
             role,
             content: content.to_owned(),
             created_at: String::new(),

@@ -127,13 +127,76 @@ async fn route(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChatRequest {
-    message: String,
+    #[serde(default)]
+    message: Option<String>,
     #[serde(default)]
     conversation_id: Option<String>,
+    /// The reply the new message answers (`null`: a new first message); absent: the active
+    /// leaf.
+    #[serde(default, deserialize_with = "present")]
+    parent_id: Option<Option<String>>,
+    /// A reply to answer again, as its sibling.
+    #[serde(default)]
+    regenerate: Option<String>,
     #[serde(default)]
     provider: Option<String>,
     #[serde(default)]
     model: Option<String>,
+}
+
+/// A field that may be given as `null`, which is not the same as leaving it out.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// What a valid body asks for: the turn's action, checked field by field.
+fn action(state: &State, body: &ChatRequest) -> Result<turn::Action, ApiError> {
+    let text = |raw: &str| {
+        MessageText::parse(raw, state.config.max_message_chars).map_err(http::invalid("message"))
+    };
+    if let Some(reply) = &body.regenerate {
+        let reply = http::message_id(reply, "regenerate")?;
+        if body.message.is_some() {
+            return Err(ApiError::bad_request(
+                "message",
+                "must be absent when regenerating a reply (the reply answers its own message)",
+            ));
+        }
+        if body.parent_id.is_some() {
+            return Err(ApiError::bad_request(
+                "parent_id",
+                "must be absent when regenerating a reply (the new reply is its sibling)",
+            ));
+        }
+        if body.conversation_id.is_none() {
+            return Err(ApiError::bad_request(
+                "conversation_id",
+                "is required to regenerate a reply",
+            ));
+        }
+        return Ok(turn::Action::Regenerate(reply));
+    }
+    let Some(message) = body.message.as_deref() else {
+        return Err(ApiError::bad_request(
+            "message",
+            "is required (or regenerate, to answer a message again)",
+        ));
+    };
+    let message = text(message)?;
+    match &body.parent_id {
+        None => Ok(turn::Action::Continue(message)),
+        Some(_) if body.conversation_id.is_none() => Err(ApiError::bad_request(
+            "conversation_id",
+            "is required with parent_id",
+        )),
+        Some(None) => Ok(turn::Action::Under(message, None)),
+        Some(Some(parent)) => Ok(turn::Action::Under(
+            message,
+            Some(http::message_id(parent, "parent_id")?),
+        )),
+    }
 }
 
 /// `POST /chat`: validates the request, claims the turn, then answers it whole or streamed.
@@ -144,8 +207,7 @@ async fn chat(
     user: shared::domain::UserId,
 ) -> Result<Response<AnswerBody>, ApiError> {
     let body: ChatRequest = http::json_body(&req, state.config.max_body_bytes)?;
-    let message = MessageText::parse(&body.message, state.config.max_message_chars)
-        .map_err(http::invalid("message"))?;
+    let action = action(state, &body)?;
     let conversation = body
         .conversation_id
         .as_deref()
@@ -158,9 +220,9 @@ async fn chat(
         .await?;
     let request = turn::Request {
         user,
-        message,
         conversation,
         choice,
+        action,
     };
     let streaming = http::wants_events(&req);
     let deadlines = if streaming {

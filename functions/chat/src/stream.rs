@@ -19,7 +19,7 @@ use shared::{
     domain::{ConversationId, MessageId},
     http::{self, AnswerBody, ApiError, EventSink},
     llm::{ReplyStream, StreamError},
-    store::{Ending, Reply, Reservation, StoredTurn},
+    store::{Ending, Reply, StoredTurn},
 };
 
 use crate::{
@@ -54,7 +54,7 @@ pub(super) async fn start(
     mut turn: Turn,
     request_id: &str,
 ) -> Result<Response<AnswerBody>, ApiError> {
-    let (reply, reservation) = match open(state, &mut turn).await {
+    let reply = match open(state, &mut turn).await {
         Ok(opened) => opened,
         Err(failure) => return Err(turn.fail(failure).await),
     };
@@ -62,7 +62,6 @@ pub(super) async fn start(
     usage::rate_limit_headers(response.headers_mut(), turn.usage().as_ref());
     let producer = Producer {
         turn,
-        reservation,
         sink,
         request_id: request_id.to_owned(),
     };
@@ -70,55 +69,44 @@ pub(super) async fn start(
     Ok(response)
 }
 
-/// The context and the budget, then the provider's first piece and the reply's message ids;
-/// the provider and the reservation are asked at once, so that the ids cost no time before the
-/// first byte.
-async fn open(state: &State, turn: &mut Turn) -> Result<(ReplyStream, Reservation), Failure> {
-    let (target, context) = turn.prepare(state).await?;
-    let (reply, reservation) = tokio::join!(
-        state.llm.stream(
+/// The ids, the context and the budget, then the provider's first piece.
+async fn open(state: &State, turn: &mut Turn) -> Result<ReplyStream, Failure> {
+    let context = turn.prepare(state).await?;
+    Ok(state
+        .llm
+        .stream(
             &turn.request.choice,
             &context,
             turn.deadlines.work,
-            turn.tab()
-        ),
-        state.store.reserve_turn(&turn.request.user, &target),
-    );
-    match (reply, reservation) {
-        (Ok(reply), Ok(reservation)) => Ok((reply, reservation)),
-        (Ok(reply), Err(err)) => {
-            // The provider has begun answering: what it generated is billed.
-            turn.answered(reply.usage());
-            Err(err.into())
-        }
-        (Err(err), Ok(reservation)) => {
-            // Nothing will be written: the head is put back as it was.
-            state.store.cancel_reservation(reservation).await;
-            Err(err.into())
-        }
-        (Err(err), Err(_)) => Err(err.into()),
-    }
+            turn.tab(),
+        )
+        .await?)
 }
 
 /// Everything the producing task owns.
 struct Producer {
     turn: Turn,
-    reservation: Reservation,
     sink: EventSink,
     request_id: String,
 }
 
 impl Producer {
     async fn run(self, mut stream: ReplyStream) {
-        let start = Start {
-            conversation_id: self.reservation.target().id(),
-            user_message_id: self.reservation.user_message(),
-            message_id: self.reservation.reply_message(),
-            provider: stream.provider(),
-            model: stream.model(),
-        };
         let mut content = String::new();
-        let (ending, failure) = if self.sink.send("start", &start).await.is_err() {
+        let sent = match self.turn.ids() {
+            Some((conversation_id, user_message_id, message_id)) => {
+                let start = Start {
+                    conversation_id,
+                    user_message_id,
+                    message_id,
+                    provider: stream.provider(),
+                    model: stream.model(),
+                };
+                self.sink.send("start", &start).await.is_ok()
+            }
+            None => false,
+        };
+        let (ending, failure) = if !sent {
             (Ending::Stopped, None)
         } else {
             self.relay(&mut stream, &mut content).await
@@ -181,8 +169,7 @@ impl Producer {
     /// Stores the turn, ends it, and sends the last event.
     async fn finish(self, reply: Reply, failure: Option<StreamError>) {
         let Self {
-            turn,
-            reservation,
+            mut turn,
             sink,
             request_id,
         } = self;
@@ -191,7 +178,7 @@ impl Producer {
         let replay = |stored: &StoredTurn| ChatAnswer::text(stored, &reply);
         turn.answered(reply.usage);
         let stored = turn
-            .store(reservation, &reply, completes_key.then_some(&replay as _))
+            .store(&reply, completes_key.then_some(&replay as _))
             .await;
         let error = match stored {
             Ok(stored) => {
@@ -240,10 +227,18 @@ pub(super) fn replay(stored: &str) -> Response<AnswerBody> {
     let (sink, mut response) = http::event_stream();
     http::mark_replayed(&mut response);
     let answer: serde_json::Value = serde_json::from_str(stored).unwrap_or_default();
-    let message_id = answer["message_id"].as_str().and_then(MessageId::parse);
+    // Answers stored before regenerations did not carry the user's message id: it was the one
+    // before the reply's.
+    let user_message_id = match answer["user_message_id"].as_str() {
+        Some(id) => MessageId::parse(id),
+        None => answer["message_id"]
+            .as_str()
+            .and_then(MessageId::parse)
+            .and_then(MessageId::previous),
+    };
     let start = serde_json::json!({
         "conversation_id": answer["conversation_id"],
-        "user_message_id": message_id.and_then(MessageId::previous),
+        "user_message_id": user_message_id,
         "message_id": answer["message_id"],
         "provider": answer["provider"],
         "model": answer["model"],

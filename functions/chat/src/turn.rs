@@ -13,12 +13,12 @@ use std::{
 };
 
 use shared::{
-    domain::{ConversationId, MessageText, Role, TokenUsage, UserId},
+    domain::{ConversationId, MessageId, MessageText, Role, TokenUsage, UserId},
     http::{ApiError, Invocation},
     llm::{Choice, ContextMessage, LlmError, Tab, Unmetered},
     store::{
-        Claim, ConversationStore, Ending, IdempotencyKey, Lease, ReplayText, Reply, Reservation,
-        StoreError, StoredTurn, TurnTarget, TurnWrite, Usage,
+        BranchEnd, Claim, ConversationStore, Ending, IdempotencyKey, Lease, Message, ReplayText,
+        Reply, Reservation, Shape, StoreError, StoredTurn, TurnKind, TurnTarget, TurnWrite, Usage,
     },
 };
 
@@ -27,9 +27,39 @@ use crate::{answer::ChatAnswer, charge::Account, context, State};
 /// A validated chat request.
 pub(crate) struct Request {
     pub(crate) user: UserId,
-    pub(crate) message: MessageText,
     pub(crate) conversation: Option<ConversationId>,
     pub(crate) choice: Choice,
+    pub(crate) action: Action,
+}
+
+/// What a turn adds, and where.
+#[derive(Debug, Clone)]
+pub(crate) enum Action {
+    /// The user's message under the conversation's active leaf (a new conversation's first).
+    Continue(MessageText),
+    /// The user's message under this reply, or as a new root (`None`): an edit of the message
+    /// that followed it, as a sibling.
+    Under(MessageText, Option<MessageId>),
+    /// Another reply to the user's message this reply answers, as its sibling.
+    Regenerate(MessageId),
+}
+
+impl Action {
+    pub(crate) fn text(&self) -> Option<&MessageText> {
+        match self {
+            Self::Continue(text) | Self::Under(text, _) => Some(text),
+            Self::Regenerate(_) => None,
+        }
+    }
+}
+
+/// Where a prepared turn's messages go.
+#[derive(Debug, Clone, Copy)]
+enum Placed {
+    /// The user's message under this parent (`None`: a root).
+    Exchange(Option<MessageId>),
+    /// A reply to this user message.
+    Regeneration(MessageId),
 }
 
 /// When a turn's work must be done.
@@ -97,6 +127,8 @@ fn releases_key(written: Written) -> bool {
 pub(crate) enum Failure {
     Store(StoreError),
     Provider(LlmError),
+    /// The request names something it may not (a user's message as the parent of a turn).
+    Invalid(ApiError),
 }
 
 impl Failure {
@@ -125,6 +157,7 @@ impl From<Failure> for ApiError {
         match failure {
             Failure::Store(err) => err.into(),
             Failure::Provider(err) => err.into(),
+            Failure::Invalid(err) => err,
         }
     }
 }
@@ -144,6 +177,9 @@ pub(crate) struct Turn {
     lease: Option<Lease>,
     /// Once admitted.
     account: Option<Account>,
+    /// The turn's ids, once prepared, until they are written or given back.
+    reservation: Option<Reservation>,
+    placed: Option<Placed>,
 }
 
 impl Turn {
@@ -169,6 +205,8 @@ impl Turn {
                 deadlines,
                 lease,
                 account: None,
+                reservation: None,
+                placed: None,
             })),
         })
     }
@@ -193,36 +231,147 @@ impl Turn {
         }
     }
 
-    /// Where the turn goes and the context sent to the provider, then the budget's admission of
-    /// the turn's worst case: after the context is known, before the provider is called (a
-    /// refusal stores nothing and calls no provider).
-    pub(crate) async fn prepare(
-        &mut self,
-        state: &State,
-    ) -> Result<(TurnTarget, Vec<ContextMessage>), Failure> {
-        let request = &self.request;
-        let (target, history) = match &request.conversation {
-            Some(id) => {
-                let history = self
-                    .store
-                    .recent_messages(&request.user, id, state.config.context_messages)
-                    .await?;
-                (TurnTarget::Existing(id.clone()), history)
-            }
-            None => (TurnTarget::new_for(&request.message), Vec::new()),
-        };
+    /// The turn's ids and the context sent to the provider, then the budget's admission of the
+    /// turn's worst case: after the context is known, before the provider is called (a refusal
+    /// stores nothing and calls no provider). An existing conversation's ids are reserved beside
+    /// the read of the context, which is the branch the new message answers: by default the
+    /// head's active leaf (a second read only when it is not the newest message), or the reply
+    /// named (`parent_id`, `regenerate`).
+    pub(crate) async fn prepare(&mut self, state: &State) -> Result<Vec<ContextMessage>, Failure> {
+        let (reservation, placed, history) = self.place(state).await?;
+        self.reservation = Some(reservation);
+        self.placed = Some(placed);
         let mut context = context::window(&history, state.config.context_chars);
-        context.push(ContextMessage {
-            role: Role::User,
-            content: request.message.as_str().to_owned(),
-        });
+        if let Some(text) = self.request.action.text() {
+            context.push(ContextMessage {
+                role: Role::User,
+                content: text.as_str().to_owned(),
+            });
+        }
         let bound = state.llm.request_bound(&context);
         let grant = self
             .store
-            .admit_turn(&request.user, bound.whole(), &state.budgets)
+            .admit_turn(&self.request.user, bound.whole(), &state.budgets)
             .await?;
         self.account = Some(Account::new(self.store.clone(), grant, bound));
-        Ok((target, context))
+        Ok(context)
+    }
+
+    /// Reserves the turn's ids and reads the branch it answers, oldest first (for a
+    /// regeneration, up to the user's message it answers).
+    async fn place(&self, state: &State) -> Result<(Reservation, Placed, Vec<Message>), Failure> {
+        let request = &self.request;
+        let user = &request.user;
+        let Some(id) = &request.conversation else {
+            let text = request.action.text().ok_or_else(|| {
+                Failure::Invalid(ApiError::bad_request(
+                    "conversation_id",
+                    "is required to regenerate a reply",
+                ))
+            })?;
+            let target = TurnTarget::new_for(text);
+            let reservation = self
+                .store
+                .reserve_turn(user, &target, TurnKind::Exchange)
+                .await?;
+            return Ok((reservation, Placed::Exchange(None), Vec::new()));
+        };
+        let target = TurnTarget::Existing(id.clone());
+        let n = state.config.context_messages;
+        let store = &self.store;
+        let kind = match request.action {
+            Action::Regenerate(_) => TurnKind::Regeneration,
+            _ => TurnKind::Exchange,
+        };
+        let end = match request.action {
+            Action::Continue(_) => Some(BranchEnd::Newest),
+            Action::Under(_, parent) => parent.map(BranchEnd::At),
+            Action::Regenerate(reply) => Some(BranchEnd::At(reply)),
+        };
+        let extra = u16::from(matches!(request.action, Action::Regenerate(_)));
+        let read = async {
+            match end {
+                Some(end) => store
+                    .recent_messages(user, id, end, n + extra)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        };
+        let (reservation, history) = tokio::join!(store.reserve_turn(user, &target, kind), read);
+        let reservation = reservation?;
+        let checked = async {
+            let mut history = match history {
+                Ok(history) => history.unwrap_or_default(),
+                Err(err) => return Err(Failure::from(err)),
+            };
+            let newest = history.last().map(|message| (message.id, message.role));
+            let placed = match (&request.action, newest) {
+                (Action::Continue(_), Some((newest, _))) => match reservation.leaf() {
+                    Some(leaf) if leaf != newest => {
+                        history = store
+                            .recent_messages(user, id, BranchEnd::At(leaf), n)
+                            .await?;
+                        Placed::Exchange(Some(leaf))
+                    }
+                    _ => Placed::Exchange(Some(newest)),
+                },
+                (Action::Under(_, None), _) => Placed::Exchange(None),
+                (Action::Under(_, Some(_)), Some((parent, Role::Assistant))) => {
+                    Placed::Exchange(Some(parent))
+                }
+                (Action::Under(..), _) => {
+                    return Err(Failure::Invalid(ApiError::bad_request(
+                        "parent_id",
+                        "names a message of the user; a turn answers from a reply (or from null, \
+                         to send a new first message)",
+                    )))
+                }
+                (Action::Regenerate(_), Some((_, Role::Assistant))) => {
+                    history.pop();
+                    match history.last() {
+                        Some(question) if question.role == Role::User => {
+                            Placed::Regeneration(question.id)
+                        }
+                        _ => {
+                            return Err(Failure::Store(StoreError::Corrupt(
+                                "a reply without the user's message it answers".to_owned(),
+                            )))
+                        }
+                    }
+                }
+                (Action::Regenerate(_), _) => {
+                    return Err(Failure::Invalid(ApiError::bad_request(
+                        "regenerate",
+                        "names a message of the user; only a reply can be regenerated",
+                    )))
+                }
+                (Action::Continue(_), None) => return Err(Failure::Store(StoreError::NotFound)),
+            };
+            Ok((placed, history))
+        };
+        match checked.await {
+            Ok((placed, history)) => Ok((reservation, placed, history)),
+            Err(failure) => {
+                store.cancel_reservation(reservation).await;
+                Err(failure)
+            }
+        }
+    }
+
+    /// The ids the turn announces: its conversation, the user's message its reply answers, and
+    /// the reply (once prepared).
+    pub(crate) fn ids(&self) -> Option<(&ConversationId, MessageId, MessageId)> {
+        let reservation = self.reservation.as_ref()?;
+        let question = match self.placed? {
+            Placed::Exchange(_) => reservation.first(),
+            Placed::Regeneration(question) => question,
+        };
+        Some((
+            reservation.target().id(),
+            question,
+            reservation.reply_message(),
+        ))
     }
 
     /// A whole turn: the context, the provider's answer, the write. The answer's text, as
@@ -245,7 +394,7 @@ impl Turn {
     }
 
     async fn answer_and_store(&mut self, state: &State) -> Result<String, Failure> {
-        let (target, context) = self.prepare(state).await?;
+        let context = self.prepare(state).await?;
         let answer = state
             .llm
             .complete(
@@ -270,11 +419,8 @@ impl Turn {
             usage: answer.usage,
             ending,
         };
-        let reservation = self
-            .within_write_deadline(self.store.reserve_turn(&self.request.user, &target))
-            .await?;
         let replay = |stored: &StoredTurn| ChatAnswer::text(stored, &reply);
-        let stored = self.store(reservation, &reply, Some(&replay)).await?;
+        let stored = self.store(&reply, Some(&replay)).await?;
         Ok(replay(&stored))
     }
 
@@ -282,13 +428,26 @@ impl Turn {
     /// the write deadline ([`StoreError::Unconfirmed`] past it); the account is settled at the
     /// same time, since what the turn is charged does not depend on the write.
     pub(crate) async fn store(
-        &self,
-        reservation: Reservation,
+        &mut self,
         reply: &Reply,
         replay: Option<&ReplayText<'_>>,
     ) -> Result<StoredTurn, StoreError> {
+        let (Some(reservation), Some(placed)) = (self.reservation.take(), self.placed) else {
+            return Err(StoreError::Corrupt(
+                "a turn stored before it was prepared".to_owned(),
+            ));
+        };
+        let shape = match (placed, self.request.action.text()) {
+            (Placed::Exchange(parent), Some(text)) => Shape::Exchange { text, parent },
+            (Placed::Regeneration(answering), _) => Shape::Regeneration { answering },
+            (Placed::Exchange(_), None) => {
+                return Err(StoreError::Corrupt(
+                    "an exchange without the user's message".to_owned(),
+                ))
+            }
+        };
         let write = TurnWrite {
-            text: &self.request.message,
+            shape,
             reply,
             completes: self.lease.as_ref().zip(replay),
             admitted: self.account.as_ref().map(Account::erasures),
@@ -331,7 +490,11 @@ impl Turn {
 
     /// The one place that decides what a turn leaves behind: its account closed by the charge
     /// rule (`charge.rs`), its key by [`releases_key`].
-    pub(crate) async fn end(self, written: Written) {
+    pub(crate) async fn end(mut self, written: Written) {
+        if let Some(reservation) = self.reservation.take() {
+            // Nothing will be written: the head is put back as it was.
+            self.store.cancel_reservation(reservation).await;
+        }
         self.close_account().await;
         match self.lease {
             Some(lease) if releases_key(written) => {
@@ -347,12 +510,21 @@ impl Turn {
 
 /// What makes two requests "the same" for idempotency.
 fn fingerprint(request: &Request) -> String {
-    let canonical = serde_json::json!({
-        "message": request.message.as_str(),
+    let mut canonical = serde_json::json!({
+        "message": request.action.text().map(MessageText::as_str),
         "conversation_id": request.conversation.as_ref().map(ConversationId::as_str),
         "provider": request.choice.provider,
         "model": request.choice.model,
     });
+    // Only where a request names them, so that a plain turn's fingerprint is what it was before
+    // branches (a retry across the upgrade is still recognised).
+    match &request.action {
+        Action::Continue(_) => {}
+        Action::Under(_, parent) => {
+            canonical["parent_id"] = parent.map_or(0, MessageId::seq).into();
+        }
+        Action::Regenerate(reply) => canonical["regenerate"] = reply.seq().into(),
+    }
     shared::tokens::sha256_hex(canonical.to_string().as_bytes())
 }
 

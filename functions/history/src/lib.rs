@@ -3,7 +3,8 @@
 //! - `GET /conversations?limit&cursor`: the caller's conversations, newest first.
 //! - `GET /conversations/{id}/messages?limit&cursor&order`: one conversation's messages.
 //! - `PATCH /conversations/{id}` `{"title"}`: renames a conversation (a conditional write: never
-//!   brings back a deleted one).
+//!   brings back a deleted one); `{"leaf"}`: makes the branch through that message the active
+//!   one (conditional on the branch not having moved since it was read: a `409` then).
 //! - `DELETE /conversations/{id}`: one conversation, with its messages, feedback and idempotency
 //!   records.
 //! - `DELETE /history`: everything the caller has stored.
@@ -117,6 +118,10 @@ struct ConversationView<'a> {
     created_at: &'a str,
     updated_at: &'a str,
     message_count: u64,
+    /// The end of the active branch (absent on conversations stored before branches: their
+    /// newest message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    leaf: Option<MessageId>,
 }
 
 impl<'a> From<&'a Conversation> for ConversationView<'a> {
@@ -127,6 +132,7 @@ impl<'a> From<&'a Conversation> for ConversationView<'a> {
             created_at: &conversation.created_at,
             updated_at: &conversation.updated_at,
             message_count: conversation.message_count,
+            leaf: conversation.leaf,
         }
     }
 }
@@ -136,6 +142,10 @@ impl<'a> From<&'a Conversation> for ConversationView<'a> {
 struct MessageView<'a> {
     id: MessageId,
     seq: u64,
+    /// The message this one follows (`null`: a first message).
+    parent_id: Option<MessageId>,
+    /// Its parent's children, this one among them, oldest first, and its place among them.
+    siblings: Siblings<'a>,
     role: Role,
     content: &'a str,
     created_at: &'a str,
@@ -151,11 +161,27 @@ struct MessageView<'a> {
     ending: Ending,
 }
 
+/// A message's alternatives: `ids` oldest first, `index` its own place (0-based).
+#[derive(Serialize)]
+struct Siblings<'a> {
+    ids: &'a [MessageId],
+    index: usize,
+}
+
 impl<'a> From<&'a Message> for MessageView<'a> {
     fn from(message: &'a Message) -> Self {
         Self {
             id: message.id,
             seq: message.id.seq(),
+            parent_id: message.parent,
+            siblings: Siblings {
+                ids: &message.siblings,
+                index: message
+                    .siblings
+                    .iter()
+                    .position(|id| *id == message.id)
+                    .unwrap_or(0),
+            },
             role: message.role,
             content: &message.content,
             created_at: &message.created_at,
@@ -196,11 +222,15 @@ async fn list_conversations(
     ))
 }
 
-/// The body of `PATCH /conversations/{id}`.
+/// The body of `PATCH /conversations/{id}`: one of the two.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Rename {
-    title: String,
+struct Change {
+    #[serde(default)]
+    title: Option<String>,
+    /// A message of the conversation: its branch becomes the active one.
+    #[serde(default)]
+    leaf: Option<String>,
 }
 
 /// The largest rename body: a title of the longest length in 4-byte characters, escaped, fits.
@@ -213,9 +243,29 @@ async fn rename_conversation(
 ) -> Result<Response<Body>, ApiError> {
     http::query_params(req, &[])?;
     let id = http::path_conversation_id(req)?;
-    let rename: Rename = http::json_body(req, MAX_RENAME_BODY_BYTES)?;
-    let title = Title::parse(&rename.title).map_err(http::invalid("title"))?;
-    let conversation = state.store.rename_conversation(user, &id, &title).await?;
+    let change: Change = http::json_body(req, MAX_RENAME_BODY_BYTES)?;
+    let conversation = match (&change.title, &change.leaf) {
+        (Some(title), None) => {
+            let title = Title::parse(title).map_err(http::invalid("title"))?;
+            state.store.rename_conversation(user, &id, &title).await?
+        }
+        (None, Some(leaf)) => {
+            let leaf = http::message_id(leaf, "leaf")?;
+            state.store.switch_branch(user, &id, leaf).await?
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "leaf",
+                "send title or leaf, not both in one request",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "title",
+                "is required (or leaf, to switch the active branch)",
+            ))
+        }
+    };
     Ok(http::json(
         StatusCode::OK,
         &ConversationView::from(&conversation),

@@ -241,7 +241,7 @@ impl From<StoreError> for ApiError {
                 "a request with this Idempotency-Key is still in progress; retry shortly"
                     .to_owned(),
             ),
-            StoreError::LeaseLost => Self::Conflict(err.to_string()),
+            StoreError::LeaseLost | StoreError::BranchMoved => Self::Conflict(err.to_string()),
             StoreError::Erased => Self::Gone(err.to_string()),
             StoreError::KeyReused => Self::Unprocessable(err.to_string()),
             StoreError::Conflict { .. } => Self::unavailable(
@@ -387,6 +387,7 @@ mod tests {
         assert_eq!(status(StoreError::MessageNotFound), 404);
         assert_eq!(status(StoreError::KeyInProgress), 409);
         assert_eq!(status(StoreError::LeaseLost), 409);
+        assert_eq!(status(StoreError::BranchMoved), 409);
         assert_eq!(status(StoreError::Erased), 410);
         assert_eq!(status(StoreError::KeyReused), 422);
         assert_eq!(status(StoreError::Conflict { attempts: 8 }), 503);

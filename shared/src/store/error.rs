@@ -22,6 +22,10 @@ pub enum StoreError {
     /// The message does not exist, is not a reply, or is in a conversation the caller lacks.
     #[error("message not found")]
     MessageNotFound,
+    /// The conversation's active branch changed (a turn was stored, or another switch landed)
+    /// between reading it and switching it.
+    #[error("the conversation changed while switching branches: a turn was stored or another switch landed; read it again")]
+    BranchMoved,
     /// Writers kept colliding after every retry.
     #[error("the write kept conflicting after {attempts} attempts")]
     Conflict { attempts: u32 },

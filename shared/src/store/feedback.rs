@@ -13,7 +13,7 @@ use super::{
     items::{self, n, optional, s, text, timestamp, Item, EXISTS_NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    paging::{resume_within, Listing, Next},
+    paging::{resume_within, Listing},
     ConversationStore, Feedback, Order, Page, PageRequest, StoreError, BACKOFF,
 };
 use crate::domain::{Comment, ConversationId, MessageId, Rating, UserId};
@@ -229,7 +229,6 @@ impl ConversationStore {
             start_after: resume_within(page, &prefix)?,
             limit: page.limit,
             order: Order::Newest,
-            next: Next::Cursor,
         };
         let raw = self.query_page(user, &listing).await?;
         raw.map(items::feedback_from)

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::{keys, Conversation, Feedback, Message, StoreError};
-use crate::domain::{Rating, Role, TokenUsage};
+use crate::domain::{MessageId, Rating, Role, TokenUsage};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -88,13 +88,51 @@ pub(super) fn conversation_from(item: &Item) -> Result<Conversation, StoreError>
         created_at: text(item, "created_at")?.to_owned(),
         updated_at: text(item, "updated_at")?.to_owned(),
         message_count: number(item, "message_count")?,
+        leaf: number(item, "leaf").ok().and_then(MessageId::new),
+        branched: number(item, "forks").is_ok_and(|forks| forks > 0),
     })
 }
 
+/// The parent a message was stored with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StoredParent {
+    Root,
+    Of(MessageId),
+    /// Stored before branches: the conversation was a line, and the parent is the message
+    /// before it in key order.
+    Line,
+}
+
+/// The `parent` attribute: 0 for a root, absent on messages stored before branches.
+pub(super) fn stored_parent(item: &Item) -> Result<StoredParent, StoreError> {
+    match item.get("parent") {
+        None => Ok(StoredParent::Line),
+        Some(_) => {
+            let parent = number(item, "parent")?;
+            Ok(MessageId::new(parent).map_or(StoredParent::Root, StoredParent::Of))
+        }
+    }
+}
+
+/// The ids a children item lists.
+pub(super) fn children_from(item: &Item) -> Vec<u64> {
+    item.get("children")
+        .and_then(|value| value.as_ns().ok())
+        .map(|ids| ids.iter().filter_map(|id| id.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// A message, its parent as stored (a line's parent is taken to be the message before it until
+/// a walk knows better), its siblings itself alone until a walk knows more.
 pub(super) fn message_from(item: &Item) -> Result<Message, StoreError> {
     let sort_key = text(item, "SK")?;
     let id = keys::message_id_of(sort_key)
         .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} is not a message key")))?;
+    let parent = match stored_parent(item)? {
+        StoredParent::Root => None,
+        StoredParent::Of(parent) => Some(parent),
+        StoredParent::Line => id.previous(),
+    };
     let role = Role::parse(text(item, "role")?)
         .ok_or_else(|| StoreError::Corrupt(format!("{sort_key} has an unknown role")))?;
     let usage = match (number(item, "input_tokens"), number(item, "output_tokens")) {
@@ -109,6 +147,8 @@ pub(super) fn message_from(item: &Item) -> Result<Message, StoreError> {
     Ok(Message {
         ending,
         id,
+        parent,
+        siblings: vec![id],
         role,
         content: text(item, "content")?.to_owned(),
         created_at: text(item, "created_at")?.to_owned(),

@@ -4,12 +4,15 @@
 //! ```text
 //! PK = USER#<user>   SK = CONV#<conversation>                   conversation head
 //! PK = USER#<user>   SK = MSG#<conversation>#<message id>         one message
+//! PK = USER#<user>   SK = MSG#<conversation>#<parent id>#children the later children of a message
 //! PK = USER#<user>   SK = FB#<conversation>#<message id>          feedback on one message
 //! PK = USER#<user>   SK = IDEM#<key>                              idempotency record
 //! PK = USER#<user>   SK = USAGE                                    the user's budget and day's use
 //! GSI1PK = FB#<yyyy-mm-dd>   GSI1SK = <updated_at>#<user>#<conversation>#<message id>   feedback by day
 //! ```
-//! Message ids are zero-padded to 12 digits, so that key order is numeric order.
+//! Message ids are zero-padded to 12 digits, so that key order is numeric order. A message's
+//! children item sorts right after it (and before the next message), so a walk down a branch
+//! reads it on the way; the conversation's root messages are the children of id 0.
 
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,7 @@ const HEAD: &str = "CONV#";
 const MESSAGE: &str = "MSG#";
 const FEEDBACK: &str = "FB#";
 const IDEMPOTENCY: &str = "IDEM#";
+const CHILDREN: &str = "#children";
 const USAGE: &str = "USAGE";
 
 /// The key (partition and sort) that `ConversationStore::connect` reads: outside every user's
@@ -64,6 +68,34 @@ pub fn messages(conversation: &ConversationId) -> String {
 
 pub fn message(conversation: &ConversationId, id: MessageId) -> String {
     format!("{MESSAGE}{conversation}#{id}")
+}
+
+/// The item that lists the children of `parent` (0: the conversation's roots) that do not
+/// directly follow it.
+pub fn children(conversation: &ConversationId, parent: u64) -> String {
+    format!(
+        "{MESSAGE}{conversation}#{parent:0width$}{CHILDREN}",
+        width = MessageId::DIGITS
+    )
+}
+
+/// What a sort key under a conversation's message prefix names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKey {
+    Message(MessageId),
+    /// The children item of this parent (0: the roots).
+    Children(u64),
+}
+
+/// What a sort key under a conversation's message prefix names, if anything.
+pub fn message_key_of(sort_key: &str) -> Option<MessageKey> {
+    if let Some(rest) = sort_key.strip_suffix(CHILDREN) {
+        let (_, digits) = rest.rsplit_once('#')?;
+        return (digits.len() == MessageId::DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| digits.parse().ok().map(MessageKey::Children))
+            .flatten();
+    }
+    message_id_of(sort_key).map(MessageKey::Message)
 }
 
 /// The prefix of the caller's feedback: on one conversation, or on all of them.
@@ -215,6 +247,24 @@ mod tests {
         assert!(message(&c, id(1)).starts_with(&messages(&c)));
         assert!(feedback(&c, id(1)).starts_with(&feedback_on(Some(&c))));
         assert!(feedback_on(Some(&c)).starts_with(&feedback_on(None)));
+        // A message's children item sorts between it and the next message.
+        assert!(message(&c, id(9)) < children(&c, 9));
+        assert!(children(&c, 9) < message(&c, id(10)));
+        assert!(children(&c, 0) < message(&c, id(1)));
+        assert!(children(&c, 0).starts_with(&messages(&c)));
+        assert_eq!(
+            message_key_of(&children(&c, 9)),
+            Some(MessageKey::Children(9))
+        );
+        assert_eq!(
+            message_key_of(&children(&c, 0)),
+            Some(MessageKey::Children(0))
+        );
+        assert_eq!(
+            message_key_of(&message(&c, id(9))),
+            Some(MessageKey::Message(id(9)))
+        );
+        assert_eq!(message_id_of(&children(&c, 9)), None);
         assert_eq!(conversation_of_head(&head(&c)), Some(c.clone()));
         let user = UserId::parse("u-1").unwrap();
         assert_eq!(user_of(&partition(&user)), Some(user));

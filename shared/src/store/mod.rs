@@ -1,14 +1,17 @@
 //! The conversation store: DynamoDB, one table, one partition per user. It knows nothing of HTTP;
 //! its errors are [`StoreError`]s, which the HTTP layer maps to answers in one place.
 //!
-//! Writers never lock and never overwrite each other. A turn reserves its two sequence numbers
-//! with an atomic `ADD` on the conversation head, then puts both messages in one transaction with
-//! `attribute_not_exists(SK)`, a check that the head still exists, and (with an idempotency key)
-//! the completion of the request's idempotency record: concurrent turns never conflict, each user
-//! message is directly followed by its own reply, a deleted conversation takes no new turn, and a
-//! turn is stored at most once per key. Every read is a `Query` or `GetItem` on the caller's
+//! Writers never lock and never overwrite each other. A turn reserves its sequence numbers with
+//! an atomic `ADD` on the conversation head, then puts its messages in one transaction with
+//! `attribute_not_exists(SK)`, the head's new active leaf (on a condition that it still exists),
+//! and (with an idempotency key) the completion of the request's idempotency record: concurrent
+//! turns never conflict, each user message is directly followed by its own reply, a deleted
+//! conversation takes no new turn, and a turn is stored at most once per key. Messages form a
+//! tree (each names its parent; `branch.rs` reads it), and nothing is ever overwritten by an edit
+//! or a regeneration: an alternative is a new sibling. Every read is a `Query` or `GetItem` on the caller's
 //! partition. See `docs/ARCHITECTURE.md` for the whole picture.
 
+mod branch;
 mod budget;
 mod deletion;
 mod error;
@@ -26,6 +29,7 @@ use std::{sync::Arc, time::Duration};
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
+pub use branch::BranchEnd;
 pub use budget::{Counter, Erasures, Exhausted, Grant, Usage};
 pub use error::StoreError;
 pub use feedback::Written;
@@ -33,7 +37,7 @@ pub use idempotency::{Claim, IdempotencyKey, Lease};
 pub use keys::{Cursor, InvalidCursor};
 #[cfg(feature = "metering")]
 pub use meter::Consumption;
-pub use turns::{ReplayText, Reservation, TurnWrite};
+pub use turns::{ReplayText, Reservation, Shape, TurnKind, TurnWrite};
 
 use crate::{
     backoff::Backoff,
@@ -276,13 +280,26 @@ pub struct Conversation {
     pub title: String,
     pub created_at: String,
     pub updated_at: String,
+    /// How many message ids the conversation has used (ids only grow; an abandoned turn's stay
+    /// unused).
     pub message_count: u64,
+    /// The end of the active branch; absent on conversations stored before branches, whose
+    /// active branch ends at their newest message.
+    pub leaf: Option<MessageId>,
+    /// Whether any message has an alternative (an edit, a regeneration, or two turns sent from
+    /// the same message at once).
+    pub branched: bool,
 }
 
 /// One message, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub id: MessageId,
+    /// The message this one follows; `None` for a root.
+    pub parent: Option<MessageId>,
+    /// The children of its parent, this one among them, oldest first (a message without
+    /// alternatives is its only sibling).
+    pub siblings: Vec<MessageId>,
     pub role: Role,
     pub content: String,
     pub created_at: String,

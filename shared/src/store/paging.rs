@@ -1,4 +1,4 @@
-//! Reads: a conversation's head, the listings, and the LLM's context. Every listing is a `Query`
+//! Reads: a conversation's head and the listings (a branch's messages are read in `branch.rs`). Every listing is a `Query`
 //! on the caller's partition that reads one item more than the page, so that a cursor is given
 //! only when another item exists (DynamoDB returns `LastEvaluatedKey` whenever it stops at the
 //! `Limit`, even with nothing left, which would cost the client an empty last page).
@@ -10,7 +10,7 @@ use super::{
     items::{self, n, s, sort_key, Item, NOT_EXPIRED},
     keys,
     meter::{ask, Work},
-    Conversation, ConversationStore, Cursor, Message, Order, Page, PageRequest, StoreError,
+    Conversation, ConversationStore, Cursor, Order, Page, PageRequest, StoreError,
 };
 use crate::domain::{ConversationId, UserId};
 
@@ -37,16 +37,6 @@ pub(super) struct Listing<'a> {
     pub(super) limit: u16,
     /// In sort-key order (oldest first) or the reverse.
     pub(super) order: Order,
-    pub(super) next: Next,
-}
-
-/// Whether a listing's page says where the next one starts.
-pub(super) enum Next {
-    /// A cursor when more items exist: one item more than the page is read, so that the last
-    /// page carries none.
-    Cursor,
-    /// No cursor: these items are all the caller wants (the LLM's context).
-    Omitted,
 }
 
 /// Items of one `Query`, and where the listing goes on.
@@ -68,38 +58,6 @@ impl RawPage {
 }
 
 impl ConversationStore {
-    /// The last `n` messages of a conversation, oldest first: one `Query` from the newest end with
-    /// `Limit`, so its cost does not depend on the length of the history. A conversation always
-    /// holds its first turn, so no visible message means no such conversation of this caller
-    /// ([`StoreError::NotFound`]); its head is not read (the turn's write checks it anyway).
-    pub async fn recent_messages(
-        &self,
-        user: &UserId,
-        conversation: &ConversationId,
-        n: u16,
-    ) -> Result<Vec<Message>, StoreError> {
-        // At least one item is read, which is all the existence check needs.
-        let raw = self
-            .query_page(
-                user,
-                &Listing {
-                    prefix: &keys::messages(conversation),
-                    start_after: None,
-                    limit: n.max(1),
-                    order: Order::Newest,
-                    next: Next::Omitted,
-                },
-            )
-            .await?;
-        let mut messages = raw.map(items::message_from)?.items;
-        if messages.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        messages.truncate(usize::from(n));
-        messages.reverse();
-        Ok(messages)
-    }
-
     /// A conversation's head; [`StoreError::NotFound`] if the caller has no such conversation.
     pub async fn conversation(
         &self,
@@ -151,34 +109,9 @@ impl ConversationStore {
             start_after: start,
             limit: page.limit,
             order: Order::Newest,
-            next: Next::Cursor,
         };
         let raw = self.query_page(user, &listing).await?;
         raw.map(items::conversation_from)
-    }
-
-    /// A conversation's messages in `order`; [`StoreError::NotFound`] for an unknown conversation.
-    pub async fn list_messages(
-        &self,
-        user: &UserId,
-        conversation: &ConversationId,
-        page: &PageRequest,
-        order: Order,
-    ) -> Result<Page<Message>, StoreError> {
-        let prefix = keys::messages(conversation);
-        let listing = Listing {
-            prefix: &prefix,
-            start_after: resume_within(page, &prefix)?,
-            limit: page.limit,
-            order,
-            next: Next::Cursor,
-        };
-        let (head, messages) = tokio::join!(
-            self.conversation(user, conversation),
-            self.query_page(user, &listing)
-        );
-        head?;
-        messages?.map(items::message_from)
     }
 
     /// One page of a `Query` on the caller's partition, as `listing` says, skipping expired
@@ -190,8 +123,8 @@ impl ConversationStore {
     ) -> Result<RawPage, StoreError> {
         let partition = keys::partition(user);
         let limit = usize::from(listing.limit.max(1));
-        let paginate = matches!(listing.next, Next::Cursor);
-        let read = if paginate { limit + 1 } else { limit };
+        // One item more than the page: a cursor only when more items exist.
+        let read = limit + 1;
         let mut query = self
             .db
             .query()
@@ -218,7 +151,7 @@ impl ConversationStore {
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(sort_key).transpose()?.map(Cursor::after)
-        } else if paginate {
+        } else {
             // Fewer than asked for were returned, yet the read stopped early: expired items were
             // filtered out, or the 1 MB page limit was reached. Resume after what was read.
             output
@@ -226,8 +159,6 @@ impl ConversationStore {
                 .map(sort_key)
                 .transpose()?
                 .map(Cursor::after)
-        } else {
-            None
         };
         Ok(RawPage { items, next })
     }

@@ -34,23 +34,27 @@ impl Turn {
         item
     }
 
-    pub(super) fn head_item(&self, title: &str) -> Item {
+    pub(super) fn head_item(&self, title: &str, leaf: MessageId) -> Item {
         let mut item = self.base_item(keys::head(&self.conversation));
         item.insert("title".to_owned(), s(title));
         item.insert("updated_at".to_owned(), s(&self.created_at));
-        item.insert("message_count".to_owned(), n(2));
+        item.insert("message_count".to_owned(), n(leaf.seq()));
+        item.insert("leaf".to_owned(), n(leaf.seq()));
         item.insert("version".to_owned(), n(1));
         item
     }
 
+    /// A message, under `parent` (`None`: a root, stored as 0).
     pub(super) fn message_item(
         &self,
         id: MessageId,
+        parent: Option<MessageId>,
         role: Role,
         content: &str,
         reply: Option<&Reply>,
     ) -> Item {
         let mut item = self.base_item(keys::message(&self.conversation, id));
+        item.insert("parent".to_owned(), n(parent.map_or(0, MessageId::seq)));
         item.insert("role".to_owned(), s(role.as_str()));
         item.insert("content".to_owned(), s(content));
         if let Some(reply) = reply {

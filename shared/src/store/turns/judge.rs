@@ -19,12 +19,15 @@ pub(super) enum Outcome {
     TimedOut,
 }
 
-/// The layout of a turn's transaction: the head (put, or checked when it exists), the user's
-/// message, the reply, then the idempotency completion if any, then the check of the user's
-/// erasures if any.
+/// The layout of a turn's transaction: the head (put, or updated when it exists), the user's
+/// message (none for a regeneration), the reply, then the idempotency completion if any, then
+/// the check of the user's erasures if any, then the update of the parent's children item if
+/// any (unconditional, so never a reason of its own).
 pub(super) struct Slots {
-    /// Whether the head is a check of an existing conversation (else a put of a new one).
+    /// Whether the head is an update of an existing conversation (else a put of a new one).
     pub(super) existing_head: bool,
+    /// 2, or 1 for a regeneration.
+    pub(super) messages: usize,
     pub(super) completion: bool,
     pub(super) erasures: bool,
 }
@@ -54,7 +57,7 @@ impl Reason<'_> {
 pub(super) struct Cancelled<'a> {
     existing_head: bool,
     head: Reason<'a>,
-    messages: [Reason<'a>; 2],
+    messages: Vec<Reason<'a>>,
     completion: Option<Reason<'a>>,
     erasures: Option<Reason<'a>>,
     /// Some slot failed for a reason other than its condition (a conflict, throttling).
@@ -67,11 +70,11 @@ impl Slots {
         Cancelled {
             existing_head: self.existing_head,
             head: slot(0),
-            messages: [slot(1), slot(2)],
-            completion: self.completion.then(|| slot(3)),
+            messages: (1..=self.messages).map(slot).collect(),
+            completion: self.completion.then(|| slot(1 + self.messages)),
             erasures: self
                 .erasures
-                .then(|| slot(3 + usize::from(self.completion))),
+                .then(|| slot(1 + self.messages + usize::from(self.completion))),
             transient: reasons
                 .iter()
                 .filter_map(CancellationReason::code)
@@ -94,9 +97,9 @@ pub(super) fn judge(cancelled: &Cancelled<'_>, token: &str) -> Result<Outcome, S
     if cancelled.completion.is_some_and(Reason::failed) {
         return Err(StoreError::LeaseLost);
     }
-    let puts = [cancelled.head, cancelled.messages[0], cancelled.messages[1]];
+    let puts = std::iter::once(&cancelled.head).chain(&cancelled.messages);
     if puts
-        .iter()
+        .into_iter()
         .any(|reason| reason.failed() && !reason.written_by(token))
     {
         return Ok(Outcome::Taken);
@@ -154,6 +157,7 @@ mod tests {
     ) -> Result<Outcome, StoreError> {
         let slots = Slots {
             existing_head,
+            messages: 2,
             completion,
             erasures: false,
         };
@@ -165,6 +169,7 @@ mod tests {
         let erased = |existing_head, completion, reasons: &[CancellationReason]| {
             let slots = Slots {
                 existing_head,
+                messages: 2,
                 completion,
                 erasures: true,
             };
@@ -210,6 +215,26 @@ mod tests {
         assert_eq!(verdict(true, false, &ours).ok(), Some(Outcome::Stored));
         let theirs = [none(), failed(Some("someone else")), none()];
         assert_eq!(verdict(true, false, &theirs).ok(), Some(Outcome::Taken));
+    }
+
+    #[test]
+    fn a_regeneration_has_one_message_slot() {
+        let slots = Slots {
+            existing_head: true,
+            messages: 1,
+            completion: true,
+            erasures: false,
+        };
+        let lost = [none(), none(), failed(None)];
+        assert!(matches!(
+            judge(&slots.decode(&lost), TOKEN),
+            Err(StoreError::LeaseLost)
+        ));
+        let theirs = [none(), failed(Some("someone else")), none()];
+        assert_eq!(
+            judge(&slots.decode(&theirs), TOKEN).ok(),
+            Some(Outcome::Taken)
+        );
     }
 
     #[test]

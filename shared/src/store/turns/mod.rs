@@ -1,10 +1,18 @@
-//! The turn write: a user message and its reply, stored whole or not at all.
+//! The turn write: a user message and its reply (or, for a regeneration, another reply to a
+//! stored user message), stored whole or not at all.
 //!
-//! Two calls: [`ConversationStore::reserve_turn`] takes the turn's two message ids (an atomic
-//! `ADD` on an existing conversation's head; a new conversation's are 1 and 2), and
-//! [`ConversationStore::write_turn`] puts the messages in one transaction with whatever else the
-//! turn completes (the request's idempotency record). A streamed reply
-//! reserves first, since it announces its ids; a whole one reserves after the provider answered.
+//! Two calls: [`ConversationStore::reserve_turn`] takes the turn's message ids (an atomic `ADD`
+//! on an existing conversation's head, which also tells the head's active leaf; a new
+//! conversation's are 1 and 2), and [`ConversationStore::write_turn`] puts the messages in one
+//! transaction with the head's new leaf and whatever else the turn completes (the request's
+//! idempotency record). A turn reserves before its provider is called, beside reading its
+//! context, and gives the reservation back if it stores nothing.
+//!
+//! Messages form a tree: each names its parent. A child whose id directly follows its parent's
+//! needs nothing more (the common case: a user message and its reply, the next turn of a line);
+//! any other child (an edit, a regeneration, a turn that raced another from the same message) is
+//! also added, in the same transaction, to its parent's children item, and the head counts it in
+//! `forks`. So a turn on a line writes exactly what it wrote before branches.
 
 mod items;
 mod judge;
@@ -13,7 +21,7 @@ use aws_sdk_dynamodb::{
     operation::update_item::builders::UpdateItemFluentBuilder,
     types::{
         AttributeValue, ConditionCheck, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-        TransactWriteItem,
+        TransactWriteItem, Update,
     },
 };
 
@@ -35,9 +43,39 @@ const MAX_ATTEMPTS: u32 = 8;
 /// as the idempotency record keeps it for replays.
 pub type ReplayText<'a> = dyn Fn(&StoredTurn) -> String + Sync + 'a;
 
-/// One turn's write: its two messages, and what else lands with them in the same transaction.
+/// What a turn adds to its conversation, as reserved: two messages, or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnKind {
+    /// A user message and its reply.
+    Exchange,
+    /// Another reply to a user message already stored.
+    Regeneration,
+}
+
+impl TurnKind {
+    fn ids(self) -> u64 {
+        match self {
+            Self::Exchange => 2,
+            Self::Regeneration => 1,
+        }
+    }
+}
+
+/// What a turn writes besides its reply.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape<'a> {
+    /// The user's message, under `parent` (`None`: a root), then the reply under it.
+    Exchange {
+        text: &'a MessageText,
+        parent: Option<MessageId>,
+    },
+    /// The reply only, under the user's message `answering`.
+    Regeneration { answering: MessageId },
+}
+
+/// One turn's write: its messages, and what else lands with them in the same transaction.
 pub struct TurnWrite<'a> {
-    pub text: &'a MessageText,
+    pub shape: Shape<'a>,
     pub reply: &'a Reply,
     /// The request's idempotency record, completed with the answer it replays; if the lease
     /// was taken over by a retry meanwhile, nothing is stored ([`StoreError::LeaseLost`]).
@@ -52,7 +90,10 @@ pub struct TurnWrite<'a> {
 pub struct Reservation {
     turn: items::Turn,
     target: TurnTarget,
+    kind: TurnKind,
     first: u64,
+    /// The head's active leaf when the ids were reserved.
+    leaf: Option<MessageId>,
     /// An existing head as the reservation found it, to put back if the turn is abandoned.
     previous: Option<Previous>,
 }
@@ -69,12 +110,20 @@ impl Reservation {
         &self.target
     }
 
-    pub fn user_message(&self) -> MessageId {
+    /// The first reserved id: an exchange's user message, a regeneration's reply.
+    pub fn first(&self) -> MessageId {
         MessageId::new(self.first).unwrap_or(MessageId::FIRST)
     }
 
     pub fn reply_message(&self) -> MessageId {
-        MessageId::new(self.first + 1).unwrap_or(MessageId::FIRST)
+        MessageId::new(self.first + self.kind.ids() - 1).unwrap_or(MessageId::FIRST)
+    }
+
+    /// The end of the conversation's active branch when the ids were reserved: `None` for a new
+    /// conversation, and for one stored before branches (whose branch ends at its newest
+    /// message).
+    pub fn leaf(&self) -> Option<MessageId> {
+        self.leaf
     }
 }
 
@@ -89,9 +138,16 @@ impl ConversationStore {
         text: &MessageText,
         reply: &Reply,
     ) -> Result<StoredTurn, StoreError> {
-        let reservation = self.reserve_turn(user, target).await?;
+        let reservation = self.reserve_turn(user, target, TurnKind::Exchange).await?;
+        let parent = match target {
+            TurnTarget::New { .. } => None,
+            TurnTarget::Existing(conversation) => {
+                self.newest_leaf(user, conversation, reservation.leaf())
+                    .await?
+            }
+        };
         let write = TurnWrite {
-            text,
+            shape: Shape::Exchange { text, parent },
             reply,
             completes: None,
             admitted: None,
@@ -99,13 +155,14 @@ impl ConversationStore {
         self.write_turn(reservation, &write).await
     }
 
-    /// Reserves a turn's two message ids: a new conversation's are 1 and 2; an existing one's
-    /// are the next two of its head (an atomic `ADD`, so concurrent turns never conflict;
+    /// Reserves a turn's message ids: a new conversation's are 1 and 2; an existing one's are
+    /// the next of its head (an atomic `ADD`, so concurrent turns never conflict;
     /// [`StoreError::NotFound`] for an unknown or expired conversation).
     pub async fn reserve_turn(
         &self,
         user: &UserId,
         target: &TurnTarget,
+        kind: TurnKind,
     ) -> Result<Reservation, StoreError> {
         let now = self.now();
         let turn = items::Turn {
@@ -117,18 +174,25 @@ impl ConversationStore {
             now: now.timestamp(),
             expires_at: self.expires_at(now),
         };
-        let (first, previous) = match target {
-            TurnTarget::New { .. } => (1, None),
-            TurnTarget::Existing(_) => {
-                let (first, previous) = self.reserve(&turn).await?;
-                (first, Some(previous))
+        let (first, previous, leaf) = match (target, kind) {
+            (TurnTarget::New { .. }, TurnKind::Exchange) => (1, None, None),
+            (TurnTarget::New { .. }, TurnKind::Regeneration) => {
+                return Err(StoreError::Corrupt(
+                    "a new conversation has no reply to regenerate".to_owned(),
+                ))
+            }
+            (TurnTarget::Existing(_), _) => {
+                let (first, previous, leaf) = self.reserve(&turn, kind.ids()).await?;
+                (first, Some(previous), leaf)
             }
         };
-        message_id(first + 1)?;
+        message_id(first + kind.ids() - 1)?;
         Ok(Reservation {
             turn,
             target: target.clone(),
+            kind,
             first,
+            leaf,
             previous,
         })
     }
@@ -139,6 +203,7 @@ impl ConversationStore {
     pub async fn cancel_reservation(&self, reservation: Reservation) {
         let Reservation {
             turn,
+            kind,
             first,
             previous: Some(previous),
             ..
@@ -146,14 +211,16 @@ impl ConversationStore {
         else {
             return;
         };
+        let ids = kind.ids();
+        let minus = -i64::try_from(ids).unwrap_or(2);
         let mut set = vec![];
         let mut remove = vec![];
         let mut update = self
             .head_update(&turn)
             .condition_expression("message_count = :ours AND updated_at = :at")
-            .expression_attribute_values(":ours", n(first + 1))
+            .expression_attribute_values(":ours", n(first + ids - 1))
             .expression_attribute_values(":at", s(&turn.created_at))
-            .expression_attribute_values(":minus_two", n(-2))
+            .expression_attribute_values(":minus", n(minus))
             .return_consumed_capacity(ask());
         for (name, value) in [
             ("updated_at", previous.updated_at),
@@ -167,7 +234,7 @@ impl ConversationStore {
                 None => remove.push(name),
             }
         }
-        let mut expression = String::from("ADD message_count :minus_two");
+        let mut expression = String::from("ADD message_count :minus");
         if !set.is_empty() {
             expression.push_str(&format!(" SET {}", set.join(", ")));
         }
@@ -177,7 +244,7 @@ impl ConversationStore {
         match update.update_expression(expression).send().await {
             Ok(output) => self.meter.record(Work::Write, output.consumed_capacity()),
             Err(err) if is_condition_failed(&err) => {
-                tracing::info!(conversation = %turn.conversation, "another turn reserved since; two numbers stay unused");
+                tracing::info!(conversation = %turn.conversation, "another turn reserved since; its numbers stay unused");
             }
             Err(err) => {
                 tracing::warn!(error = %from_sdk(err), "could not give a reservation back");
@@ -199,6 +266,7 @@ impl ConversationStore {
         let Reservation {
             turn,
             target,
+            kind,
             mut first,
             ..
         } = reservation;
@@ -207,10 +275,14 @@ impl ConversationStore {
         // under its ids (it did not land there). Any other later outcome proves nothing.
         let mut may_have_landed = false;
         for attempt in 1..=MAX_ATTEMPTS {
+            let user_message = match write.shape {
+                Shape::Exchange { .. } => message_id(first)?,
+                Shape::Regeneration { answering } => answering,
+            };
             let stored = StoredTurn {
                 conversation_id: turn.conversation.clone(),
-                user_message: message_id(first)?,
-                reply_message: message_id(first + 1)?,
+                user_message,
+                reply_message: message_id(first + kind.ids() - 1)?,
                 created_at: turn.created_at.clone(),
             };
             let outcome = match self.put_turn(&turn, &target, &stored, write).await {
@@ -231,7 +303,7 @@ impl ConversationStore {
                     conflict_metric();
                     tracing::warn!(conversation = %turn.conversation, first, "reserved sequence numbers were taken; reserving again");
                     may_have_landed = false;
-                    first = self.reserve(&turn).await?.0;
+                    first = self.reserve(&turn, kind.ids()).await?.0;
                 }
                 (Outcome::Retry, _) => {
                     conflict_metric();
@@ -265,16 +337,20 @@ impl ConversationStore {
             .key("SK", s(keys::head(&turn.conversation)))
     }
 
-    /// Reserves the next two sequence numbers of an existing, unexpired conversation; returns
-    /// the first, and what the head held before.
-    async fn reserve(&self, turn: &items::Turn) -> Result<(u64, Previous), StoreError> {
+    /// Reserves the next `ids` sequence numbers of an existing, unexpired conversation; returns
+    /// the first, what the head held before, and its active leaf.
+    async fn reserve(
+        &self,
+        turn: &items::Turn,
+        ids: u64,
+    ) -> Result<(u64, Previous, Option<MessageId>), StoreError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut update = self
                 .head_update(turn)
                 .condition_expression(EXISTS_NOT_EXPIRED)
-                .expression_attribute_values(":two", n(2))
+                .expression_attribute_values(":ids", n(ids))
                 .expression_attribute_values(":one", n(1))
                 .expression_attribute_values(":now", n(turn.now))
                 .expression_attribute_values(":at", s(&turn.created_at))
@@ -283,11 +359,11 @@ impl ConversationStore {
             update = match turn.expires_at {
                 Some(expires_at) => update
                     .update_expression(
-                        "ADD message_count :two, version :one SET updated_at = :at, expires_at = :exp",
+                        "ADD message_count :ids, version :one SET updated_at = :at, expires_at = :exp",
                     )
                     .expression_attribute_values(":exp", n(expires_at)),
                 None => update
-                    .update_expression("ADD message_count :two, version :one SET updated_at = :at"),
+                    .update_expression("ADD message_count :ids, version :one SET updated_at = :at"),
             };
             let output = match update.send().await {
                 Ok(output) => output,
@@ -303,17 +379,19 @@ impl ConversationStore {
             self.meter.record(Work::Write, output.consumed_capacity());
             let mut old = output.attributes.unwrap_or_default();
             let count = number(&old, "message_count")?;
+            let leaf = number(&old, "leaf").ok().and_then(MessageId::new);
             let previous = Previous {
                 updated_at: old.remove("updated_at"),
                 expires_at: old.remove("expires_at"),
             };
-            return Ok((count + 1, previous));
+            return Ok((count + 1, previous, leaf));
         }
     }
 
     /// One transaction, its items in [`judge::Slots`]' order: the head (put for a new
-    /// conversation, checked for an existing one), the two messages, the idempotency record's
-    /// completion if any, and the check of the user's erasures if the turn was admitted.
+    /// conversation, its leaf set on an existing one), the messages, the idempotency record's
+    /// completion if any, the check of the user's erasures if the turn was admitted, and the
+    /// parent's children item if the new child does not directly follow its parent.
     async fn put_turn(
         &self,
         turn: &items::Turn,
@@ -322,33 +400,58 @@ impl ConversationStore {
         write: &TurnWrite<'_>,
     ) -> Result<Outcome, StoreError> {
         let internal = |err| StoreError::Internal(Box::new(err));
-        let mut writes = Vec::with_capacity(4);
+        let mut writes = Vec::with_capacity(6);
+        // The child that may not directly follow its parent: the user's message, or a
+        // regeneration's reply (an exchange's reply always follows its user message).
+        let (child, parent) = match write.shape {
+            Shape::Exchange { parent, .. } => (stored.user_message, parent),
+            Shape::Regeneration { answering } => (stored.reply_message, Some(answering)),
+        };
+        let parent_seq = parent.map_or(0, MessageId::seq);
+        let forks = child.seq() != parent_seq + 1;
         let head = match target {
-            TurnTarget::New { title, .. } => {
-                TransactWriteItem::builder().put(self.new_item(turn.head_item(title))?)
-            }
+            TurnTarget::New { title, .. } => TransactWriteItem::builder()
+                .put(self.new_item(turn.head_item(title, stored.reply_message))?),
             TurnTarget::Existing(_) => {
-                let check = ConditionCheck::builder()
+                let expression = if forks {
+                    "SET leaf = :leaf ADD forks :one"
+                } else {
+                    "SET leaf = :leaf"
+                };
+                let mut update = Update::builder()
                     .table_name(&self.table)
                     .key("PK", s(&turn.partition))
                     .key("SK", s(keys::head(&turn.conversation)))
+                    .update_expression(expression)
                     .condition_expression(EXISTS_NOT_EXPIRED)
                     .expression_attribute_values(":now", n(turn.now))
-                    .build()
-                    .map_err(internal)?;
-                TransactWriteItem::builder().condition_check(check)
+                    .expression_attribute_values(":leaf", n(stored.reply_message.seq()));
+                if forks {
+                    update = update.expression_attribute_values(":one", n(1));
+                }
+                TransactWriteItem::builder().update(update.build().map_err(internal)?)
             }
         };
         writes.push(head.build());
-        let question =
-            turn.message_item(stored.user_message, Role::User, write.text.as_str(), None);
-        let answer = turn.message_item(
+        let mut messages = Vec::with_capacity(2);
+        if let Shape::Exchange { text, parent } = write.shape {
+            messages.push(turn.message_item(
+                stored.user_message,
+                parent,
+                Role::User,
+                text.as_str(),
+                None,
+            ));
+        }
+        messages.push(turn.message_item(
             stored.reply_message,
+            Some(stored.user_message),
             Role::Assistant,
             &write.reply.content,
             Some(write.reply),
-        );
-        for item in [question, answer] {
+        ));
+        let message_slots = messages.len();
+        for item in messages {
             writes.push(
                 TransactWriteItem::builder()
                     .put(self.new_item(item)?)
@@ -359,7 +462,8 @@ impl ConversationStore {
             let update = self.completion(&turn.user, lease, &turn.conversation, replay(stored))?;
             writes.push(TransactWriteItem::builder().update(update).build());
         }
-        if let Some(Erasures(seen)) = write.admitted {
+        let erasures = write.admitted;
+        if let Some(Erasures(seen)) = erasures {
             let check = ConditionCheck::builder()
                 .table_name(&self.table)
                 .key("PK", s(&turn.partition))
@@ -374,6 +478,31 @@ impl ConversationStore {
             writes.push(
                 TransactWriteItem::builder()
                     .condition_check(check.build().map_err(internal)?)
+                    .build(),
+            );
+        }
+        if forks {
+            let mut expression = String::from("ADD children :child");
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .key("PK", s(&turn.partition))
+                .key("SK", s(keys::children(&turn.conversation, parent_seq)))
+                .expression_attribute_values(
+                    ":child",
+                    AttributeValue::Ns(vec![child.seq().to_string()]),
+                );
+            if let Some(expires_at) = turn.expires_at {
+                expression.push_str(" SET expires_at = :exp");
+                update = update.expression_attribute_values(":exp", n(expires_at));
+            }
+            writes.push(
+                TransactWriteItem::builder()
+                    .update(
+                        update
+                            .update_expression(expression)
+                            .build()
+                            .map_err(internal)?,
+                    )
                     .build(),
             );
         }
@@ -392,6 +521,7 @@ impl ConversationStore {
             Err(err) => {
                 let slots = judge::Slots {
                     existing_head: matches!(target, TurnTarget::Existing(_)),
+                    messages: message_slots,
                     completion: write.completes.is_some(),
                     erasures: write.admitted.is_some(),
                 };

@@ -17,7 +17,7 @@ use e2e::{append_turn_completing, conversation_with_history, stack, unique};
 use shared::{
     config::{BudgetPolicy, DailyBudget},
     domain::{ConversationId, UserId},
-    store::{ConversationStore, TurnTarget},
+    store::{BranchEnd, ConversationStore, TurnTarget},
 };
 
 /// Unlimited budgets: the admission does the same work whatever their size.
@@ -75,7 +75,7 @@ async fn turn_once(
     let append = started.elapsed();
     let started = Instant::now();
     let context = store
-        .recent_messages(user, id, CONTEXT)
+        .recent_messages(user, id, BranchEnd::Newest, CONTEXT)
         .await
         .expect("recent_messages");
     let recent = started.elapsed();
