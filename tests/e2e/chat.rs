@@ -1045,3 +1045,190 @@ async fn models_leaves_out_a_provider_without_a_key() {
         json!({"provider": "gemini", "model": "gemini-test"})
     );
 }
+
+/// The contents of the messages a provider request carried, system prompt left out.
+fn sent_contents(body: &Value) -> Vec<String> {
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_edit_and_a_regeneration_send_their_branch_and_replay_by_key() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .and(path(OPENAI_PATH))
+        .respond_with(openai_reply("r"))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let (_, first) = h.chat(&user, json!({"message": "q1"})).await;
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    assert_eq!(first["user_message_id"], "000000000001");
+    let (status, second) = h
+        .chat(
+            &user,
+            json!({"message": "q2", "conversation_id": conversation}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["message_id"], "000000000004");
+
+    // Edit q2: a turn under the first reply. The provider sees q1, r, and the edit only.
+    let edit = json!({"message": "q2 edited", "conversation_id": conversation, "parent_id": "000000000002"});
+    let key = [("idempotency-key", "edit-1")];
+    let (status, edited) = h.chat_with(&user, &key, &edit.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!(edited["user_message_id"], "000000000005");
+    assert_eq!(edited["message_id"], "000000000006");
+    let sent = bodies(&h.openai).await;
+    assert_eq!(sent_contents(&sent[2]), ["q1", "r", "q2 edited"]);
+    // The same request with the same key is the same answer, not a second turn.
+    let stored = h.stored(&user).await;
+    let (status, replayed) = h.chat_with(&user, &key, &edit.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed, edited);
+    assert_eq!(h.stored(&user).await, stored);
+    assert_eq!(
+        bodies(&h.openai).await.len(),
+        3,
+        "no provider call for the replay"
+    );
+    // The same key with another parent is another request.
+    let other = json!({"message": "q2 edited", "conversation_id": conversation, "parent_id": null});
+    let (status, _) = h.chat_with(&user, &key, &other.to_string()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Regenerate the first reply: no new user message, the context ends with q1.
+    let again = json!({"regenerate": "000000000002", "conversation_id": conversation});
+    let key = [("idempotency-key", "regen-1")];
+    let (status, regenerated) = h.chat_with(&user, &key, &again.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{regenerated}");
+    assert_eq!(regenerated["user_message_id"], "000000000001");
+    assert_eq!(regenerated["message_id"], "000000000007");
+    let sent = bodies(&h.openai).await;
+    assert_eq!(sent_contents(&sent[3]), ["q1"]);
+    let (status, replayed) = h.chat_with(&user, &key, &again.to_string()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(replayed, regenerated);
+    assert_eq!(bodies(&h.openai).await.len(), 4);
+
+    // The next plain turn answers from the active leaf: the regenerated reply.
+    let (status, next) = h
+        .chat(
+            &user,
+            json!({"message": "q3", "conversation_id": conversation}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    let sent = bodies(&h.openai).await;
+    assert_eq!(sent_contents(&sent[4]), ["q1", "r", "q3"]);
+    let store = e2e::store().await;
+    let user_id = shared::domain::UserId::parse(&user).unwrap();
+    let id = shared::domain::ConversationId::parse(&conversation).unwrap();
+    let branch = store
+        .recent_messages(&user_id, &id, shared::store::BranchEnd::Newest, 10)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = branch.iter().map(|m| m.id.seq()).collect();
+    assert_eq!(seqs, [1, 7, 8, 9]);
+    assert_eq!(
+        branch[1]
+            .siblings
+            .iter()
+            .map(|s| s.seq())
+            .collect::<Vec<_>>(),
+        [2, 7]
+    );
+}
+
+#[tokio::test]
+async fn a_turn_that_names_what_it_may_not_is_a_400_and_stores_nothing() {
+    let h = harness(&[]).await;
+    Mock::given(method("POST"))
+        .respond_with(openai_reply("r"))
+        .mount(&h.openai)
+        .await;
+    let user = unique("u");
+    let (_, first) = h.chat(&user, json!({"message": "q1"})).await;
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let stored = h.stored(&user).await;
+    let cases = [
+        (
+            json!({"message": "x", "parent_id": "000000000002"}),
+            StatusCode::BAD_REQUEST,
+            "conversation_id",
+        ),
+        (
+            json!({"message": "x", "conversation_id": conversation, "parent_id": "000000000001"}),
+            StatusCode::BAD_REQUEST,
+            "parent_id",
+        ),
+        (
+            json!({"message": "x", "conversation_id": conversation, "parent_id": "two"}),
+            StatusCode::BAD_REQUEST,
+            "parent_id",
+        ),
+        (
+            json!({"message": "x", "conversation_id": conversation, "parent_id": 2}),
+            StatusCode::BAD_REQUEST,
+            "parent_id",
+        ),
+        (
+            json!({"regenerate": "000000000001", "conversation_id": conversation}),
+            StatusCode::BAD_REQUEST,
+            "regenerate",
+        ),
+        (
+            json!({"regenerate": "000000000002"}),
+            StatusCode::BAD_REQUEST,
+            "conversation_id",
+        ),
+        (
+            json!({"regenerate": "000000000002", "conversation_id": conversation, "message": "x"}),
+            StatusCode::BAD_REQUEST,
+            "message",
+        ),
+        (
+            json!({"regenerate": "000000000002", "conversation_id": conversation, "parent_id": null}),
+            StatusCode::BAD_REQUEST,
+            "parent_id",
+        ),
+        (
+            json!({"conversation_id": conversation}),
+            StatusCode::BAD_REQUEST,
+            "message",
+        ),
+    ];
+    for (body, expected, field) in cases {
+        let (status, problem) = h.chat(&user, body.clone()).await;
+        assert_eq!(status, expected, "{body}: {problem}");
+        assert_eq!(problem["field"], field, "{body}: {problem}");
+    }
+    for body in [
+        json!({"message": "x", "conversation_id": conversation, "parent_id": "000000000099"}),
+        json!({"regenerate": "000000000099", "conversation_id": conversation}),
+    ] {
+        let (status, problem) = h.chat(&user, body.clone()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}: {problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("message"),
+            "{problem}"
+        );
+    }
+    assert_eq!(h.stored(&user).await, stored, "nothing stored");
+    assert_eq!(bodies(&h.openai).await.len(), 1, "no provider call");
+    // The refused turns gave their ids back: the next turn takes 3 and 4.
+    let (status, next) = h
+        .chat(
+            &user,
+            json!({"message": "q2", "conversation_id": conversation}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{next}");
+    assert_eq!(next["message_id"], "000000000004");
+}

@@ -578,3 +578,95 @@ async fn a_deletion_that_meets_a_turn_in_flight_is_retried() {
         "the conversation is gone"
     );
 }
+
+#[tokio::test]
+async fn messages_say_their_parent_and_siblings_and_a_patch_switches_the_branch() {
+    let state = state().await;
+    let owner = user();
+    let id = conversation(&owner, 2).await;
+    let store = store().await;
+    let two = shared::domain::MessageId::new(2).unwrap();
+    // Edit the second question (message 3, under reply 2): messages 5 and 6.
+    e2e::append_turn_under(&store, &owner, &id, Some(two), "q1 again", "a1 again")
+        .await
+        .unwrap();
+    let page = |query: &'static str| {
+        let state = &state;
+        let (owner, id) = (owner.clone(), id.clone());
+        async move {
+            call(
+                state,
+                "GET",
+                "/conversations/{id}/messages",
+                Some(&id),
+                Some(query),
+                Some(&owner),
+            )
+            .await
+        }
+    };
+    let (status, body) = page("order=desc").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    let seqs: Vec<u64> = messages
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [6, 5, 2, 1]);
+    assert_eq!(messages[1]["parent_id"], "000000000002");
+    assert_eq!(
+        messages[1]["siblings"],
+        serde_json::json!({"ids": ["000000000003", "000000000005"], "index": 1})
+    );
+    assert_eq!(messages[3]["parent_id"], Value::Null);
+    assert_eq!(
+        messages[3]["siblings"],
+        serde_json::json!({"ids": ["000000000001"], "index": 0})
+    );
+
+    // Back to the first version: the branch through message 3, to its end.
+    let (status, body) = rename(&state, &owner, &id, r#"{"leaf":"000000000003"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["leaf"], "000000000004");
+    let (_, body) = page("order=asc").await;
+    let seqs: Vec<u64> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(body["messages"][2]["siblings"]["index"], 0);
+    let (_, listed) = call(&state, "GET", "/conversations", None, None, Some(&owner)).await;
+    assert_eq!(listed["conversations"][0]["leaf"], "000000000004");
+
+    // Bad switches name the field and change nothing; a message it lacks is a 404.
+    for (body, status, field) in [
+        (r#"{"leaf":"x"}"#, StatusCode::BAD_REQUEST, "leaf"),
+        (r#"{"leaf":4}"#, StatusCode::BAD_REQUEST, "leaf"),
+        (
+            r#"{"leaf":"000000000004","title":"t"}"#,
+            StatusCode::BAD_REQUEST,
+            "leaf",
+        ),
+        (r#"{"leaf":"000000000099"}"#, StatusCode::NOT_FOUND, ""),
+    ] {
+        let (got, problem) = rename(&state, &owner, &id, body).await;
+        assert_eq!(got, status, "{body}: {problem}");
+        if !field.is_empty() {
+            assert!(
+                problem["field"] == field
+                    || problem["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(field),
+                "{body}: {problem}"
+            );
+        }
+    }
+    let stranger = user();
+    let (status, _) = rename(&state, &stranger, &id, r#"{"leaf":"000000000006"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let head = store.conversation(&owner, &id).await.unwrap();
+    assert_eq!(head.leaf, shared::domain::MessageId::new(4));
+}

@@ -384,3 +384,52 @@ async fn a_reply_too_long_to_store_is_stored_cut_and_says_so_whole_or_streamed()
         "stored as the client saw it"
     );
 }
+
+#[tokio::test]
+async fn a_streamed_regeneration_announces_the_message_it_answers_and_replays_by_key() {
+    let state = state(None, &[]).await;
+    let user = unique("regen");
+    let first = handle(
+        &state,
+        chat_request(Some(&user), &[], r#"{"message":"q1"}"#),
+    )
+    .await;
+    let first = json_body(&first);
+    let conversation = first["conversation_id"].as_str().unwrap().to_owned();
+    let body = json!({"regenerate": "000000000002", "conversation_id": conversation}).to_string();
+    let headers = [SSE, ("idempotency-key", "regen-stream")];
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let response = handle(&state, chat_request(Some(&user), &headers, &body)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let events = events(response.into_body()).await;
+        assert_eq!(names(&events).first(), Some(&"start"));
+        assert_eq!(names(&events).last(), Some(&"done"));
+        let start = &events[0].1;
+        assert_eq!(start["user_message_id"], "000000000001", "{start}");
+        assert_eq!(start["message_id"], "000000000003", "{start}");
+        seen.push(events.last().unwrap().1.clone());
+    }
+    assert_eq!(seen[0], seen[1], "the retry replays the stored answer");
+    assert_eq!(seen[0]["user_message_id"], "000000000001");
+    // The first turn's two messages, the regenerated reply and its parent's children item,
+    // besides the head, one idempotency record and the budget's day.
+    let mut kinds: Vec<String> = user_items(&user)
+        .await
+        .iter()
+        .map(|item| {
+            let key = item["SK"].as_s().unwrap();
+            let kind = key.split('#').next().unwrap().to_owned();
+            if key.ends_with("#children") {
+                "children".to_owned()
+            } else {
+                kind
+            }
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["CONV", "IDEM", "MSG", "MSG", "MSG", "USAGE", "children"]
+    );
+}

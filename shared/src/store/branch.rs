@@ -91,14 +91,16 @@ impl Walk {
 }
 
 impl ConversationStore {
-    /// The branch that ends at `end`, newest first: at most `count` messages, and the id of the
-    /// next one down if there is one. An empty branch when `end` does not exist.
+    /// The branch that ends at `end`, newest first: at most `count` messages, and (for a
+    /// `listing`, which reads one message more) the id of the next one down if there is one. An
+    /// empty branch when `end` does not exist.
     async fn walk(
         &self,
         user: &UserId,
         conversation: &ConversationId,
         end: BranchEnd,
         count: usize,
+        listing: bool,
     ) -> Result<(Vec<Message>, Option<MessageId>), StoreError> {
         let partition = keys::partition(user);
         let prefix = keys::messages(conversation);
@@ -117,9 +119,13 @@ impl ConversationStore {
         // A message stored before branches whose parent is the next message read.
         let mut line_child: Option<u64> = None;
         let mut next = None;
-        'queries: for _ in 0..MAX_QUERIES {
-            let still = count + 1 - walk.path.len();
-            let limit = (2 * still + 2).clamp(4, MAX_QUERY_ITEMS);
+        let wanted = count + usize::from(listing);
+        'queries: for queries in 0..MAX_QUERIES {
+            // On a line, the first `Query` reads exactly what is wanted; after a jump, at least
+            // the message above the one wanted, its parent's children item and itself.
+            let still = wanted - walk.path.len();
+            let least = if queries == 0 { 1 } else { 3 };
+            let limit = still.clamp(least, MAX_QUERY_ITEMS);
             let mut query = self
                 .db
                 .query()
@@ -188,7 +194,7 @@ impl ConversationStore {
                     }
                     Want::Id(_) | Want::Done => false,
                 };
-                if on_branch && walk.path.len() == count {
+                if on_branch && listing && walk.path.len() == count {
                     // One more than asked for: where the next page starts.
                     next = Some(id);
                     line_child = None;
@@ -202,15 +208,22 @@ impl ConversationStore {
                         StoredParent::Line => Want::Below,
                     };
                 }
-                if want == Want::Done && line_child.is_none() {
-                    break 'queries;
+                if !listing && walk.path.len() == count {
+                    // The context: its messages' siblings are not needed.
+                    want = Want::Done;
+                    line_child = None;
                 }
+                // Once the branch is whole, the rest of this page is read on: below the first
+                // message sits only the roots' children item.
             }
             let last = output
                 .last_evaluated_key()
                 .map(sort_key)
                 .transpose()?
                 .or(last);
+            if want == Want::Done && line_child.is_none() {
+                break;
+            }
             // Everything of the range was read.
             let exhausted = output.last_evaluated_key().is_none();
             let Some(last) = last else {
@@ -308,7 +321,7 @@ impl ConversationStore {
         n: u16,
     ) -> Result<Vec<Message>, StoreError> {
         let (mut messages, _) = self
-            .walk(user, conversation, end, usize::from(n.max(1)))
+            .walk(user, conversation, end, usize::from(n.max(1)), false)
             .await?;
         if messages.is_empty() {
             return Err(match end {
@@ -337,7 +350,9 @@ impl ConversationStore {
         if leaf.is_some() {
             return Ok(leaf);
         }
-        let (newest, _) = self.walk(user, conversation, BranchEnd::Newest, 1).await?;
+        let (newest, _) = self
+            .walk(user, conversation, BranchEnd::Newest, 1, false)
+            .await?;
         Ok(newest.first().map(|message| message.id))
     }
 
@@ -363,14 +378,14 @@ impl ConversationStore {
                 let end = resume.map_or(BranchEnd::Newest, BranchEnd::At);
                 let (head, walked) = tokio::join!(
                     self.conversation(user, conversation),
-                    self.walk(user, conversation, end, limit)
+                    self.walk(user, conversation, end, limit, true)
                 );
                 let head = head?;
                 let (mut messages, mut next) = walked?;
                 if let (BranchEnd::Newest, Some(leaf)) = (end, head.leaf) {
                     if messages.first().map(|message| message.id) != Some(leaf) {
                         (messages, next) = self
-                            .walk(user, conversation, BranchEnd::At(leaf), limit)
+                            .walk(user, conversation, BranchEnd::At(leaf), limit, true)
                             .await?;
                     }
                 }
@@ -406,7 +421,7 @@ impl ConversationStore {
     ) -> Result<Page<Message>, StoreError> {
         let end = head.leaf.map_or(BranchEnd::Newest, BranchEnd::At);
         let count = usize::try_from(head.message_count).unwrap_or(usize::MAX);
-        let (mut branch, _) = self.walk(user, &head.id, end, count.max(1)).await?;
+        let (mut branch, _) = self.walk(user, &head.id, end, count.max(1), false).await?;
         branch.reverse();
         let start = match resume {
             Some(id) => branch
