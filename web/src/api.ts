@@ -7,6 +7,8 @@ export interface Conversation {
   created_at: string;
   updated_at: string;
   message_count: number;
+  /** The end of the active branch (absent on conversations stored before branches). */
+  leaf?: string;
 }
 
 export type Ending = "stopped" | "incomplete";
@@ -14,6 +16,10 @@ export type Ending = "stopped" | "incomplete";
 export interface Message {
   id: string;
   seq: number;
+  /** The message this one follows; null for a first message. */
+  parent_id: string | null;
+  /** Its parent's children, oldest first, and its place among them. */
+  siblings: { ids: string[]; index: number };
   role: "user" | "assistant";
   content: string;
   created_at: string;
@@ -44,6 +50,17 @@ export interface Models {
   providers: { name: string; models: string[] }[];
 }
 
+/** What `POST /chat` takes: a message (under the active leaf, or under `parent_id`: null for a
+ *  new first message), or `regenerate`, a reply to answer again. */
+export interface ChatBody {
+  message?: string;
+  conversation_id?: string;
+  parent_id?: string | null;
+  regenerate?: string;
+  provider?: string;
+  model?: string;
+}
+
 export interface ChatStart {
   conversation_id: string;
   user_message_id: string;
@@ -54,6 +71,7 @@ export interface ChatStart {
 
 export interface ChatDone {
   conversation_id: string;
+  user_message_id?: string;
   message_id: string;
   reply: string;
   provider: string;
@@ -186,6 +204,15 @@ export class Api {
     });
   }
 
+  /** Makes the branch through `messageId` the active one; the conversation as it now is. */
+  async switchBranch(id: string, messageId: string): Promise<Conversation> {
+    return this.json<Conversation>(`/conversations/${encodeURIComponent(id)}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ leaf: messageId }),
+    });
+  }
+
   async deleteConversation(id: string): Promise<void> {
     await this.request(`/conversations/${encodeURIComponent(id)}`, { method: "DELETE" });
   }
@@ -227,7 +254,7 @@ export class Api {
 
   /** Starts a streamed chat turn; the caller reads the events from the response body. */
   async chat(
-    body: { message: string; conversation_id?: string; provider?: string; model?: string },
+    body: ChatBody,
     idempotencyKey: string,
     signal: AbortSignal,
   ): Promise<Response> {

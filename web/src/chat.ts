@@ -20,7 +20,7 @@ export interface ChatViews {
   banner: Banner;
 }
 
-export function chatController(api: Api, history: Pick<History, "adopt" | "refreshCurrentEntry">, views: ChatViews) {
+export function chatController(api: Api, history: Pick<History, "adopt" | "refreshCurrentEntry" | "open">, views: ChatViews) {
   const { composer, conversation: view, messages, sidebar, banner } = views;
   // The latest model list request; it never rejects (a failure shows the banner and hides the picker).
   let models: Promise<void> = Promise.resolve();
@@ -32,19 +32,84 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     view.setBusy(turn !== null);
   }
 
-  /** The composer's message: shown at once, then answered. */
+  /** The composer's message: shown at once, then answered, from the end of the branch shown. */
   function send(message: string): void {
+    const conversationId = state.current?.id ?? null;
+    // The reply the log ends with: the message answers the branch on screen, whatever another
+    // tab made the active one meanwhile.
+    const last = view.lastMessage();
+    const lastReply =
+      last?.classList.contains("assistant") && last.getAttribute("data-message-id") ? last.getAttribute("data-message-id") : null;
+    // A new chat's first message is a root; otherwise it answers the reply shown last.
+    const parentId = conversationId ? (lastReply ?? undefined) : null;
+    sendUnder(message, conversationId, parentId, false);
+  }
+
+  function sendUnder(
+    message: string,
+    conversationId: string | null,
+    parentId: string | null | undefined,
+    reloadAfter: boolean,
+  ): void {
     banner.hide();
     view.setEmptyHint(false);
-    const userView = messages.message({ id: "", role: "user", content: message });
+    const userView = messages.message({
+      id: "",
+      role: "user",
+      content: message,
+      ...(parentId !== undefined ? { parent_id: parentId } : {}),
+    });
     view.append(userView);
     view.scrollToEnd();
-    const conversationId = state.current?.id ?? null;
     // A message sent before the model list arrived waits for it (briefly), so it carries the choice
     // the picker is about to show rather than none.
     void modelsKnown().then(() =>
-      run({ message, conversationId, choice: composer.chosenModel(), idempotencyKey: crypto.randomUUID() }, userView),
+      run(
+        {
+          message,
+          conversationId,
+          ...(parentId !== undefined && conversationId ? { parentId } : {}),
+          choice: composer.chosenModel(),
+          idempotencyKey: crypto.randomUUID(),
+        },
+        userView,
+        reloadAfter,
+      ),
     );
+  }
+
+  /** An edit of the user's message `element`: it and what followed it leave the log (they stay
+   *  stored, one "‹ ›" away), and the new text is sent under the same parent. */
+  function edit(element: HTMLElement, parentId: string | null, text: string): boolean {
+    const conversationId = state.current?.id;
+    if (state.streaming || !conversationId) return false;
+    view.removeFrom(element);
+    sendUnder(text, conversationId, parentId, true);
+    return true;
+  }
+
+  /** Another reply to the message the reply `element` answers: it and what followed it leave the
+   *  log (they stay stored, one "‹ ›" away). */
+  function regenerate(element: HTMLElement, replyId: string): boolean {
+    const conversationId = state.current?.id;
+    const userView = element.previousElementSibling;
+    if (state.streaming || !conversationId || !(userView instanceof HTMLElement)) return false;
+    banner.hide();
+    view.removeFrom(element);
+    void modelsKnown().then(() =>
+      run(
+        {
+          message: "",
+          conversationId,
+          regenerate: replyId,
+          choice: composer.chosenModel(),
+          idempotencyKey: crypto.randomUUID(),
+        },
+        userView,
+        true,
+      ),
+    );
+    return true;
   }
 
   /** Settles once the model list has loaded or failed, or after two seconds, whichever is first. */
@@ -52,7 +117,9 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     return Promise.race([models, new Promise<void>((resolve) => setTimeout(resolve, 2000))]);
   }
 
-  async function run(pending: PendingTurn, userView: HTMLElement): Promise<void> {
+  /** Runs a turn into the log after `userView`; `reloadAfter` (an edit, a regeneration) reads the
+   *  branch again once it is answered, so the new version shows its "‹ n / n ›". */
+  async function run(pending: PendingTurn, userView: HTMLElement, reloadAfter = false): Promise<void> {
     const turn = new Turn(pending, (body, key, signal) => api.chat(body, key, signal));
     setStreaming(turn);
     view.announce("Sending…");
@@ -119,12 +186,20 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
       view.announce("The message was not answered.");
       banner.show(result.problem, () => {
         if (state.current?.id !== (pending.conversationId ?? state.current?.id)) return;
-        void run(result.retry, userView);
+        void run(result.retry, userView, reloadAfter);
       });
     }
     // "signed-out": the app is back at the sign-in screen.
     setStreaming(null);
-    if (state.current && listing === state.messagePages.listing) history.refreshCurrentEntry();
+    const current = state.current;
+    if (current && listing === state.messagePages.listing) {
+      history.refreshCurrentEntry();
+      if (reloadAfter && result.outcome !== "unanswered" && result.outcome !== "signed-out") {
+        const replyId = reply?.element.getAttribute("data-message-id");
+        await history.open(current.id);
+        if (replyId) document.querySelector<HTMLElement>(`#messages [data-message-id="${CSS.escape(replyId)}"]`)?.scrollIntoView({ block: "end" });
+      }
+    }
     composer.regainFocus();
   }
 
@@ -140,5 +215,5 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     return models;
   }
 
-  return { send, stop: () => state.streaming?.stop(), loadModels };
+  return { send, edit, regenerate, stop: () => state.streaming?.stop(), loadModels };
 }

@@ -23,6 +23,10 @@ export interface ConversationView {
   setEmptyHint(shown: boolean): void;
   /** Adds messages at the end of the log. */
   append(...elements: HTMLElement[]): void;
+  /** The last message in the log, if any. */
+  lastMessage(): HTMLElement | null;
+  /** Takes `element` and every message after it off the log. */
+  removeFrom(element: HTMLElement): void;
   /** Adds older messages above the others, keeping what is in view where it is. */
   prependOlder(elements: HTMLElement[]): void;
   watchForOlder(more: boolean): void;
@@ -81,6 +85,15 @@ export function conversationView(handlers: ConversationHandlers): ConversationVi
     },
     append(...elements) {
       messages.append(...elements);
+    },
+    lastMessage() {
+      const last = messages.lastElementChild;
+      return last instanceof HTMLElement ? last : null;
+    },
+    removeFrom(element) {
+      if (element.parentElement !== messages) return;
+      while (element.nextElementSibling) element.nextElementSibling.remove();
+      element.remove();
     },
     prependOlder(elements) {
       const fromBottom = log.scrollHeight - log.scrollTop;

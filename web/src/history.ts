@@ -156,6 +156,29 @@ export function historyController(api: Api, views: HistoryViews) {
     );
   }
 
+  /** Shows the branch through `messageId` (a version "‹ ›" named): the server makes it the
+   *  active one, and the log is read again, the switched message kept in view and focused. */
+  async function switchTo(messageId: string): Promise<void> {
+    const current = state.current;
+    if (state.streaming || !current) return;
+    banner.hide();
+    try {
+      await api.switchBranch(current.id, messageId);
+    } catch (error) {
+      banner.show(error, () => void switchTo(messageId));
+      return;
+    }
+    if (state.current?.id !== current.id) return;
+    await open(current.id);
+    const shown = document.querySelector<HTMLElement>(`#messages [data-message-id="${CSS.escape(messageId)}"]`);
+    if (shown) {
+      shown.scrollIntoView({ block: "center" });
+      const group = shown.querySelector<HTMLElement>(".versions");
+      group?.querySelector<HTMLButtonElement>("button:not([disabled])")?.focus();
+      view.announce(group?.getAttribute("aria-label") ? `Showing ${group.getAttribute("aria-label")!.toLowerCase()}.` : "");
+    }
+  }
+
   /** A new chat's first turn created this conversation: it becomes the open one, listed first. */
   function adopt(id: string, title: string): void {
     const now = new Date().toISOString();
@@ -187,7 +210,7 @@ export function historyController(api: Api, views: HistoryViews) {
     else newChat();
   }
 
-  return { start, resetList, loadMoreConversations, upsert, remove, setCurrent, newChat, open, loadOlder, adopt, refreshCurrentEntry };
+  return { start, resetList, loadMoreConversations, upsert, remove, setCurrent, newChat, open, switchTo, loadOlder, adopt, refreshCurrentEntry };
 }
 
 export type History = ReturnType<typeof historyController>;

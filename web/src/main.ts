@@ -58,7 +58,11 @@ async function start(): Promise<void> {
     delete: () => void manage.deleteCurrent(),
     nearTop: () => void history.loadOlder(),
   });
-  const messages = messagesView((feedback) => api.rate(feedback));
+  const messages = messagesView((feedback) => api.rate(feedback), {
+    edit: (element, parentId, text) => chat.edit(element, parentId, text),
+    regenerate: (element, replyId) => chat.regenerate(element, replyId),
+    switchTo: (messageId) => void history.switchTo(messageId),
+  });
   const composer = composerView({
     send: (message) => chat.send(message),
     stop: () => chat.stop(),

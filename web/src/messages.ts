@@ -1,5 +1,6 @@
-// Messages as the log shows them: the user's as plain text, the assistant's as Markdown (growing
-// while it streams), with Copy and a rating form once finished.
+// Messages as the log shows them: the user's as plain text (with Edit), the assistant's as Markdown
+// (growing while it streams), with Copy, Regenerate and a rating form once finished; a message
+// with alternatives (an edit, a regeneration) shows "‹ 2 / 3 ›" to move between them.
 
 import { ApiError, type Ending, type Feedback, type Message } from "./api";
 import { h } from "./dom";
@@ -19,9 +20,23 @@ export interface AssistantView {
   tail: ChildNode[];
 }
 
+/** What the tree's actions ask of the page: each is refused (returns false) while a reply streams. */
+export interface TreeActions {
+  /** Sends `text` in place of the user's message `element` (a sibling under `parentId`). */
+  edit(element: HTMLElement, parentId: string | null, text: string): boolean;
+  /** Answers again the message the reply `element` answers. */
+  regenerate(element: HTMLElement, replyId: string): boolean;
+  /** Shows the branch through the message `messageId` (a sibling of the one shown). */
+  switchTo(messageId: string): void;
+}
+
+/** A message as the log shows it: stored, or the user's just sent (id "", its parent known). */
+export type Shown = Pick<Message, "id" | "role" | "content" | "ending"> &
+  Partial<Pick<Message, "parent_id" | "siblings">>;
+
 export interface Messages {
   /** A stored message, or the user's just sent (id ""). */
-  message(message: Pick<Message, "id" | "role" | "content" | "ending">): HTMLElement;
+  message(message: Shown): HTMLElement;
   /** A reply that is about to stream in. */
   assistant(messageId: string): AssistantView;
   /** Shows the reply so far while it streams. */
@@ -35,8 +50,100 @@ export interface Messages {
   stoppedBeforeReply(userMessage: HTMLElement): void;
 }
 
-export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): Messages {
+export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>, tree: TreeActions): Messages {
   let ratingForms = 0;
+  let editForms = 0;
+
+  /** "‹ 2 / 3 ›" for a message with alternatives; nothing for one without. */
+  function versions(message: Shown): HTMLElement | null {
+    const siblings = message.siblings;
+    if (!siblings || siblings.ids.length < 2) return null;
+    const { ids, index } = siblings;
+    const label = `Version ${index + 1} of ${ids.length}`;
+    const previous = h("button", { type: "button", class: "small version-step", "aria-label": "Previous version" }, "‹");
+    const next = h("button", { type: "button", class: "small version-step", "aria-label": "Next version" }, "›");
+    previous.disabled = index === 0;
+    next.disabled = index === ids.length - 1;
+    previous.addEventListener("click", () => tree.switchTo(ids[index - 1]));
+    next.addEventListener("click", () => tree.switchTo(ids[index + 1]));
+    return h(
+      "div",
+      { class: "versions", role: "group", "aria-label": label },
+      previous,
+      h("span", { class: "version-count", "aria-hidden": "true" }, `${index + 1} / ${ids.length}`),
+      next,
+    );
+  }
+
+  /** The user's message: its text, Edit, and its versions. */
+  function userMessage(message: Shown): HTMLElement {
+    const body = h("div", { class: "message-body plain" }, message.content);
+    const element = h(
+      "article",
+      { class: "message user", "data-message-id": message.id },
+      h("h3", { class: "visually-hidden" }, "You wrote"),
+      body,
+    );
+    if (message.parent_id !== undefined) element.setAttribute("data-parent-id", message.parent_id ?? "");
+    const edit = h("button", { type: "button", class: "small", "aria-expanded": "false" }, "Edit");
+    edit.addEventListener("click", () => {
+      if (element.querySelector("form.edit-form")) return;
+      const form = editForm(element, message.content, () => {
+        form.remove();
+        body.hidden = false;
+        actions.hidden = false;
+        edit.setAttribute("aria-expanded", "false");
+        edit.focus();
+      });
+      body.hidden = true;
+      actions.hidden = true;
+      edit.setAttribute("aria-expanded", "true");
+      element.append(form);
+      form.querySelector("textarea")?.focus();
+    });
+    const actions = h("div", { class: "message-actions" }, edit);
+    const shown = versions(message);
+    if (shown) actions.prepend(shown);
+    element.append(actions);
+    return element;
+  }
+
+  function editForm(element: HTMLElement, content: string, close: () => void): HTMLFormElement {
+    const n = ++editForms;
+    const text = h("textarea", { id: `edit-${n}`, name: "message", rows: "3" });
+    text.value = content;
+    const cancel = h("button", { type: "button", class: "small" }, "Cancel");
+    const error = h("p", { class: "field-error", role: "alert" });
+    const form = h(
+      "form",
+      { class: "edit-form", "aria-label": "Edit your message" },
+      h("label", { for: `edit-${n}`, class: "visually-hidden" }, "Your message"),
+      text,
+      error,
+      h("div", { class: "form-actions" }, h("button", { type: "submit", class: "small primary" }, "Save & send"), cancel),
+    );
+    cancel.addEventListener("click", close);
+    form.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape") return;
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = text.value.trim();
+      if (!value) {
+        error.textContent = "Write something to send.";
+        return;
+      }
+      const parent = element.getAttribute("data-parent-id");
+      if (parent === null) return;
+      if (!tree.edit(element, parent === "" ? null : parent, value)) {
+        error.textContent = "Wait for the reply to finish, then send.";
+      }
+    });
+    return form;
+  }
 
   function assistant(messageId: string): AssistantView {
     const body = h("div", { class: "message-body markdown" });
@@ -83,7 +190,12 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
     });
     const given = h("span", { class: "rating-given" });
     const rateButton = h("button", { type: "button", class: "small", "aria-expanded": "false" }, "Rate");
-    const actions = h("div", { class: "message-actions" }, copy, rateButton, given);
+    const again = h("button", { type: "button", class: "small" }, "Regenerate");
+    again.addEventListener("click", () => {
+      const id = view.element.getAttribute("data-message-id") ?? "";
+      if (id) tree.regenerate(view.element, id);
+    });
+    const actions = h("div", { class: "message-actions" }, copy, again, rateButton, given);
     const showGiven = (feedback: Feedback | undefined) => {
       given.textContent = feedback
         ? `Rated ${feedback.rating} of 5${feedback.comment ? `: “${feedback.comment}”` : ""}`
@@ -171,16 +283,11 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>): M
 
   return {
     message(message) {
-      if (message.role === "user") {
-        return h(
-          "article",
-          { class: "message user", "data-message-id": message.id },
-          h("h3", { class: "visually-hidden" }, "You wrote"),
-          h("div", { class: "message-body plain" }, message.content),
-        );
-      }
+      if (message.role === "user") return userMessage(message);
       const view = assistant(message.id);
       finish(view, message.content, message.ending, "stored");
+      const shown = versions(message);
+      if (shown) view.element.querySelector(".message-actions")?.prepend(shown);
       return view.element;
     },
     assistant,

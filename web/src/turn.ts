@@ -1,20 +1,25 @@
 // One streamed chat turn, without the page: it sends the message, reads the server-sent events
 // (start, delta, done, error), tells a listener what arrives, and ends with what became of it.
 
-import { ApiError, isAbort, problemFromEvent, type ChatDone, type ChatStart, type ModelChoice } from "./api";
+import { ApiError, isAbort, problemFromEvent, type ChatBody, type ChatDone, type ChatStart, type ModelChoice } from "./api";
 import { readEvents, type SseEvent } from "./sse";
 
 /** A message on its way. A retry sends the same one, Idempotency-Key included, so the server
  *  either replays the stored turn or runs it once: it is never doubled. */
 export interface PendingTurn {
+  /** The user's message; empty for a regeneration. */
   message: string;
   conversationId: string | null;
+  /** Where it goes: under this reply (null: as a new first message); absent, the active leaf. */
+  parentId?: string | null;
+  /** A reply to answer again (no message then). */
+  regenerate?: string;
   choice: ModelChoice | null;
   idempotencyKey: string;
 }
 
 export type ChatRequest = (
-  body: { message: string; conversation_id?: string; provider?: string; model?: string },
+  body: ChatBody,
   idempotencyKey: string,
   signal: AbortSignal,
 ) => Promise<Response>;
@@ -75,9 +80,12 @@ export class Turn {
     let text = "";
     let finished = false;
     try {
-      const body = {
-        message: pending.message,
+      const body: ChatBody = {
+        ...(pending.regenerate ? { regenerate: pending.regenerate } : { message: pending.message }),
         ...(pending.conversationId ? { conversation_id: pending.conversationId } : {}),
+        ...(pending.conversationId && pending.parentId !== undefined && !pending.regenerate
+          ? { parent_id: pending.parentId }
+          : {}),
         ...(pending.choice ? { provider: pending.choice.provider, model: pending.choice.model } : {}),
       };
       const response = await this.send(body);
