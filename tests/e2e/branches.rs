@@ -188,6 +188,18 @@ async fn a_regeneration_is_a_sibling_reply_and_switching_follows_the_newest_chil
             .unwrap();
         assert_eq!(contents(&branch), [expected]);
     }
+    // A version off the active branch can still be rated.
+    let (_, feedback) = store
+        .rate_message(
+            &user,
+            &conversation,
+            id(7),
+            shared::domain::Rating::new(4).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(feedback.message_id, id(7));
     // A message the conversation does not have.
     assert!(matches!(
         store.switch_branch(&user, &conversation, id(99)).await,

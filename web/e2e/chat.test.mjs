@@ -72,7 +72,8 @@ test("a reply streams in several pieces, then is listed and survives a reload", 
   assert.equal(await page.locator("article.message").count(), 0);
   await page.locator(`#conversation-list [data-id="${id}"]`).click();
   await page.locator("article.message.assistant").getByText(expected).waitFor();
-  assert.equal(await page.locator("article.message.user").textContent(), `You wrote${message}`);
+  assert.equal(await page.locator("article.message.user .message-body").textContent(), message);
+  assert.equal(await page.locator("article.message.user h3").textContent(), "You wrote");
   assert.equal(await page.locator(`#conversation-list [data-id="${id}"]`).getAttribute("aria-current"), "page");
   await closePage(page);
 });
@@ -281,5 +282,28 @@ test("a reply keeps its single line breaks and shows a task list's boxes", async
     ["done", "not done"],
   );
   assert.equal(await body.locator("input").count(), 0, "no form controls in a reply");
+  await closePage(page);
+});
+
+test("a slow reply shows a thinking placeholder from the moment of sending until it begins", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser());
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  await page.route("**/chat", async (route) => {
+    await held;
+    await route.continue();
+  });
+  await send(page, "take your time");
+  const thinking = page.locator("#messages .thinking");
+  await thinking.waitFor();
+  assert.equal(await thinking.getByText("The assistant is thinking").count(), 1);
+  // It sits right after the message it answers, and the message is not lost while it waits.
+  assert.equal(await page.locator("#messages > :last-child").getAttribute("class"), "thinking");
+  assert.equal(await page.locator("article.message.user .message-body").textContent(), "take your time");
+  release();
+  const reply = await lastFinishedReply(page);
+  assert.equal((await reply.locator(".message-body").textContent()).trim(), echoOf("take your time"));
+  assert.equal(await thinking.count(), 0);
   await closePage(page);
 });

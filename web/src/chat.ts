@@ -134,10 +134,14 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
       messages.grow(reply, reply.text);
       if (stick) view.scrollToEnd();
     };
+    // Until the first piece of the reply arrives, a placeholder says the turn is under way.
+    const thinking = messages.thinking();
+    userView.after(thinking);
+    if (view.nearBottom()) view.scrollToEnd();
     const ensureReply = (messageId: string) => {
       if (reply) return reply;
       reply = messages.assistant(messageId);
-      view.append(reply.element);
+      thinking.replaceWith(reply.element);
       return reply;
     };
     // The turn's conversation, once the server named it, is the open one (unless another opened).
@@ -174,6 +178,7 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
         banner.show(problem);
       },
     });
+    thinking.remove();
     if (result.outcome !== "answered") cancelAnimationFrame(frame);
     if (result.outcome === "stopped") {
       if (reply) messages.finish(reply, reply.text, "stopped");

@@ -39,6 +39,8 @@ export interface Messages {
   message(message: Shown): HTMLElement;
   /** A reply that is about to stream in. */
   assistant(messageId: string): AssistantView;
+  /** The placeholder shown from the moment a message is sent until its reply begins. */
+  thinking(): HTMLElement;
   /** Shows the reply so far while it streams. */
   grow(view: AssistantView, text: string): void;
   /** Shows the final text, how it ended (if cut short), and its actions. `seen` is whether this
@@ -291,6 +293,14 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>, tr
       return view.element;
     },
     assistant,
+    thinking() {
+      return h(
+        "div",
+        { class: "thinking" },
+        h("span", { class: "visually-hidden" }, "The assistant is thinking"),
+        h("span", { class: "thinking-dots", "aria-hidden": "true" }, h("span", {}), h("span", {}), h("span", {})),
+      );
+    },
     grow(view, text) {
       // Each frame renders only what follows the settled blocks: linear in the reply, not
       // quadratic. The finished reply is rendered whole once more.

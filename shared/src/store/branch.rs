@@ -37,16 +37,17 @@ pub enum BranchEnd {
     At(MessageId),
 }
 
-/// The most `Query`s one walk makes: far above what any page needs (each `Query` finds at least
-/// one message of the branch), a guard against a table that is not what we wrote.
-const MAX_QUERIES: usize = 256;
+/// The fewest `Query`s one walk may make before it gives up: each `Query` finds at least one
+/// message of the branch, so a walk for `n` needs at most about `n`; the guard is against a table
+/// that is not what we wrote.
+const MIN_QUERY_GUARD: usize = 256;
 
 /// The most items one `Query` of a walk asks for.
 const MAX_QUERY_ITEMS: usize = 200;
 
-/// A switch follows the newest child this many times at most (a deeper branch ends the switch
-/// where it got to: still a message of the branch chosen).
-const MAX_SWITCH_QUERIES: usize = 64;
+/// A switch reads this many `Query`s of 100 at most on its way down (25,600 messages of a line;
+/// a deeper branch ends the switch where it got to, still a message of the branch chosen).
+const MAX_SWITCH_QUERIES: usize = 256;
 
 /// What the walk looks for next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,12 +121,21 @@ impl ConversationStore {
         let mut line_child: Option<u64> = None;
         let mut next = None;
         let wanted = count + usize::from(listing);
-        'queries: for queries in 0..MAX_QUERIES {
+        // Items read, and how many of them were messages of the branch: a branch that crosses
+        // many branch points has other items between its messages, and the next `Query` asks for
+        // as many more as that ratio says (up to 4 times what is still wanted).
+        let (mut seen, mut found) = (0usize, 0usize);
+        'queries: for queries in 0..MIN_QUERY_GUARD.max(wanted + 8) {
             // On a line, the first `Query` reads exactly what is wanted; after a jump, at least
             // the message above the one wanted, its parent's children item and itself.
             let still = wanted - walk.path.len();
             let least = if queries == 0 { 1 } else { 3 };
-            let limit = still.clamp(least, MAX_QUERY_ITEMS);
+            let ratio = if found == 0 {
+                1
+            } else {
+                seen.div_ceil(found).clamp(1, 4)
+            };
+            let limit = (still * ratio).clamp(least, MAX_QUERY_ITEMS);
             let mut query = self
                 .db
                 .query()
@@ -156,6 +166,8 @@ impl ConversationStore {
             self.meter
                 .items(u64::try_from(output.scanned_count()).unwrap_or(0));
             let mut last = None;
+            let before = walk.path.len();
+            seen += output.items().len();
             for item in output.items() {
                 let key = sort_key(item)?;
                 let kind = keys::message_key_of(&key);
@@ -221,6 +233,7 @@ impl ConversationStore {
                 .map(sort_key)
                 .transpose()?
                 .or(last);
+            found += walk.path.len() - before;
             if want == Want::Done && line_child.is_none() {
                 break;
             }

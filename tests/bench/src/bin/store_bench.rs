@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use bench::percentile;
 use e2e::{
-    append_turn_completing, append_turn_under, conversation_with_history, regenerate, stack,
-    unique,
+    append_turn_completing, append_turn_under, conversation_with_history, regenerate, stack, unique,
 };
 use shared::{
     config::{BudgetPolicy, DailyBudget},
@@ -216,8 +215,7 @@ async fn main() {
     for turn in 0..TURNS {
         for (subject, run) in subjects.iter_mut().zip(&mut runs) {
             let before = store.consumption();
-            let (append_took, recent_took, context) =
-                turn_once(&store, &user, subject, turn).await;
+            let (append_took, recent_took, context) = turn_once(&store, &user, subject, turn).await;
             let after = store.consumption();
             assert_eq!(context, usize::from(CONTEXT), "a full context window");
             run.append.push(append_took);
