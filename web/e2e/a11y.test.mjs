@@ -146,7 +146,7 @@ for (const [size, viewport] of [["desktop", DESKTOP], ["phone", PHONE]]) {
       const reply = await lastFinishedReply(page);
       await reply.locator("code.hljs .hljs-keyword").first().waitFor();
       assert.equal(highlighter.length, 1, "the highlighter chunk is loaded once, on demand");
-      await reply.getByRole("button", { name: "Rate" }).click();
+      await reply.getByRole("button", { name: "Rate", exact: true }).click();
       await reply.getByLabel("5").check();
       await reply.getByLabel("Comment (optional)").fill("Clear example");
       await reply.getByRole("button", { name: "Submit rating" }).click();

@@ -1,6 +1,7 @@
 // Sending, streaming, stopping, and what a reply may never do.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   api,
   closePage,
@@ -301,6 +302,7 @@ test("a slow reply shows a thinking placeholder from the moment of sending until
   // It sits right after the message it answers, and the message is not lost while it waits.
   assert.equal(await page.locator("#messages > :last-child").getAttribute("class"), "thinking");
   assert.equal(await page.locator("article.message.user .message-body").textContent(), "take your time");
+  if (process.env.SCREENSHOTS_DIR) await page.screenshot({ path: join(process.env.SCREENSHOTS_DIR, "thinking-light.png") });
   release();
   const reply = await lastFinishedReply(page);
   assert.equal((await reply.locator(".message-body").textContent()).trim(), echoOf("take your time"));

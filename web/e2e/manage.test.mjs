@@ -17,12 +17,12 @@ test("Escape closes the rating form unsaved and returns to the Rate button", asy
   await signIn(page, user);
   await send(page, "rate me later");
   const reply = await lastFinishedReply(page);
-  await reply.getByRole("button", { name: "Rate" }).click();
+  await reply.getByRole("button", { name: "Rate", exact: true }).click();
   const form = reply.getByRole("form", { name: "Rate this reply" });
   await form.getByLabel("Comment (optional)").fill("never sent");
   await page.keyboard.press("Escape");
   await waitFor("the form to close", async () => (await form.count()) === 0);
-  assert.equal(await reply.getByRole("button", { name: "Rate" }).getAttribute("aria-expanded"), "false");
+  assert.equal(await reply.getByRole("button", { name: "Rate", exact: true }).getAttribute("aria-expanded"), "false");
   assert.equal(await page.evaluate(() => document.activeElement?.textContent), "Rate");
   const conversation = (await api(user, "GET", "/conversations")).body.conversations[0];
   assert.deepEqual((await api(user, "GET", `/feedback?conversation_id=${conversation.id}`)).body.feedback, []);
@@ -35,7 +35,7 @@ test("rating a reply stores it and shows it, also after a reload", async () => {
   await signIn(page, user);
   await send(page, "rate me");
   const reply = await lastFinishedReply(page);
-  await reply.getByRole("button", { name: "Rate" }).click();
+  await reply.getByRole("button", { name: "Rate", exact: true }).click();
   const form = reply.getByRole("form", { name: "Rate this reply" });
   await form.getByLabel("4").check();
   await form.getByLabel("Comment (optional)").fill("clear and short");

@@ -13,8 +13,9 @@ export interface ConversationHandlers {
 }
 
 export interface ConversationView {
-  /** Shows the conversation's title (or a new chat) and puts it in the address. */
-  show(conversation: Conversation | null): void;
+  /** Shows the conversation's title (or a new chat) and puts it in the address: as a new entry
+   *  of the browser's history when `navigated` (Back returns to the one before), else in place. */
+  show(conversation: Conversation | null, navigated?: boolean): void;
   /** The conversation the address names, if it names one. */
   addressed(): string | null;
   /** Empties the log and stops watching for older messages. */
@@ -60,12 +61,16 @@ export function conversationView(handlers: ConversationHandlers): ConversationVi
   deleteButton.addEventListener("click", () => handlers.delete());
 
   return {
-    show(conversation) {
+    show(conversation, navigated = false) {
       title.textContent = conversation ? conversation.title || "Untitled" : "New chat";
       renameButton.hidden = conversation === null;
       deleteButton.hidden = conversation === null;
+      document.title = conversation ? `${conversation.title || "Untitled"} · Chat` : "Chat";
       const hash = conversation ? `#/c/${conversation.id}` : "";
-      if (location.hash !== hash) history.replaceState(null, "", `${location.pathname}${location.search}${hash}`);
+      if (location.hash === hash) return;
+      const url = `${location.pathname}${location.search}${hash}`;
+      if (navigated) history.pushState(null, "", url);
+      else history.replaceState(null, "", url);
     },
     addressed() {
       const match = /^#\/c\/(.*)$/.exec(location.hash);

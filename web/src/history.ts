@@ -72,9 +72,9 @@ export function historyController(api: Api, views: HistoryViews) {
 
   // ---- one conversation ----
 
-  function setCurrent(conversation: Conversation | null): void {
+  function setCurrent(conversation: Conversation | null, navigated = false): void {
     state.current = conversation;
-    view.show(conversation);
+    view.show(conversation, navigated);
     sidebar.markCurrent();
   }
 
@@ -84,20 +84,22 @@ export function historyController(api: Api, views: HistoryViews) {
     view.clear();
   }
 
-  function newChat(): void {
+  function newChat(navigated = true): void {
     if (state.streaming) return;
     banner.hide();
     clearLog();
-    setCurrent(null);
+    setCurrent(null, navigated && state.current !== null);
     composer.focus();
   }
 
-  async function open(id: string): Promise<void> {
+  /** Opens a conversation; `navigated` (the list, Back and Forward aside) makes it an entry of the
+   *  browser's history. */
+  async function open(id: string, navigated = false): Promise<void> {
     if (state.streaming) return;
     banner.hide();
     clearLog();
     const known = state.conversations.find((c) => c.id === id);
-    setCurrent(known ?? { id, title: "Loading…", created_at: "", updated_at: "", message_count: 0 });
+    setCurrent(known ?? { id, title: "Loading…", created_at: "", updated_at: "", message_count: 0 }, navigated);
     view.setOlderStatus("Loading messages…");
     let feedback: Feedback[] = [];
     await state.messagePages.load(
@@ -207,10 +209,29 @@ export function historyController(api: Api, views: HistoryViews) {
     resetList();
     const wanted = view.addressed();
     if (wanted) void open(wanted);
-    else newChat();
+    else newChat(false);
   }
 
-  return { start, resetList, loadMoreConversations, upsert, remove, setCurrent, newChat, open, switchTo, loadOlder, adopt, refreshCurrentEntry };
+  /** The address changed (Back, Forward, or typed): show what it names. While a reply streams the
+   *  open conversation stays, and so does its address. */
+  function followAddress(): void {
+    if (!signIn.isSignedIn()) return;
+    const wanted = view.addressed();
+    if (wanted === (state.current?.id ?? null)) return;
+    if (state.streaming) {
+      view.show(state.current);
+      return;
+    }
+    if (wanted) void open(wanted);
+    else if (location.hash === "" || location.hash === "#") newChat(false);
+    else {
+      // An address that names no conversation of ours.
+      newChat(false);
+      banner.show(conversationGone());
+    }
+  }
+
+  return { start, resetList, loadMoreConversations, upsert, remove, setCurrent, newChat, open, switchTo, followAddress, loadOlder, adopt, refreshCurrentEntry };
 }
 
 export type History = ReturnType<typeof historyController>;

@@ -50,7 +50,7 @@ async function start(): Promise<void> {
   });
   const sidebar = sidebarView({
     newChat: () => history.newChat(),
-    open: (id) => void history.open(id),
+    open: (id) => void history.open(id, true),
     nearEnd: () => void history.loadMoreConversations(),
   });
   const conversation = conversationView({
@@ -70,6 +70,7 @@ async function start(): Promise<void> {
   const dialogs = dialogsView();
 
   const history = historyController(api, { sidebar, conversation, messages, banner, composer, signIn });
+  window.addEventListener("hashchange", () => history.followAddress());
   const manage = manageController(api, history, { sidebar, conversation, dialogs, banner, signIn });
   const chat = chatController(api, history, { composer, conversation, messages, sidebar, banner });
 

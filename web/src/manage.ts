@@ -48,7 +48,7 @@ export function manageController(api: Api, history: History, views: ManageViews)
             if (error instanceof ApiError && error.status === 404) {
               dialogs.closeRename();
               remove(conversation.id);
-              newChat();
+              newChat(false);
               banner.show(conversationGone());
             } else if (error instanceof ApiError && error.status !== 401) {
               dialogs.renameProblem(describe(error));
@@ -74,7 +74,7 @@ export function manageController(api: Api, history: History, views: ManageViews)
       }
     }
     remove(conversation.id);
-    if (state.current?.id === conversation.id) newChat();
+    if (state.current?.id === conversation.id) newChat(false);
     view.announce("Conversation deleted.");
   }
 
@@ -91,7 +91,7 @@ export function manageController(api: Api, history: History, views: ManageViews)
       return;
     }
     history.resetList();
-    newChat();
+    newChat(false);
     view.announce("All your data was erased.");
     sidebar.setStatus("No conversations yet.");
   }
