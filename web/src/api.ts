@@ -89,15 +89,41 @@ export class ApiError extends Error {
     readonly title: string,
     readonly detail: string,
     readonly retryAfterSeconds: number | null = null,
+    /** The problem document's `type` ("" when it had none). */
+    readonly problemType = "",
+    /** The budget a 429 refers to (its `RateLimit-Limit`), if it said. */
+    readonly limit: number | null = null,
   ) {
     super(detail ? `${title}: ${detail}` : title);
   }
 
+  /** The day's budget is spent (`quota-exceeded`): nothing helps before it renews. */
+  get quotaExceeded(): boolean {
+    return this.status === 429 && this.problemType.endsWith(":quota-exceeded");
+  }
+
   /** Worth trying again as it is: the network, throttling, an unavailable dependency, or (409) a
-   *  request with the same Idempotency-Key that is still running. */
+   *  request with the same Idempotency-Key that is still running. A spent day's budget is not. */
   get retryable(): boolean {
+    if (this.quotaExceeded) return false;
     return this.kind === "network" || [409, 429, 500, 502, 503, 504].includes(this.status);
   }
+}
+
+/** A budget's day so far (`GET /usage`); `limit` and `remaining` are null when unlimited. */
+export interface BudgetCounter {
+  used: number;
+  limit: number | null;
+  remaining: number | null;
+}
+
+export interface Usage {
+  day: string;
+  turns: BudgetCounter;
+  tokens: BudgetCounter;
+  minute: BudgetCounter;
+  custom_budget: boolean;
+  resets_in_seconds: number;
 }
 
 export function retryAfterSeconds(header: string | null, now = Date.now()): number | null {
@@ -113,16 +139,27 @@ export function retryAfterSeconds(header: string | null, now = Date.now()): numb
 export async function errorFromResponse(response: Response): Promise<ApiError> {
   let title = response.statusText || `HTTP ${response.status}`;
   let detail = "";
+  let type = "";
   try {
     const text = await response.text();
-    const doc = JSON.parse(text) as { title?: unknown; detail?: unknown; message?: unknown };
+    const doc = JSON.parse(text) as { title?: unknown; detail?: unknown; message?: unknown; type?: unknown };
+    if (typeof doc.type === "string") type = doc.type;
     if (typeof doc.title === "string" && doc.title) title = doc.title;
     if (typeof doc.detail === "string") detail = doc.detail;
     else if (typeof doc.message === "string") detail = doc.message;
   } catch {
     // Not JSON: the status line says it.
   }
-  return new ApiError("http", response.status, title, detail, retryAfterSeconds(response.headers.get("Retry-After")));
+  const limit = Number(response.headers.get("RateLimit-Limit") ?? "");
+  return new ApiError(
+    "http",
+    response.status,
+    title,
+    detail,
+    retryAfterSeconds(response.headers.get("Retry-After")),
+    type,
+    Number.isInteger(limit) && limit > 0 ? limit : null,
+  );
 }
 
 export function problemFromEvent(data: string): ApiError {
@@ -229,6 +266,11 @@ export class Api {
       if (error instanceof ApiError && (error.status === 404 || error.status === 403)) return null;
       throw error;
     }
+  }
+
+  /** The caller's budgets and what is used of them today. */
+  async usage(): Promise<Usage> {
+    return this.json<Usage>("/usage");
   }
 
   async feedback(conversationId: string): Promise<Feedback[]> {

@@ -7,6 +7,7 @@ import type { Composer } from "./composer";
 import type { ConversationView } from "./conversation";
 import type { History } from "./history";
 import { derivedTitle } from "./limits";
+import { describe } from "./problem";
 import type { AssistantView, Messages } from "./messages";
 import type { Sidebar } from "./sidebar";
 import { state } from "./state";
@@ -184,6 +185,19 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
       if (reply) messages.finish(reply, reply.text, "stopped");
       else messages.stoppedBeforeReply(userView);
       view.announce("Reply stopped.");
+    } else if (result.outcome === "unanswered" && result.problem.status === 429) {
+      // A budget refused it: nothing was stored. The message goes back into the box (no bubble
+      // is left that looks sent), and sending waits until the budget renews.
+      reply?.element.remove();
+      if (!pending.regenerate && userView.getAttribute("data-message-id") === "") {
+        userView.remove();
+        composer.restore(pending.message);
+      }
+      const wait = result.problem.retryAfterSeconds ?? 60;
+      const text = describe(result.problem);
+      composer.blockUntil(new Date(Date.now() + wait * 1000), text);
+      view.announce(text);
+      banner.show(result.problem);
     } else if (result.outcome === "unanswered") {
       // Nothing is kept of a reply that did not finish: a retry (the same Idempotency-Key) gets
       // either the whole stored turn or runs it once.
@@ -196,16 +210,27 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     }
     // "signed-out": the app is back at the sign-in screen.
     setStreaming(null);
+    if (result.outcome === "answered" || result.outcome === "stopped") void showUsage();
     const current = state.current;
     if (current && listing === state.messagePages.listing) {
       history.refreshCurrentEntry();
-      if (reloadAfter && result.outcome !== "unanswered" && result.outcome !== "signed-out") {
+      const refusedByBudget = result.outcome === "unanswered" && result.problem.status === 429;
+      if (reloadAfter && (refusedByBudget || (result.outcome !== "unanswered" && result.outcome !== "signed-out"))) {
         const replyId = reply?.element.getAttribute("data-message-id");
         await history.open(current.id);
         if (replyId) document.querySelector<HTMLElement>(`#messages [data-message-id="${CSS.escape(replyId)}"]`)?.scrollIntoView({ block: "end" });
       }
     }
     composer.regainFocus();
+  }
+
+  /** What is left of today's budget, beside the box (quietly; a failure shows nothing). */
+  async function showUsage(): Promise<void> {
+    try {
+      composer.showUsage(await api.usage());
+    } catch {
+      // The usage line is a courtesy: without it sending still works, and a refusal says why.
+    }
   }
 
   function loadModels(): Promise<void> {
@@ -220,5 +245,5 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     return models;
   }
 
-  return { send, edit, regenerate, stop: () => state.streaming?.stop(), loadModels };
+  return { send, edit, regenerate, stop: () => state.streaming?.stop(), loadModels, showUsage };
 }

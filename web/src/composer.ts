@@ -1,7 +1,7 @@
 // The message box: Enter sends, Shift+Enter starts a new line, it grows with its text; the model
 // picker; Send, or Stop while a reply streams.
 
-import type { ModelChoice, Models } from "./api";
+import type { ModelChoice, Models, Usage } from "./api";
 import { byId, h } from "./dom";
 import { MAX_MESSAGE_CHARS, messageLength } from "./limits";
 import { state } from "./state";
@@ -21,6 +21,12 @@ export interface Composer {
   focus(): void;
   /** Takes the focus back if the Stop button had it, or nothing had. */
   regainFocus(): void;
+  /** Puts a message that was not sent back in the box (unless something else was written since). */
+  restore(message: string): void;
+  /** Sending waits until `until` (the day's or the minute's budget renews); `reason` says why. */
+  blockUntil(until: Date, reason: string): void;
+  /** What is left of today's messages, quietly, and prominently near the end. */
+  showUsage(usage: Usage, now?: Date): void;
 }
 
 export function composerView(handlers: ComposerHandlers): Composer {
@@ -31,6 +37,9 @@ export function composerView(handlers: ComposerHandlers): Composer {
   const sendButton = byId<HTMLButtonElement>("send");
   const stopButton = byId<HTMLButtonElement>("stop");
   const count = byId("composer-count");
+  const usageLine = byId("composer-usage");
+  let blockedUntil = 0;
+  let blockTimer: number | undefined;
   // Nothing is cut: a paste over the limit stays whole, the counter says by how much, Send waits.
   const numbers = new Intl.NumberFormat();
 
@@ -64,7 +73,7 @@ export function composerView(handlers: ComposerHandlers): Composer {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const message = input.value.trim();
-    if (!message || state.streaming) return;
+    if (!message || state.streaming || Date.now() < blockedUntil) return;
     if (!fits()) {
       input.focus();
       return;
@@ -108,6 +117,42 @@ export function composerView(handlers: ComposerHandlers): Composer {
     focus: () => input.focus(),
     regainFocus() {
       if (document.activeElement === stopButton || document.activeElement === document.body) input.focus();
+    },
+    restore(message) {
+      if (input.value.trim()) return;
+      input.value = message;
+      autoGrow();
+      fits();
+    },
+    blockUntil(until, reason) {
+      window.clearTimeout(blockTimer);
+      blockedUntil = until.getTime();
+      sendButton.disabled = true;
+      usageLine.hidden = false;
+      usageLine.textContent = reason;
+      usageLine.classList.add("low");
+      blockTimer = window.setTimeout(() => {
+        blockedUntil = 0;
+        sendButton.disabled = false;
+        usageLine.hidden = true;
+        usageLine.classList.remove("low");
+      }, Math.max(0, Math.min(until.getTime() - Date.now(), 2 ** 31 - 1)));
+    },
+    showUsage(usage, now = new Date()) {
+      if (Date.now() < blockedUntil) return;
+      const { limit, remaining } = usage.turns;
+      if (limit === null || remaining === null) {
+        usageLine.hidden = true;
+        return;
+      }
+      usageLine.hidden = false;
+      if (remaining <= 0) {
+        const at = new Date(now.getTime() + usage.resets_in_seconds * 1000);
+        this.blockUntil(at, `You have used today's ${limit} messages; more at ${at.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })} your time.`);
+        return;
+      }
+      usageLine.textContent = `${numbers.format(remaining)} of ${numbers.format(limit)} messages left today`;
+      usageLine.classList.toggle("low", remaining <= Math.max(3, limit * 0.1));
     },
   };
 }

@@ -85,6 +85,7 @@ async function start(): Promise<void> {
     signIn.showShell(session.displayName());
     history.start();
     void chat.loadModels();
+    void chat.showUsage();
   }
 
   try {

@@ -3,10 +3,27 @@
 
 import { ApiError } from "./api";
 
-export function describe(error: ApiError): string {
+export function describe(error: ApiError, now = new Date()): string {
   if (error.kind === "network") return "Could not reach the server. Check your connection, then retry.";
-  if (error.status === 429) return `Too many requests. ${error.detail}`.trim();
+  if (error.quotaExceeded) {
+    const when = error.retryAfterSeconds === null ? "tomorrow" : `at ${clock(new Date(now.getTime() + error.retryAfterSeconds * 1000))} your time`;
+    // The day's turns, or its model tokens (a message whose context and longest reply would not fit).
+    if (/\bturns\b/.test(error.detail) && error.limit !== null) {
+      return `You have used today's ${error.limit} messages; more ${when}.`;
+    }
+    return `This message needs more of today's model allowance than is left; more ${when}. A shorter message or a new chat needs less.`;
+  }
+  if (error.status === 429) {
+    const wait = error.retryAfterSeconds ?? 60;
+    const many = error.limit === null ? "That is as many messages" : `That is ${error.limit} messages`;
+    return `${many} this minute as a minute allows; you can send again in ${wait} s.`;
+  }
   return error.detail ? `${error.title}. ${error.detail}` : error.title;
+}
+
+/** A time of day as the user's locale writes it (hours and minutes). */
+export function clock(at: Date): string {
+  return at.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
 }
 
 /** Any failure as an ApiError; one that is not (a bug) is logged in full. */
