@@ -57,12 +57,22 @@ test("Cognito mode: PKCE sign-in, the ID token on API calls, nothing in storage,
     if (url.pathname === "/logout") return route.fulfill({ contentType: "text/html", body: "<!doctype html><title>signed out</title>" });
     return route.abort();
   });
-  for (const path of ["/conversations", "/models"]) {
+  const answers = {
+    "/conversations": { conversations: [], next_cursor: null },
+    "/models": { default: { provider: "echo", model: "echo-1" }, providers: [{ name: "echo", models: ["echo-1"] }] },
+    "/usage": {
+      day: "2026-12-04",
+      turns: { used: 0, limit: 200, remaining: 200 },
+      tokens: { used: 0, limit: 200000, remaining: 200000 },
+      minute: { used: 0, limit: 10, remaining: 10 },
+      custom_budget: false,
+      resets_in_seconds: 3600,
+    },
+  };
+  for (const [path, json] of Object.entries(answers)) {
     await page.route((url) => url.origin === BASE_URL && url.pathname === path, (route) => {
       apiHeaders.push(route.request().headers());
-      return route.fulfill({
-        json: path === "/models" ? { default: { provider: "echo", model: "echo-1" }, providers: [{ name: "echo", models: ["echo-1"] }] } : { conversations: [], next_cursor: null },
-      });
+      return route.fulfill({ json });
     });
   }
 
@@ -79,7 +89,7 @@ test("Cognito mode: PKCE sign-in, the ID token on API calls, nothing in storage,
   assert.equal(createHash("sha256").update(exchange.get("code_verifier")).digest("base64url"), authorize.get("code_challenge"));
 
   // The page shows the user before its first API calls have necessarily been sent.
-  await waitFor("the conversations and models calls", () => apiHeaders.length >= 2);
+  await waitFor("the conversations, models and usage calls", () => apiHeaders.length >= 3);
   for (const headers of apiHeaders) {
     assert.equal(headers["authorization"], idToken);
     assert.equal(headers["x-dev-user"], undefined);

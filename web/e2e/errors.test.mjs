@@ -2,6 +2,7 @@
 // reuses the Idempotency-Key (so it never doubles a turn), and an expired sign-in.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { api, closePage, echoOf, freshUser, lastFinishedReply, launch, openPage, send, signIn } from "./harness.mjs";
 
 let browser;
@@ -97,5 +98,66 @@ test("an expired sign-in (401) leads back to the sign-in form", async () => {
   await page.getByText("Your sign-in has expired. Please sign in again.").waitFor();
   await page.getByLabel("User name").waitFor();
   assert.equal(await page.locator("#shell").isVisible(), false);
+  await closePage(page);
+});
+
+/** A 503 in the server's words, once; the next request goes through. */
+async function refuseOnce(page) {
+  let refused = false;
+  await page.route(isChat, async (route) => {
+    if (refused) return route.continue();
+    refused = true;
+    await route.fulfill({
+      status: 503,
+      headers: { "Content-Type": "application/problem+json" },
+      body: JSON.stringify({ type: "urn:serverless-chat:problem:unavailable", title: "Service unavailable", status: 503, detail: "No provider answered in time.", request_id: "t" }),
+    });
+  });
+}
+
+test("a message not sent is marked on its bubble, kept across conversations with the draft, and sent again or deleted", async () => {
+  const page = await openPage(browser);
+  const user = freshUser();
+  await signIn(page, user);
+  await send(page, "kept");
+  await lastFinishedReply(page);
+  const { body } = await api(user, "GET", "/conversations");
+  const id = body.conversations[0].id;
+
+  await refuseOnce(page);
+  await send(page, "not yet");
+  const failed = page.locator("article.message.user.failed");
+  await failed.getByText("Not sent: Service unavailable. No provider answered in time.").waitFor();
+  assert.equal(await failed.getByRole("button", { name: "Send again" }).isVisible(), true);
+  assert.equal(await failed.getByRole("button", { name: "Delete" }).isVisible(), true);
+  assert.equal(await failed.getByRole("button", { name: "Edit" }).isVisible(), true);
+  if (process.env.SCREENSHOTS_DIR) await page.screenshot({ path: join(process.env.SCREENSHOTS_DIR, "failed-light.png") });
+
+  // A draft and the unsent message stay with their conversation.
+  await page.getByRole("textbox", { name: "Message" }).fill("half written");
+  await page.getByRole("button", { name: "New chat" }).click();
+  assert.equal(await page.getByRole("textbox", { name: "Message" }).inputValue(), "");
+  await page.locator(`#conversation-list [data-id="${id}"]`).click();
+  await failed.getByText("Not sent:", { exact: false }).waitFor();
+  assert.equal(await page.getByRole("textbox", { name: "Message" }).inputValue(), "half written");
+
+  await failed.getByRole("button", { name: "Send again" }).click();
+  await page.locator("article.message.assistant").nth(1).locator(".message-actions").waitFor();
+  assert.equal(await page.locator("article.message.user.failed").count(), 0);
+  const stored = (await api(user, "GET", `/conversations/${id}/messages?order=asc`)).body.messages;
+  assert.deepEqual(stored.map((m) => m.content), ["kept", echoOf("kept"), "not yet", echoOf("not yet")]);
+
+  // Another refusal, deleted: it leaves the page and nothing is stored.
+  await page.unroute(isChat);
+  await refuseOnce(page);
+  await page.getByRole("textbox", { name: "Message" }).fill("never mind");
+  await page.getByRole("textbox", { name: "Message" }).press("Enter");
+  await failed.waitFor();
+  await failed.getByRole("button", { name: "Delete" }).click();
+  assert.equal(await page.locator("article.message.user").count(), 2);
+  await page.getByRole("button", { name: "New chat" }).click();
+  await page.locator(`#conversation-list [data-id="${id}"]`).click();
+  await page.locator("article.message.assistant").nth(1).waitFor();
+  assert.equal(await page.locator("article.message.user").count(), 2, "a deleted unsent message does not come back");
   await closePage(page);
 });

@@ -10,7 +10,7 @@ import { derivedTitle } from "./limits";
 import { describe } from "./problem";
 import type { AssistantView, Messages } from "./messages";
 import type { Sidebar } from "./sidebar";
-import { state } from "./state";
+import { state, type Unsent } from "./state";
 import { Turn, type PendingTurn } from "./turn";
 
 export interface ChatViews {
@@ -82,10 +82,13 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
   /** An edit of the user's message `element`: it and what followed it leave the log (they stay
    *  stored, one "‹ ›" away), and the new text is sent under the same parent. */
   function edit(element: HTMLElement, parentId: string | null, text: string): boolean {
-    const conversationId = state.current?.id;
-    if (state.streaming || !conversationId) return false;
+    const conversationId = state.current?.id ?? null;
+    const unsent = unsentOf.get(element);
+    // A new chat's first message, not sent, is edited into a new chat's first message.
+    if (state.streaming || (!conversationId && !unsent)) return false;
+    if (unsent) forget(unsent);
     view.removeFrom(element);
-    sendUnder(text, conversationId, parentId, true);
+    sendUnder(text, conversationId, parentId, conversationId !== null);
     return true;
   }
 
@@ -203,10 +206,22 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
       // either the whole stored turn or runs it once.
       reply?.element.remove();
       view.announce("The message was not answered.");
-      banner.show(result.problem, () => {
+      const again = () => {
         if (state.current?.id !== (pending.conversationId ?? state.current?.id)) return;
+        forget(pending);
+        banner.hide();
+        messages.clearFailure(userView);
         void run(result.retry, userView, reloadAfter);
-      });
+      };
+      if (!pending.regenerate) {
+        // The user's message stays, marked, until it is sent, edited or deleted, here and when its
+        // conversation is shown again.
+        const unsent = { pending, reason: describe(result.problem), retryable: result.problem.retryable };
+        const key = pending.conversationId ?? "";
+        state.unsent.set(key, [...(state.unsent.get(key) ?? []).filter((u) => u.pending !== pending), unsent]);
+        markUnsent(userView, unsent, again);
+      }
+      banner.show(result.problem, again);
     }
     // "signed-out": the app is back at the sign-in screen.
     setStreaming(null);
@@ -222,6 +237,52 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
       }
     }
     composer.regainFocus();
+  }
+
+  /** Which unsent message a bubble shows. */
+  const unsentOf = new WeakMap<HTMLElement, PendingTurn>();
+
+  function forget(pending: PendingTurn): void {
+    const key = pending.conversationId ?? "";
+    const left = (state.unsent.get(key) ?? []).filter((u) => u.pending !== pending);
+    if (left.length) state.unsent.set(key, left);
+    else state.unsent.delete(key);
+  }
+
+  function markUnsent(userView: HTMLElement, unsent: Unsent, again: () => void): void {
+    unsentOf.set(userView, unsent.pending);
+    messages.failed(userView, unsent.reason, {
+      again: unsent.retryable ? again : null,
+      remove: () => {
+        forget(unsent.pending);
+        userView.remove();
+        banner.hide();
+        view.announce("The unsent message was deleted.");
+      },
+    });
+  }
+
+  /** The open conversation's unsent messages, at the end of its log, each with its failure. */
+  function showUnsent(): void {
+    const key = state.current?.id ?? "";
+    for (const unsent of state.unsent.get(key) ?? []) {
+      const { pending } = unsent;
+      const userView = messages.message({
+        id: "",
+        role: "user",
+        content: pending.message,
+        ...(pending.parentId !== undefined ? { parent_id: pending.parentId } : pending.conversationId ? {} : { parent_id: null }),
+      });
+      view.append(userView);
+      view.setEmptyHint(false);
+      markUnsent(userView, unsent, () => {
+        if (state.streaming) return;
+        forget(pending);
+        banner.hide();
+        messages.clearFailure(userView);
+        void run(pending, userView);
+      });
+    }
   }
 
   /** What is left of today's budget, beside the box (quietly; a failure shows nothing). */
@@ -245,5 +306,5 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     return models;
   }
 
-  return { send, edit, regenerate, stop: () => state.streaming?.stop(), loadModels, showUsage };
+  return { send, edit, regenerate, stop: () => state.streaming?.stop(), loadModels, showUsage, showUnsent };
 }

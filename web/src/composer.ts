@@ -23,6 +23,9 @@ export interface Composer {
   regainFocus(): void;
   /** Puts a message that was not sent back in the box (unless something else was written since). */
   restore(message: string): void;
+  /** What the box holds now, and replacing it (a conversation's draft). */
+  draft(): string;
+  setDraft(text: string): void;
   /** Sending waits until `until` (the day's or the minute's budget renews); `reason` says why. */
   blockUntil(until: Date, reason: string): void;
   /** What is left of today's messages, quietly, and prominently near the end. */
@@ -121,6 +124,12 @@ export function composerView(handlers: ComposerHandlers): Composer {
     restore(message) {
       if (input.value.trim()) return;
       input.value = message;
+      autoGrow();
+      fits();
+    },
+    draft: () => input.value,
+    setDraft(text) {
+      input.value = text;
       autoGrow();
       fits();
     },

@@ -17,8 +17,10 @@ export interface HistoryViews {
   conversation: ConversationView;
   messages: Messages;
   banner: Banner;
-  composer: Pick<Composer, "focus">;
+  composer: Pick<Composer, "focus" | "draft" | "setDraft">;
   signIn: Pick<SignInView, "isSignedIn">;
+  /** The log of the open conversation (or a new chat) is shown: time for its unsent messages. */
+  shown?: () => void;
 }
 
 export function historyController(api: Api, views: HistoryViews) {
@@ -84,11 +86,21 @@ export function historyController(api: Api, views: HistoryViews) {
     view.clear();
   }
 
+  /** Keeps what the box holds for the conversation being left, and brings back the next one's. */
+  function swapDraft(next: string | null): void {
+    state.drafts.set(state.current?.id ?? "", composer.draft());
+    const draft = state.drafts.get(next ?? "") ?? "";
+    state.drafts.delete(next ?? "");
+    composer.setDraft(draft);
+  }
+
   function newChat(navigated = true): void {
     if (state.streaming) return;
     banner.hide();
+    swapDraft(null);
     clearLog();
     setCurrent(null, navigated && state.current !== null);
+    views.shown?.();
     composer.focus();
   }
 
@@ -97,6 +109,7 @@ export function historyController(api: Api, views: HistoryViews) {
   async function open(id: string, navigated = false): Promise<void> {
     if (state.streaming) return;
     banner.hide();
+    swapDraft(id);
     clearLog();
     const known = state.conversations.find((c) => c.id === id);
     setCurrent(known ?? { id, title: "Loading…", created_at: "", updated_at: "", message_count: 0 }, navigated);
@@ -118,6 +131,7 @@ export function historyController(api: Api, views: HistoryViews) {
           const found = state.conversations.find((c) => c.id === id);
           setCurrent(found ?? { ...state.current!, title: titleFrom(newestFirst) });
         }
+        views.shown?.();
         view.scrollToEnd();
         view.watchForOlder(state.messagePages.hasMore);
       },

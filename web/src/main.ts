@@ -69,7 +69,15 @@ async function start(): Promise<void> {
   });
   const dialogs = dialogsView();
 
-  const history = historyController(api, { sidebar, conversation, messages, banner, composer, signIn });
+  const history = historyController(api, {
+    sidebar,
+    conversation,
+    messages,
+    banner,
+    composer,
+    signIn,
+    shown: () => chat.showUnsent(),
+  });
   window.addEventListener("hashchange", () => history.followAddress());
   const manage = manageController(api, history, { sidebar, conversation, dialogs, banner, signIn });
   const chat = chatController(api, history, { composer, conversation, messages, sidebar, banner });

@@ -50,6 +50,11 @@ export interface Messages {
   setId(element: HTMLElement, messageId: string): void;
   /** Says, under the user's message, that it was stopped before any reply. */
   stoppedBeforeReply(userMessage: HTMLElement): void;
+  /** Marks the user's message as not sent: why, Send again (when that may help) and Delete; its
+   *  Edit sends a changed text instead. */
+  failed(userMessage: HTMLElement, reason: string, actions: { again: (() => void) | null; remove: () => void }): void;
+  /** Takes the not-sent marking off again. */
+  clearFailure(userMessage: HTMLElement): void;
 }
 
 export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>, tree: TreeActions): Messages {
@@ -321,6 +326,25 @@ export function messagesView(rate: (feedback: Feedback) => Promise<Feedback>, tr
     },
     stoppedBeforeReply(userMessage) {
       userMessage.append(h("p", { class: "ending" }, "Stopped before the reply began."));
+    },
+    failed(userMessage, reason, actions) {
+      userMessage.querySelector(".failure")?.remove();
+      userMessage.classList.add("failed");
+      const remove = h("button", { type: "button", class: "small" }, "Delete");
+      remove.addEventListener("click", actions.remove);
+      const buttons = h("div", { class: "form-actions" }, remove);
+      if (actions.again) {
+        const again = h("button", { type: "button", class: "small primary" }, "Send again");
+        again.addEventListener("click", actions.again);
+        buttons.prepend(again);
+      }
+      userMessage.append(
+        h("div", { class: "failure", role: "group", "aria-label": "Not sent" }, h("p", { class: "failure-reason" }, `Not sent: ${reason}`), buttons),
+      );
+    },
+    clearFailure(userMessage) {
+      userMessage.classList.remove("failed");
+      userMessage.querySelector(".failure")?.remove();
     },
   };
 }

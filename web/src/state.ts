@@ -3,7 +3,15 @@
 
 import type { Conversation, Feedback, Message } from "./api";
 import { PagedList } from "./paged";
-import type { Turn } from "./turn";
+import type { PendingTurn, Turn } from "./turn";
+
+/** A message that was not sent, and why. */
+export interface Unsent {
+  pending: PendingTurn;
+  reason: string;
+  /** Whether sending it again as it is may help. */
+  retryable: boolean;
+}
 
 export const state = {
   /** The open conversation; null for a new chat (not stored until its first turn). */
@@ -21,4 +29,9 @@ export const state = {
   ratings: new Map<string, Feedback>(),
   /** The turn being streamed, if any. */
   streaming: null as Turn | null,
+  /** What the composer held for each conversation left ("" for a new chat), until it is shown again. */
+  drafts: new Map<string, string>(),
+  /** Messages not sent (refused, or the connection failed), by conversation ("" for a new chat):
+   *  kept, and shown again with their failure, until they are sent, edited or deleted. */
+  unsent: new Map<string, Unsent[]>(),
 };
