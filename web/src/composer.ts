@@ -32,6 +32,17 @@ export interface Composer {
   showUsage(usage: Usage, now?: Date): void;
 }
 
+/** Where the chosen model is kept for the tab (sessionStorage). */
+const MODEL_KEY = "chat.model";
+
+function remembered(): string | null {
+  try {
+    return sessionStorage.getItem(MODEL_KEY);
+  } catch {
+    return null;
+  }
+}
+
 export function composerView(handlers: ComposerHandlers): Composer {
   const form = byId<HTMLFormElement>("composer");
   const input = byId<HTMLTextAreaElement>("composer-input");
@@ -40,6 +51,10 @@ export function composerView(handlers: ComposerHandlers): Composer {
   const sendButton = byId<HTMLButtonElement>("send");
   const stopButton = byId<HTMLButtonElement>("stop");
   const count = byId("composer-count");
+  const hint = byId("composer-hint");
+  // On a touch screen Enter is a new line, as its keyboard says, and Send sends.
+  const touch = window.matchMedia("(pointer: coarse)").matches;
+  if (touch) hint.textContent = "Enter starts a new line; Send sends.";
   const usageLine = byId("composer-usage");
   let blockedUntil = 0;
   let blockTimer: number | undefined;
@@ -68,7 +83,7 @@ export function composerView(handlers: ComposerHandlers): Composer {
     fits();
   });
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !touch) {
       event.preventDefault();
       form.requestSubmit();
     }
@@ -87,6 +102,14 @@ export function composerView(handlers: ComposerHandlers): Composer {
     handlers.send(message);
   });
   stopButton.addEventListener("click", () => handlers.stop());
+  // The model chosen stays chosen after a reload (this tab only).
+  modelSelect.addEventListener("change", () => {
+    try {
+      sessionStorage.setItem(MODEL_KEY, modelSelect.value);
+    } catch {
+      // Storage refused: the choice lasts until the page is left.
+    }
+  });
 
   return {
     showModels(models) {
@@ -104,6 +127,8 @@ export function composerView(handlers: ComposerHandlers): Composer {
         }
         modelSelect.append(group);
       }
+      const chosen = remembered();
+      if (chosen && Array.from(modelSelect.options).some((option) => option.value === chosen)) modelSelect.value = chosen;
       modelField.hidden = false;
     },
     hideModels() {

@@ -18,6 +18,12 @@ export function describe(error: ApiError, now = new Date()): string {
     const many = error.limit === null ? "That is as many messages" : `That is ${error.limit} messages`;
     return `${many} this minute as a minute allows; you can send again in ${wait} s.`;
   }
+  if (error.status === 404 && error.detail === "conversation not found") {
+    return "This conversation no longer exists: it was deleted, perhaps in another tab.";
+  }
+  if (error.status === 404 && error.detail === "message not found") {
+    return "That message no longer exists in this conversation.";
+  }
   return error.detail ? `${error.title}. ${error.detail}` : error.title;
 }
 

@@ -1,0 +1,62 @@
+// The smaller things people expect: Enter on a phone's keyboard is a new line, the model chosen
+// stays chosen after a reload, and a refusal is said in words, not as the server's status line.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { BASE_URL, closePage, composer, freshUser, lastFinishedReply, launch, openPage, PHONE, signIn } from "./harness.mjs";
+
+let browser;
+before(async () => {
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+});
+
+test("on a touch screen Enter starts a new line and Send sends, as the hint says", async () => {
+  const context = await browser.newContext({ viewport: PHONE, hasTouch: true, isMobile: true, baseURL: BASE_URL });
+  const page = await context.newPage();
+  page.problems = [];
+  await signIn(page, freshUser("touch"));
+  assert.equal(await page.locator("#composer-hint").textContent(), "Enter starts a new line; Send sends.");
+  await composer(page).click();
+  await page.keyboard.type("line one");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type("line two");
+  assert.equal(await composer(page).inputValue(), "line one\nline two");
+  assert.equal(await page.locator("article.message").count(), 0, "Enter sent nothing");
+  await page.getByRole("button", { name: "Send", exact: true }).tap();
+  await lastFinishedReply(page);
+  assert.equal(await page.locator("article.message.user .message-body").textContent(), "line one\nline two");
+  await closePage(page);
+});
+
+test("the model chosen stays chosen after a reload", async () => {
+  const page = await openPage(browser);
+  await page.route(`${BASE_URL}/models`, (route) =>
+    route.fulfill({ json: { default: { provider: "echo", model: "echo-1" }, providers: [{ name: "echo", models: ["echo-1", "echo-2"] }] } }),
+  );
+  await signIn(page, freshUser("model"));
+  const select = page.getByLabel("Model");
+  await select.selectOption({ label: "echo-2" });
+  await page.reload();
+  await page.locator("#model option", { hasText: "echo-2" }).waitFor({ state: "attached" });
+  assert.equal(JSON.parse(await select.inputValue()).model, "echo-2");
+  await closePage(page);
+});
+
+test("a message to a conversation deleted elsewhere says so in words", async () => {
+  const page = await openPage(browser);
+  const user = freshUser("gone");
+  await signIn(page, user);
+  await composer(page).fill("first");
+  await composer(page).press("Enter");
+  await lastFinishedReply(page);
+  const listed = await fetch(`${BASE_URL}/conversations`, { headers: { "X-Dev-User": user } }).then((r) => r.json());
+  const id = listed.conversations[0].id;
+  await fetch(`${BASE_URL}/conversations/${id}`, { method: "DELETE", headers: { "X-Dev-User": user } });
+  await composer(page).fill("still there?");
+  await composer(page).press("Enter");
+  await page.getByRole("alert").getByText("This conversation no longer exists: it was deleted, perhaps in another tab.").waitFor();
+  assert.equal(await page.getByText("Not Found. conversation not found").count(), 0);
+  await closePage(page);
+});
