@@ -154,11 +154,18 @@ impl MessageText {
         &self.0
     }
 
-    /// A conversation's title from its first message: its first words, at most 60 characters.
+    /// A conversation's title from its first message: its first words, at most 60 characters,
+    /// without Markdown's markers (headings, emphasis, quotes, code marks, a leading list marker
+    /// or task box, a link's address). The web client's `derivedTitle` does the same; both are
+    /// tested on `web/test/title-cases.json`.
     pub fn title(&self) -> String {
         const MAX: usize = 60;
         let mut title = String::new();
-        for word in self.0.split_whitespace() {
+        for raw in self.0.split_whitespace() {
+            let word = plain_word(raw);
+            if word.is_empty() || (title.is_empty() && starts_a_list(raw)) {
+                continue;
+            }
             if title.chars().count() + word.chars().count() + 1 > MAX {
                 break;
             }
@@ -172,6 +179,23 @@ impl MessageText {
         }
         title
     }
+}
+
+/// A word without the Markdown markers around it, and a link's or image's text without its
+/// address.
+fn plain_word(word: &str) -> &str {
+    let word = word.trim_start_matches(['#', '>', '*', '_', '`', '~', '!', '[']);
+    let word = word.find("](").map_or(word, |at| &word[..at]);
+    word.trim_end_matches(['*', '_', '`', '~', ']'])
+}
+
+/// A list item's marker or a task box, which a title leaves out at its start.
+fn starts_a_list(word: &str) -> bool {
+    if matches!(word, "-" | "+" | "*" | "[x]" | "[X]") {
+        return true;
+    }
+    word.strip_suffix(['.', ')'])
+        .is_some_and(|number| !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A conversation's title as a user sets it: trimmed, not empty, at most [`Title::MAX_CHARS`]
@@ -346,6 +370,16 @@ mod tests {
         let long = title(&"word ".repeat(40));
         assert!(long.chars().count() <= 60 && long.starts_with("word word"));
         assert_eq!(title(&"x".repeat(100)).chars().count(), 60);
+    }
+
+    #[test]
+    fn titles_leave_markdown_out_as_the_web_client_does() {
+        let cases: Vec<(String, String)> =
+            serde_json::from_str(include_str!("../../web/test/title-cases.json")).unwrap();
+        for (text, expected) in cases {
+            let title = MessageText::parse(&text, 10_000).unwrap().title();
+            assert_eq!(title, expected, "{text:?}");
+        }
     }
 
     #[test]

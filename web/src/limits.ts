@@ -59,16 +59,31 @@ export function checkTitle(raw: string): TitleCheck {
   return { ok: true, title };
 }
 
+/** A word without the Markdown markers around it, and a link's or image's text without its address. */
+function plainWord(word: string): string {
+  let plain = word.replace(/^[#>*_`~![]+/, "");
+  const link = plain.indexOf("](");
+  if (link >= 0) plain = plain.slice(0, link);
+  return plain.replace(/[*_`~\]]+$/, "");
+}
+
+/** A list item's marker or a task box, which a title leaves out at its start. */
+function startsAList(word: string): boolean {
+  return ["-", "+", "*", "[x]", "[X]"].includes(word) || /^[0-9]+[.)]$/.test(word);
+}
+
 /**
  * The title the server gives a new conversation (`MessageText::title()` in
- * `shared/src/domain.rs`): the first words of its first message, at most 60 characters; a first
- * word longer than that is cut. Shown until the stored title arrives.
+ * `shared/src/domain.rs`): the first words of its first message, at most 60 characters, without
+ * Markdown's markers; a first word longer than that is cut. Shown until the stored title arrives.
+ * Both are tested on `web/test/title-cases.json`.
  */
 export function derivedTitle(message: string): string {
   const text = trimLikeServer(message);
   let title = "";
-  for (const word of text.split(SPACES)) {
-    if (word === "") continue;
+  for (const raw of text.split(SPACES)) {
+    const word = plainWord(raw);
+    if (word === "" || (title === "" && startsAList(raw))) continue;
     if (chars(title) + chars(word) + 1 > DERIVED_TITLE_CHARS) break;
     title = title ? `${title} ${word}` : word;
   }

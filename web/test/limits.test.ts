@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { checkTitle, CONVERSATION_ID, derivedTitle, MAX_TITLE_CHARS, trimLikeServer } from "../src/limits";
+import cases from "./title-cases.json";
 
 describe("checkTitle: the server's Title::parse", () => {
   it("trims, and refuses what is empty once trimmed (the server's own cases)", () => {
@@ -43,6 +44,12 @@ describe("checkTitle: the server's Title::parse", () => {
     expect(checkTitle("\u0085Title\u2028")).toEqual({ ok: true, title: "Title" });
     expect(checkTitle("\uFEFFTitle")).toEqual({ ok: true, title: "\uFEFFTitle" });
     expect(trimLikeServer("\u3000 x \u00a0")).toBe("x");
+  });
+});
+
+describe("derivedTitle on the cases the server's test reads too", () => {
+  it("leaves Markdown out as the server does", () => {
+    for (const [text, expected] of cases as [string, string][]) expect(derivedTitle(text), text).toBe(expected);
   });
 });
 
