@@ -60,3 +60,27 @@ test("a message to a conversation deleted elsewhere says so in words", async () 
   assert.equal(await page.getByText("Not Found. conversation not found").count(), 0);
   await closePage(page);
 });
+
+test("where only echo answers, the empty chat says what it is and how to reach a real model", async () => {
+  const page = await openPage(browser);
+  await signIn(page, freshUser("echo"));
+  const hint = page.locator("#echo-hint");
+  await hint.waitFor();
+  assert.match(await hint.textContent(), /repeats what you\s+write/);
+  assert.match(await hint.textContent(), /LLM_PROVIDERS=openai/);
+  await closePage(page);
+});
+
+test("on a phone a tap beside the open list closes it", async () => {
+  const context = await browser.newContext({ viewport: PHONE, hasTouch: true, isMobile: true, baseURL: BASE_URL });
+  const page = await context.newPage();
+  page.problems = [];
+  await signIn(page, freshUser("drawer"));
+  const list = page.getByRole("navigation", { name: "Conversations" });
+  await page.getByRole("button", { name: "Chats" }).tap();
+  await list.waitFor();
+  await page.touchscreen.tap(PHONE.width - 10, PHONE.height / 2);
+  await list.waitFor({ state: "hidden" });
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "sidebar-toggle");
+  await closePage(page);
+});

@@ -297,7 +297,11 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
   function loadModels(): Promise<void> {
     models = (async () => {
       try {
-        composer.showModels(await api.models());
+        const models = await api.models();
+        composer.showModels(models);
+        // Only the offline stand-in answers here: say what it is, and how to reach a real model.
+        const echoOnly = models !== null && models.providers.every((provider) => provider.name === "echo");
+        document.getElementById("echo-hint")?.toggleAttribute("hidden", !echoOnly);
       } catch (error) {
         composer.hideModels();
         banner.show(error, () => void loadModels());

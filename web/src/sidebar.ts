@@ -58,6 +58,15 @@ export function sidebarView(handlers: SidebarHandlers): Sidebar {
     setOpen(false);
     handlers.newChat();
   });
+  // A tap on the dimmed page beside the open list closes it, as Escape does.
+  document.addEventListener("pointerdown", (event) => {
+    if (!document.body.classList.contains("sidebar-open")) return;
+    const target = event.target;
+    if (target instanceof Node && (sidebar.contains(target) || toggle.contains(target))) return;
+    event.preventDefault();
+    setOpen(false);
+    toggle.focus();
+  });
 
   function item(conversation: Conversation): HTMLLIElement {
     const button = h(
