@@ -2,7 +2,7 @@
 // stays chosen after a reload, and a refusal is said in words, not as the server's status line.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { BASE_URL, closePage, composer, freshUser, lastFinishedReply, launch, openPage, PHONE, signIn } from "./harness.mjs";
+import { BASE_URL, closePage, composer, freshUser, lastFinishedReply, launch, openPage, PHONE, send, signIn, waitFor } from "./harness.mjs";
 
 let browser;
 before(async () => {
@@ -82,5 +82,26 @@ test("on a phone a tap beside the open list closes it", async () => {
   await page.touchscreen.tap(PHONE.width - 10, PHONE.height / 2);
   await list.waitFor({ state: "hidden" });
   assert.equal(await page.evaluate(() => document.activeElement?.id), "sidebar-toggle");
+  await closePage(page);
+});
+
+test("after Stop the stopped reply's actions are in view", async () => {
+  const page = await openPage(browser, { viewport: PHONE });
+  await signIn(page, freshUser("stop"));
+  await send(page, Array.from({ length: 200 }, (_, i) => `word${i}`).join(" "));
+  const body = page.locator("article.message.assistant .message-body");
+  await waitFor("more than a screen of the reply", async () => ((await body.textContent()) ?? "").split(" ").length >= 60);
+  await page.getByRole("button", { name: "Stop" }).click();
+  const actions = page.locator("article.message.assistant .message-actions");
+  await actions.waitFor();
+  // Once the composer below has settled: Send back, and the day's usage beside it.
+  await page.getByRole("button", { name: "Send", exact: true }).waitFor();
+  await page.locator("#composer-usage").waitFor();
+  const inView = await actions.evaluate((element) => {
+    const log = document.getElementById("log").getBoundingClientRect();
+    const box = element.getBoundingClientRect();
+    return { ok: box.top >= log.top - 1 && box.bottom <= log.bottom + 1, box: [box.top, box.bottom], log: [log.top, log.bottom], scroll: document.getElementById("log").scrollTop, height: document.getElementById("log").scrollHeight, doc: document.scrollingElement.scrollTop };
+  });
+  assert.ok(inView.ok, `the stopped reply's actions are within the visible log: ${JSON.stringify(inView)}`);
   await closePage(page);
 });

@@ -184,9 +184,14 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     });
     thinking.remove();
     if (result.outcome !== "answered") cancelAnimationFrame(frame);
+    // What can be done with a stopped reply (Regenerate, Copy) is brought into view once the
+    // composer below has settled (Send back, the usage line), not left below the fold.
+    let stoppedActions: HTMLElement | null = null;
     if (result.outcome === "stopped") {
-      if (reply) messages.finish(reply, reply.text, "stopped");
-      else messages.stoppedBeforeReply(userView);
+      if (reply) {
+        messages.finish(reply, reply.text, "stopped");
+        stoppedActions = reply.element.querySelector<HTMLElement>(".message-actions");
+      } else messages.stoppedBeforeReply(userView);
       view.announce("Reply stopped.");
     } else if (result.outcome === "unanswered" && result.problem.status === 429) {
       // A budget refused it: nothing was stored. The message goes back into the box (no bubble
@@ -225,7 +230,12 @@ export function chatController(api: Api, history: Pick<History, "adopt" | "refre
     }
     // "signed-out": the app is back at the sign-in screen.
     setStreaming(null);
-    if (result.outcome === "answered" || result.outcome === "stopped") void showUsage();
+    const usageShown = result.outcome === "answered" || result.outcome === "stopped" ? showUsage() : Promise.resolve();
+    const actions = stoppedActions as HTMLElement | null;
+    if (actions) {
+      actions.scrollIntoView({ block: "nearest" });
+      void usageShown.then(() => actions.scrollIntoView({ block: "nearest" }));
+    }
     const current = state.current;
     if (current && listing === state.messagePages.listing) {
       history.refreshCurrentEntry();
