@@ -35,8 +35,8 @@ export function freshUser(label = "web") {
  * A page in its own context. It records what would show a broken page: script errors, and
  * Content-Security-Policy refusals (which the browser reports on the console).
  */
-export async function openPage(browser, { viewport = DESKTOP, colorScheme = "light" } = {}) {
-  const context = await browser.newContext({ viewport, colorScheme, baseURL: BASE_URL });
+export async function openPage(browser, { viewport = DESKTOP, colorScheme = "light", touch = false } = {}) {
+  const context = await browser.newContext({ viewport, colorScheme, baseURL: BASE_URL, ...(touch ? { hasTouch: true, isMobile: true } : {}) });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: BASE_URL });
   const page = await context.newPage();
   const problems = [];

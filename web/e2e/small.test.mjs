@@ -13,9 +13,7 @@ after(async () => {
 });
 
 test("on a touch screen Enter starts a new line and Send sends, as the hint says", async () => {
-  const context = await browser.newContext({ viewport: PHONE, hasTouch: true, isMobile: true, baseURL: BASE_URL });
-  const page = await context.newPage();
-  page.problems = [];
+  const page = await openPage(browser, { viewport: PHONE, touch: true });
   await signIn(page, freshUser("touch"));
   assert.equal(await page.locator("#composer-hint").textContent(), "Enter starts a new line; Send sends.");
   await composer(page).click();
@@ -72,9 +70,7 @@ test("where only echo answers, the empty chat says what it is and how to reach a
 });
 
 test("on a phone a tap beside the open list closes it", async () => {
-  const context = await browser.newContext({ viewport: PHONE, hasTouch: true, isMobile: true, baseURL: BASE_URL });
-  const page = await context.newPage();
-  page.problems = [];
+  const page = await openPage(browser, { viewport: PHONE, touch: true });
   await signIn(page, freshUser("drawer"));
   const list = page.getByRole("navigation", { name: "Conversations" });
   await page.getByRole("button", { name: "Chats" }).tap();
