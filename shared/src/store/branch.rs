@@ -22,7 +22,7 @@ use super::{
     error::{from_sdk, is_condition_failed, retry_conflicts},
     items::{self, n, s, sort_key, Item, StoredParent, EXISTS_NOT_EXPIRED, NOT_EXPIRED},
     keys::{self, MessageKey},
-    meter::{ask, Work},
+    meter::{ask, record_query, Work},
     paging::resume_within,
     Conversation, ConversationStore, Cursor, Message, Order, Page, PageRequest, StoreError,
 };
@@ -162,9 +162,7 @@ impl ConversationStore {
                     .exclusive_start_key("SK", AttributeValue::S(key.clone()));
             }
             let output = query.send().await.map_err(from_sdk)?;
-            self.meter.record(Work::Read, output.consumed_capacity());
-            self.meter
-                .items(u64::try_from(output.scanned_count()).unwrap_or(0));
+            record_query(&self.meter, &output);
             let mut last = None;
             let before = walk.path.len();
             seen += output.items().len();
@@ -304,9 +302,7 @@ impl ConversationStore {
             .send()
             .await
             .map_err(from_sdk)?;
-        self.meter.record(Work::Read, output.consumed_capacity());
-        self.meter
-            .items(u64::try_from(output.scanned_count()).unwrap_or(0));
+        record_query(&self.meter, &output);
         for item in output.items() {
             match keys::message_key_of(&sort_key(item)?) {
                 Some(MessageKey::Children(0)) => {
@@ -546,9 +542,7 @@ impl ConversationStore {
                 .send()
                 .await
                 .map_err(from_sdk)?;
-            self.meter.record(Work::Read, output.consumed_capacity());
-            self.meter
-                .items(u64::try_from(output.scanned_count()).unwrap_or(0));
+            record_query(&self.meter, &output);
             let exhausted = output.last_evaluated_key().is_none();
             match step_down(output.items(), current) {
                 Step::Missing if queries == 0 => return Err(StoreError::MessageNotFound),

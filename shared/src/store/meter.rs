@@ -91,6 +91,15 @@ impl Meter {
     pub(super) fn items(&self, _count: u64) {}
 }
 
+/// Records a `Query`'s work: its capacity and the items it read.
+pub(super) fn record_query(
+    meter: &Meter,
+    output: &aws_sdk_dynamodb::operation::query::QueryOutput,
+) {
+    meter.record(Work::Read, output.consumed_capacity());
+    meter.items(u64::try_from(output.scanned_count()).unwrap_or(0));
+}
+
 /// What the store asks DynamoDB to report with each call: the consumed capacity when metering,
 /// nothing otherwise.
 pub(super) fn ask() -> aws_sdk_dynamodb::types::ReturnConsumedCapacity {

@@ -9,7 +9,7 @@ use super::{
     error::from_sdk,
     items::{self, n, s, sort_key, Item, NOT_EXPIRED},
     keys,
-    meter::{ask, Work},
+    meter::{ask, record_query, Work},
     Conversation, ConversationStore, Cursor, Order, Page, PageRequest, StoreError,
 };
 use crate::domain::{ConversationId, UserId};
@@ -144,9 +144,7 @@ impl ConversationStore {
                 .exclusive_start_key("SK", AttributeValue::S(sort_key.to_owned()));
         }
         let output = query.send().await.map_err(from_sdk)?;
-        self.meter.record(Work::Read, output.consumed_capacity());
-        self.meter
-            .items(u64::try_from(output.scanned_count()).unwrap_or(0));
+        record_query(&self.meter, &output);
         let mut items = output.items().to_vec();
         let next = if items.len() > limit {
             items.truncate(limit);
